@@ -1,0 +1,129 @@
+//! Wiring: one configuration in, a router and its worker out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::auth::Verifier;
+use crate::clock::Clock;
+use crate::config::{Config, Credentials, TargetConfig};
+use crate::store::Store;
+use crate::targets::{KubernetesTarget, Target};
+use crate::web::{self, AppState};
+use crate::workers::{self, Worker};
+
+/// Several dependencies bring both rustls crypto providers; the process picks one, once.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A broker ready to serve: its state, its router and the worker that applies and undoes.
+pub struct Broker {
+    pub state: AppState,
+    pub worker: Arc<Worker>,
+    queue: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+impl Broker {
+    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Broker> {
+        install_crypto();
+        config.validate()?;
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| "opening the database")?;
+        Self::with_store(config, clock, store).await
+    }
+
+    pub async fn with_store(config: Config, clock: Clock, store: Store) -> anyhow::Result<Broker> {
+        install_crypto();
+        let mut policies = HashMap::new();
+        let mut targets = HashMap::new();
+        for target in &config.targets {
+            policies.insert(target.name.clone(), target.policy()?);
+            targets.insert(target.name.clone(), Arc::new(connect_target(target).await?));
+        }
+        let verifier = Verifier::new(
+            &config.oidc.issuer,
+            &config.oidc.client_id,
+            &config.oidc.groups_claim,
+            clock.clone(),
+        )?;
+        let (work, queue) = workers::queue();
+        let worker = Worker::new(store.clone(), clock.clone(), Arc::new(targets));
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            clock,
+            verifier: Arc::new(verifier),
+            policies: Arc::new(policies),
+            work,
+        };
+        Ok(Broker {
+            state,
+            worker,
+            queue: Some(queue),
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        web::router(self.state.clone())
+    }
+
+    /// Starts the worker; it first finishes whatever an earlier process left in flight.
+    pub fn start_worker(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        let queue = self.queue.take()?;
+        Some(tokio::spawn(self.worker.clone().run(queue)))
+    }
+}
+
+async fn connect_target(target: &TargetConfig) -> anyhow::Result<Target> {
+    let kube = match (target.credentials, &target.kubeconfig) {
+        (Credentials::Kubeconfig, Some(path)) => {
+            KubernetesTarget::from_kubeconfig(path, target.context.as_deref())
+                .await
+                .with_context(|| {
+                    format!(
+                        "target {}: loading kubeconfig {}",
+                        target.name,
+                        path.display()
+                    )
+                })?
+        }
+        (Credentials::InCluster, _) => KubernetesTarget::in_cluster()
+            .with_context(|| format!("target {}: in-cluster credentials", target.name))?,
+        _ => anyhow::bail!("target {}: unsupported credentials", target.name),
+    };
+    Ok(Target::Kubernetes(kube))
+}
+
+/// Serves `router` until the process is asked to stop.
+pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,182 @@
+//! ID token verification against the issuer's published keys.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use openidconnect::core::{
+    CoreGenderClaim, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata,
+};
+use openidconnect::{
+    AdditionalClaims, ClaimsVerificationError, ClientId, IdTokenVerifier, IssuerUrl, Nonce,
+    SignatureVerificationError,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use super::http_client;
+use crate::clock::{Clock, Millis};
+use crate::domain::Person;
+
+/// Claims beyond the standard ones, kept whole so the groups claim can have any name.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct OtherClaims {
+    #[serde(flatten)]
+    pub claims: HashMap<String, serde_json::Value>,
+}
+impl AdditionalClaims for OtherClaims {}
+
+pub type IdToken = openidconnect::IdToken<
+    OtherClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+pub type IdTokenClaims = openidconnect::IdTokenClaims<OtherClaims, CoreGenderClaim>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token is not a valid ID token from this broker's identity provider: {0}")]
+    Invalid(String),
+    #[error("the identity provider cannot be reached to check the token: {0}")]
+    ProviderUnavailable(String),
+}
+
+/// Checks ID tokens. The issuer's metadata and keys are fetched on first use and again when a
+/// token names a key we do not know (key rotation), at most once per `REFRESH_MS`.
+pub struct Verifier {
+    issuer: IssuerUrl,
+    client_id: ClientId,
+    groups_claim: String,
+    clock: Clock,
+    http: reqwest::Client,
+    provider: RwLock<Option<Provider>>,
+}
+
+#[derive(Clone)]
+struct Provider {
+    metadata: Arc<CoreProviderMetadata>,
+    fetched_at: Millis,
+}
+
+const REFRESH_MS: Millis = 30_000;
+
+impl Verifier {
+    pub fn new(
+        issuer: &str,
+        client_id: &str,
+        groups_claim: &str,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            issuer: IssuerUrl::new(issuer.to_owned())?,
+            client_id: ClientId::new(client_id.to_owned()),
+            groups_claim: groups_claim.to_owned(),
+            clock,
+            http: http_client::client(),
+            provider: RwLock::new(None),
+        })
+    }
+
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The issuer's metadata, fetched if we do not have it (or `refresh` and it is stale).
+    pub async fn provider(&self, refresh: bool) -> Result<Arc<CoreProviderMetadata>, AuthError> {
+        if let Some(p) = self.provider.read().await.as_ref()
+            && (!refresh || self.clock.now() - p.fetched_at < REFRESH_MS)
+        {
+            return Ok(p.metadata.clone());
+        }
+        let mut slot = self.provider.write().await;
+        if let Some(p) = slot.as_ref()
+            && (!refresh || self.clock.now() - p.fetched_at < REFRESH_MS)
+        {
+            return Ok(p.metadata.clone());
+        }
+        let http = self.http.clone();
+        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &move |req| {
+            http_client::send(http.clone(), req)
+        })
+        .await
+        .map_err(|e| AuthError::ProviderUnavailable(e.to_string()))?;
+        let metadata = Arc::new(metadata);
+        *slot = Some(Provider {
+            metadata: metadata.clone(),
+            fetched_at: self.clock.now(),
+        });
+        Ok(metadata)
+    }
+
+    fn verifier(
+        &self,
+        jwks: CoreJsonWebKeySet,
+    ) -> openidconnect::core::CoreIdTokenVerifier<'static> {
+        let clock = self.clock.clone();
+        IdTokenVerifier::new_public_client(self.client_id.clone(), self.issuer.clone(), jwks)
+            .set_allowed_algs([CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256])
+            .set_time_fn(move || clock.now_utc())
+    }
+
+    /// Verifies a bearer token and says who it names. `nonce` is checked when given (browser
+    /// sign-in); bearer tokens carry none.
+    pub async fn verify(&self, token: &str, nonce: Option<&Nonce>) -> Result<Person, AuthError> {
+        let token = IdToken::from_str(token)
+            .map_err(|e| AuthError::Invalid(format!("cannot be parsed ({e})")))?;
+        let metadata = self.provider(false).await?;
+        let claims = match self.check(&token, metadata.jwks().clone(), nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
+                let metadata = self.provider(true).await?;
+                self.check(&token, metadata.jwks().clone(), nonce)
+            }
+            other => other,
+        }
+        .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        Ok(self.person(&claims))
+    }
+
+    fn check(
+        &self,
+        token: &IdToken,
+        jwks: CoreJsonWebKeySet,
+        nonce: Option<&Nonce>,
+    ) -> Result<IdTokenClaims, ClaimsVerificationError> {
+        let verifier = self.verifier(jwks);
+        match nonce {
+            Some(expected) => token.clone().into_claims(&verifier, expected),
+            None => token
+                .clone()
+                .into_claims(&verifier, |_: Option<&Nonce>| Ok(())),
+        }
+    }
+
+    pub fn person(&self, claims: &IdTokenClaims) -> Person {
+        let subject = claims.subject().to_string();
+        let name = claims
+            .preferred_username()
+            .map(|u| u.to_string())
+            .or_else(|| claims.email().map(|e| e.to_string()))
+            .unwrap_or_else(|| subject.clone());
+        let groups = match claims.additional_claims().claims.get(&self.groups_claim) {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect(),
+            Some(serde_json::Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        Person {
+            subject,
+            name,
+            groups,
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `dev` mode: the broker, a development OIDC issuer and a simulated cluster in one process,
+//! each reached over loopback HTTP exactly as production reaches the real ones.
+
+pub mod idp;
+pub mod sim_cluster;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+
+use crate::app::Broker;
+use crate::clock::Clock;
+use crate::config::{Config, Credentials, OidcConfig, Roles, TargetConfig, TargetKind};
+use crate::domain::ApprovalRule;
+use crate::domain::policy::{ImagePolicy, PodPolicy, default_kinds};
+use idp::DevIdp;
+use sim_cluster::{SimCluster, SimClusterConfig};
+
+/// The images the simulated Binary Authorization treats as attested.
+pub const ATTESTED_PREFIX: &str = "us-docker.pkg.dev/acme/release/";
+pub const TARGET: &str = "dev-cluster";
+
+pub struct DevOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub clock: Clock,
+}
+
+/// A running dev environment; dropping it does not stop the servers (they run on the runtime).
+pub struct DevEnv {
+    pub base_url: String,
+    pub issuer: String,
+    pub cluster_url: String,
+    /// The read-only kubeconfig for people (anonymous reads).
+    pub kubeconfig: PathBuf,
+    pub sim: SimCluster,
+    pub idp: DevIdp,
+    pub broker: Broker,
+}
+
+/// Refuses anything but loopback: dev mode has a token-minting issuer and must never be exposed.
+pub fn check_loopback(listen: &SocketAddr) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() {
+        bail!(
+            "dev mode only listens on loopback (127.0.0.1 or ::1), not {}",
+            listen.ip()
+        );
+    }
+    Ok(())
+}
+
+pub async fn start(options: DevOptions) -> anyhow::Result<DevEnv> {
+    check_loopback(&options.listen)?;
+    crate::app::install_crypto();
+    std::fs::create_dir_all(&options.data_dir)
+        .with_context(|| format!("creating {}", options.data_dir.display()))?;
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("binding {}", options.listen))?;
+    let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    let issuer = format!("{base_url}/dev/idp");
+
+    let write_token = uuid::Uuid::new_v4().simple().to_string();
+    let sim = SimCluster::new(SimClusterConfig {
+        write_token: write_token.clone(),
+        attested_prefixes: vec![ATTESTED_PREFIX.to_owned()],
+        namespaces: vec!["default".into(), "prod".into()],
+    });
+    let sim_listener = TcpListener::bind((addr.ip(), 0)).await?;
+    let cluster_url = format!("http://{}", sim_listener.local_addr()?);
+    tokio::spawn(sim.clone().serve(sim_listener));
+
+    let kubeconfig = options.data_dir.join("kubeconfig");
+    write_file(&kubeconfig, &sim_cluster::kubeconfig(&cluster_url, None))?;
+    let broker_kubeconfig = options.data_dir.join("broker-kubeconfig");
+    write_file(
+        &broker_kubeconfig,
+        &sim_cluster::kubeconfig(&cluster_url, Some(&write_token)),
+    )?;
+
+    let config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
+    let idp = DevIdp::new(&issuer, options.clock.clone())?;
+    let mut broker = Broker::build(config, options.clock).await?;
+    broker.start_worker();
+    let router = broker.router().nest_service("/dev/idp", idp.router());
+    tokio::spawn(async move {
+        if let Err(e) = crate::app::serve(listener, router).await {
+            tracing::error!(error = %e, "dev server stopped");
+        }
+    });
+    Ok(DevEnv {
+        base_url,
+        issuer,
+        cluster_url,
+        kubeconfig,
+        sim,
+        idp,
+        broker,
+    })
+}
+
+/// The configuration dev mode runs with, through the same types a configuration file fills.
+fn dev_config(
+    base_url: &str,
+    issuer: &str,
+    data_dir: &Path,
+    kubeconfig: &Path,
+) -> anyhow::Result<Config> {
+    let database = data_dir.join("broker.db");
+    Ok(Config {
+        public_url: base_url.parse()?,
+        listen: base_url.trim_start_matches("http://").parse()?,
+        database_url: format!("sqlite://{}?mode=rwc", database.display()),
+        oidc: OidcConfig {
+            issuer: issuer.to_owned(),
+            client_id: idp::CLIENT_ID.to_owned(),
+            client_secret_env: None,
+            groups_claim: "groups".into(),
+            client_secret: None,
+        },
+        roles: Roles {
+            requesters: vec!["oncall".into()],
+            auditors: vec!["auditors".into()],
+        },
+        targets: vec![TargetConfig {
+            name: TARGET.into(),
+            kind: TargetKind::Kubernetes,
+            credentials: Credentials::Kubeconfig,
+            kubeconfig: Some(kubeconfig.to_owned()),
+            context: None,
+            namespaces: vec!["default".into(), "prod".into()],
+            max_duration: Duration::from_secs(4 * 3600),
+            approval_window: Duration::from_secs(30 * 60),
+            approvals: vec![ApprovalRule {
+                group: "approvers".into(),
+                count: 2,
+            }],
+            images: ImagePolicy {
+                registries: vec!["us-docker.pkg.dev/".into()],
+                require_digest: true,
+            },
+            pods: PodPolicy {
+                allow_automount_token: true,
+                ..PodPolicy::default()
+            },
+            kinds: default_kinds(),
+            ticket_pattern: "^[A-Z][A-Z0-9]*-[0-9]+$".into(),
+            max_objects: 20,
+            max_manifest_bytes: 256 * 1024,
+        }],
+    })
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// What `dev` prints on start: where everything is and who you can be.
+pub fn banner(env: &DevEnv) -> String {
+    let personas: Vec<String> = idp::PERSONAS
+        .iter()
+        .map(|(name, groups)| {
+            format!(
+                "  {name:<8} {}",
+                if groups.is_empty() {
+                    "(no groups)".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            )
+        })
+        .collect();
+    format!(
+        "breakglass-broker dev mode\n\n\
+         broker:            {base}\n\
+         OIDC issuer:       {issuer}  (token for scripts: {issuer}/token?persona=alice)\n\
+         simulated cluster: {cluster}\n\
+         kubeconfig:        {kubeconfig}\n\n\
+         personas:\n{personas}\n\n\
+         target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n",
+        base = env.base_url,
+        issuer = env.issuer,
+        cluster = env.cluster_url,
+        kubeconfig = env.kubeconfig.display(),
+        personas = personas.join("\n"),
+    )
+}

@@ -1,0 +1,321 @@
+//! A simulated Kubernetes API server for `dev` mode and tests.
+//!
+//! It speaks enough of the real REST protocol (legacy discovery, server-side
+//! printing, server-side apply, preconditions, `Status` errors) that kube-rs and an
+//! unmodified kubectl use it exactly as they would a cluster, so the broker's real
+//! Kubernetes code runs against it. It simulates GKE Binary Authorization with its
+//! breakglass escape hatch and records every breakglass admission, which is what
+//! the broker exists to govern and what its detector reconciles.
+//!
+//! Objects live in memory behind one mutex; handlers do a little JSON work under it
+//! and nothing else, so the simulator never dominates the latency the broker measures.
+
+mod admission;
+mod api;
+mod discovery;
+mod merge;
+mod objects;
+mod resources;
+mod selector;
+mod status;
+mod table;
+mod writes;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use objects::Store;
+use status::ApiError;
+
+/// The identity writes made with the configured token are attributed to.
+pub const BROKER_USER: &str = "system:serviceaccount:breakglass:broker";
+
+/// What the simulated cluster admits and who may write to it.
+#[derive(Clone)]
+pub struct SimClusterConfig {
+    /// Bearer token that writes must carry (reads may be anonymous).
+    pub write_token: String,
+    /// Image prefixes that simulated Binary Authorization treats as attested,
+    /// e.g. "us-docker.pkg.dev/acme/release/".
+    pub attested_prefixes: Vec<String>,
+    /// Namespaces that exist; objects in others get 404 NotFound namespace error.
+    pub namespaces: Vec<String>,
+}
+
+/// The token is a credential, so it never reaches logs.
+impl fmt::Debug for SimClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimClusterConfig")
+            .field("write_token", &"<redacted>")
+            .field("attested_prefixes", &self.attested_prefixes)
+            .field("namespaces", &self.namespaces)
+            .finish()
+    }
+}
+
+/// Identifies one object; `namespace` is empty for cluster-scoped kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectKey {
+    /// `v1`, `apps/v1`, `batch/v1`.
+    pub api_version: String,
+    /// `Deployment`, `Pod`, ...
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Shorthand for tests and callers that think in `apiVersion`/`kind` strings.
+    pub fn new(api_version: &str, kind: &str, namespace: &str, name: &str) -> Self {
+        Self {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// One admission that used breakglass, as GKE would log it to Cloud Audit Logs.
+///
+/// Recorded whenever the pod (template) carries the breakglass label or annotation,
+/// even if every image was attested, because GKE logs every use of the hatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakglassAdmission {
+    /// When it was admitted, in milliseconds since the Unix epoch.
+    pub at: u64,
+    pub key: ObjectKey,
+    /// Every image of the pod spec: containers, then init and ephemeral containers.
+    pub images: Vec<String>,
+    /// The authenticated user that made the write.
+    pub user: String,
+    /// Labels of the pod template (or Pod).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the pod template (or Pod).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Successful writes to one object, by kind; dry runs and refused writes do not count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCount {
+    pub creates: u64,
+    /// Server-side apply patches, whether they created the object or not.
+    pub applies: u64,
+    /// Merge and strategic merge patches.
+    pub patches: u64,
+    pub replaces: u64,
+    pub deletes: u64,
+}
+
+impl WriteCount {
+    pub fn total(&self) -> u64 {
+        self.creates + self.applies + self.patches + self.replaces + self.deletes
+    }
+}
+
+/// One entry of `GET /sim/v1/writes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRecord {
+    pub key: ObjectKey,
+    pub count: WriteCount,
+}
+
+struct Inner {
+    config: SimClusterConfig,
+    /// Namespace objects, built once from the configuration.
+    namespaces: Vec<Value>,
+    store: Mutex<Store>,
+    /// HTTP status every request gets while non-zero.
+    failure: AtomicU16,
+}
+
+/// A handle on one simulated cluster; clones share it.
+#[derive(Clone)]
+pub struct SimCluster {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SimCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimCluster")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimCluster {
+    pub fn new(config: SimClusterConfig) -> Self {
+        let created = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let namespaces = config
+            .namespaces
+            .iter()
+            .map(|name| {
+                json!({
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": name,
+                        "uid": uuid::Uuid::new_v4().to_string(),
+                        "resourceVersion": "1",
+                        "creationTimestamp": created,
+                        "labels": { "kubernetes.io/metadata.name": name },
+                    },
+                    "spec": { "finalizers": ["kubernetes"] },
+                    "status": { "phase": "Active" },
+                })
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                namespaces,
+                store: Mutex::new(Store::default()),
+                failure: AtomicU16::new(0),
+            }),
+        }
+    }
+
+    /// The whole API, mounted at "/".
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/version", get(discovery::version))
+            .route("/api", get(discovery::api_versions))
+            .route("/api/v1", get(discovery::core_resources))
+            .route("/api/v1/{*rest}", any(api::handle))
+            .route("/apis", get(discovery::api_groups))
+            .route("/apis/{group}", get(discovery::api_group))
+            .route("/apis/{group}/{version}", get(discovery::group_resources))
+            .route("/apis/{group}/{version}/{*rest}", any(api::handle))
+            .route("/sim/v1/breakglass-admissions", get(admissions_json))
+            .route("/sim/v1/writes", get(writes_json))
+            .fallback(|| async { ApiError::no_such_path() })
+            .layer(middleware::from_fn_with_state(self.clone(), inject_failure))
+            .with_state(self.clone())
+    }
+
+    /// Binds nothing itself; serves on the given listener until the future is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    /// Every breakglass admission so far (oldest first).
+    pub fn breakglass_admissions(&self) -> Vec<BreakglassAdmission> {
+        self.store().admissions()
+    }
+
+    /// How many successful writes (create/apply/patch/replace/delete) an object has had.
+    pub fn write_count(&self, key: &ObjectKey) -> WriteCount {
+        self.store().write_count(key)
+    }
+
+    /// Write counts of every object ever written, deleted ones included.
+    pub fn writes(&self) -> Vec<WriteRecord> {
+        self.store()
+            .write_counts()
+            .into_iter()
+            .map(|(key, count)| WriteRecord { key, count })
+            .collect()
+    }
+
+    /// Current object, if it exists (for tests), as serde_json::Value.
+    pub fn object(&self, key: &ObjectKey) -> Option<Value> {
+        self.store().get(key)
+    }
+
+    /// Make the server answer every request with this HTTP status (e.g. 503) until cleared.
+    ///
+    /// The `/sim/v1/` observation endpoints keep answering, so a test can still see
+    /// what happened while the API is failing.
+    pub fn set_failure(&self, status: Option<u16>) {
+        self.inner
+            .failure
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    fn failure(&self) -> Option<u16> {
+        match self.inner.failure.load(Ordering::SeqCst) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// A panic while holding the lock leaves the maps consistent (each write commits
+    /// in one call), so a poisoned lock is still safe to use.
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.inner
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn config(&self) -> &SimClusterConfig {
+        &self.inner.config
+    }
+
+    fn namespace_objects(&self) -> &[Value] {
+        &self.inner.namespaces
+    }
+
+    fn namespace_exists(&self, namespace: &str) -> bool {
+        self.inner.config.namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+async fn inject_failure(State(sim): State<SimCluster>, request: Request, next: Next) -> Response {
+    match sim.failure() {
+        Some(code) if !request.uri().path().starts_with("/sim/") => {
+            ApiError::injected(code).into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+async fn admissions_json(State(sim): State<SimCluster>) -> Json<Vec<BreakglassAdmission>> {
+    Json(sim.breakglass_admissions())
+}
+
+async fn writes_json(State(sim): State<SimCluster>) -> Json<Vec<WriteRecord>> {
+    Json(sim.writes())
+}
+
+/// kubeconfig YAML text pointing at `server` (http://127.0.0.1:PORT); with Some(token) it carries the token as a user token.
+pub fn kubeconfig(server: &str, token: Option<&str>) -> String {
+    // A JSON string is a valid YAML double-quoted scalar, which makes any value safe to embed.
+    let quote = |s: &str| Value::String(s.to_owned()).to_string();
+    let user = match token {
+        Some(token) => format!("\n    token: {}", quote(token)),
+        None => " {}".to_owned(),
+    };
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: breakglass-sim
+  cluster:
+    server: {server}
+contexts:
+- name: breakglass-sim
+  context:
+    cluster: breakglass-sim
+    user: breakglass-sim
+    namespace: default
+current-context: breakglass-sim
+preferences: {{}}
+users:
+- name: breakglass-sim
+  user:{user}
+",
+        server = quote(server),
+    )
+}

@@ -1,0 +1,127 @@
+use serde::{Deserialize, Serialize};
+
+/// Where a request stands in its lifecycle (see DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Pending,
+    Approved,
+    Active,
+    Expired,
+    Closed,
+    Rejected,
+    Cancelled,
+    Lapsed,
+    Failed,
+    NeedsAttention,
+}
+
+impl State {
+    pub const ALL: [State; 10] = [
+        State::Pending,
+        State::Approved,
+        State::Active,
+        State::Expired,
+        State::Closed,
+        State::Rejected,
+        State::Cancelled,
+        State::Lapsed,
+        State::Failed,
+        State::NeedsAttention,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Active => "active",
+            State::Expired => "expired",
+            State::Closed => "closed",
+            State::Rejected => "rejected",
+            State::Cancelled => "cancelled",
+            State::Lapsed => "lapsed",
+            State::Failed => "failed",
+            State::NeedsAttention => "needs_attention",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// No transition leaves a final state.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            State::Expired
+                | State::Closed
+                | State::Rejected
+                | State::Cancelled
+                | State::Lapsed
+                | State::Failed
+        )
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an action is not allowed in the request's current state, worded for the person asking.
+pub fn refuse(action: &str, state: State) -> String {
+    format!("cannot {action} a request that is {state}")
+}
+
+/// Approvals and rejections are taken only while a request waits for them: a late approval
+/// never revives a lapsed, rejected or cancelled request.
+pub fn check_decidable(state: State, action: &str) -> Result<(), String> {
+    match state {
+        State::Pending => Ok(()),
+        other => Err(refuse(action, other)),
+    }
+}
+
+pub fn check_cancellable(state: State) -> Result<(), String> {
+    match state {
+        State::Pending => Ok(()),
+        other => Err(refuse("cancel", other)),
+    }
+}
+
+pub fn check_closable(state: State) -> Result<(), String> {
+    match state {
+        State::Active => Ok(()),
+        other => Err(refuse("close", other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_name() {
+        for state in State::ALL {
+            assert_eq!(State::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(State::parse("bogus"), None);
+    }
+
+    #[test]
+    fn only_pending_requests_take_decisions() {
+        assert!(check_decidable(State::Pending, "approve").is_ok());
+        for state in State::ALL.into_iter().filter(|s| *s != State::Pending) {
+            let err = check_decidable(state, "approve").expect_err("refused");
+            assert!(err.contains(state.as_str()), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_active_requests_can_be_closed() {
+        assert!(check_closable(State::Active).is_ok());
+        assert!(check_closable(State::Pending).is_err());
+        assert!(check_closable(State::Expired).is_err());
+    }
+}

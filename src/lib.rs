@@ -1,0 +1,24 @@
+//! Approval-gated breakglass for GKE Binary Authorization and Cloud Run.
+
+/// Wiring: builds the shared state from a configuration and serves it.
+pub mod app;
+/// Who is calling: OIDC ID tokens as bearer tokens, and the roles they carry.
+pub mod auth;
+/// The command line: `dev`, `serve`, and the operator's tools.
+pub mod cli;
+/// Wall-clock time as a parameter, so tests move time instead of sleeping.
+pub mod clock;
+/// The configuration file and environment; secrets stay out of `Debug`.
+pub mod config;
+/// The development OIDC issuer and the simulated cluster behind `dev` mode and the tests.
+pub mod dev;
+/// Pure rules: ids, states, approval rules, manifests, policy, stamps and digests.
+pub mod domain;
+/// Everything SQL: requests, approvals and the audit chain on SQLite or PostgreSQL.
+pub mod store;
+/// Where approved workloads go: Kubernetes and GKE through kube-rs.
+pub mod targets;
+/// The HTTP surface: JSON API, health, and the router that ties them together.
+pub mod web;
+/// Background work driven by the store and the clock: apply, undo, lapse.
+pub mod workers;

@@ -1,0 +1,451 @@
+//! Requests, decisions on them, and what the broker applied for them.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
+
+use super::{Result, Store, Tx};
+use crate::clock::Millis;
+use crate::domain::State;
+
+/// A request as stored. Immutable fields first; then what the lifecycle fills in.
+#[derive(Clone, Debug, Serialize)]
+pub struct Request {
+    pub id: String,
+    pub target: String,
+    pub namespace: String,
+    pub ticket: String,
+    pub justification: String,
+    pub requester_subject: String,
+    pub requester_name: String,
+    pub manifest: String,
+    /// The normalized objects, as a JSON array: exactly what the digest covers.
+    pub objects: String,
+    pub duration_seconds: i64,
+    pub digest: String,
+    pub state: State,
+    pub created_at: Millis,
+    pub decide_by: Millis,
+    pub applied_at: Option<Millis>,
+    pub expires_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+    pub end_requested: Option<String>,
+    pub last_error: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: Option<Millis>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Millis>,
+}
+
+impl FromRow<'_, AnyRow> for Request {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        let state: String = row.try_get("state")?;
+        Ok(Request {
+            id: row.try_get("id")?,
+            target: row.try_get("target")?,
+            namespace: row.try_get("namespace")?,
+            ticket: row.try_get("ticket")?,
+            justification: row.try_get("justification")?,
+            requester_subject: row.try_get("requester_subject")?,
+            requester_name: row.try_get("requester_name")?,
+            manifest: row.try_get("manifest")?,
+            objects: row.try_get("objects")?,
+            duration_seconds: row.try_get("duration_seconds")?,
+            digest: row.try_get("digest")?,
+            state: State::parse(&state)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown state {state:?}").into()))?,
+            created_at: row.try_get("created_at")?,
+            decide_by: row.try_get("decide_by")?,
+            applied_at: row.try_get("applied_at")?,
+            expires_at: row.try_get("expires_at")?,
+            ended_at: row.try_get("ended_at")?,
+            end_requested: row.try_get("end_requested")?,
+            last_error: row.try_get("last_error")?,
+            attempts: row.try_get("attempts")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            lease_owner: row.try_get("lease_owner")?,
+            lease_until: row.try_get("lease_until")?,
+        })
+    }
+}
+
+pub struct NewRequest {
+    pub id: String,
+    pub target: String,
+    pub namespace: String,
+    pub ticket: String,
+    pub justification: String,
+    pub requester_subject: String,
+    pub requester_name: String,
+    pub manifest: String,
+    pub objects: String,
+    pub duration_seconds: i64,
+    pub digest: String,
+    pub created_at: Millis,
+    pub decide_by: Millis,
+}
+
+/// A decision on a request: an approval or a rejection.
+#[derive(Clone, Debug, Serialize, FromRow)]
+pub struct Approval {
+    pub approver_subject: String,
+    pub approver_name: String,
+    /// The approver's groups when they decided, as a JSON array.
+    #[serde(skip)]
+    pub approver_groups: String,
+    pub decision: String,
+    pub digest: String,
+    pub comment: String,
+    pub at: Millis,
+}
+
+/// One object of an applied request: what stood there before, and the version the broker left.
+#[derive(Clone, Debug, FromRow)]
+pub struct AppliedObject {
+    pub position: i64,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub before_apply: Option<String>,
+    pub applied_version: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RequestFilter {
+    pub state: Option<State>,
+    pub requester_subject: Option<String>,
+    pub ticket: Option<String>,
+    pub limit: i64,
+}
+
+/// The columns a [`Request`] is read from; a macro so queries stay `&'static str`.
+macro_rules! columns {
+    () => {
+        "id, target, namespace, ticket, justification, requester_subject, requester_name, \
+         manifest, objects, duration_seconds, digest, state, created_at, decide_by, applied_at, \
+         expires_at, ended_at, end_requested, last_error, attempts, next_attempt_at, lease_owner, lease_until"
+    };
+}
+
+impl Store {
+    pub async fn request(&self, id: &str) -> Result<Option<Request>> {
+        let sql = concat!("SELECT ", columns!(), " FROM requests WHERE id = $1");
+        Ok(sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM requests
+             WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR requester_subject = $2)
+               AND ($3 IS NULL OR ticket = $3)
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        Ok(sqlx::query_as(sql)
+            .bind(filter.state.map(State::as_str))
+            .bind(filter.requester_subject.as_deref())
+            .bind(filter.ticket.as_deref())
+            .bind(if filter.limit > 0 { filter.limit } else { 100 })
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>> {
+        Ok(sqlx::query_as(
+            "SELECT approver_subject, approver_name, approver_groups, decision, digest, comment, at
+             FROM approvals WHERE request_id = $1 ORDER BY at, approver_subject",
+        )
+        .bind(request_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn applied_objects(&self, request_id: &str) -> Result<Vec<AppliedObject>> {
+        applied_objects(self.pool(), request_id).await
+    }
+
+    /// Requests a worker should act on now: approved ones to apply, active ones due to end,
+    /// pending ones whose approval window closed; none whose lease another replica holds.
+    pub async fn due_work(&self, now: Millis, limit: i64) -> Result<Vec<(String, State)>> {
+        let rows = sqlx::query(
+            "SELECT id, state FROM requests
+             WHERE ((state = 'approved')
+                 OR (state = 'active' AND (expires_at <= $1 OR end_requested IS NOT NULL))
+                 OR (state = 'pending' AND decide_by <= $1))
+               AND (lease_until IS NULL OR lease_until <= $1)
+               AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
+             ORDER BY created_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok((
+                    r.try_get("id")?,
+                    State::parse(&state).unwrap_or(State::Pending),
+                ))
+            })
+            .collect::<sqlx::Result<_>>()
+            .map_err(Into::into)
+    }
+
+    /// The earliest moment at which [`Store::due_work`] will have something new, if any.
+    pub async fn next_deadline(&self) -> Result<Option<Millis>> {
+        let row = sqlx::query(
+            "SELECT MIN(t) AS next FROM (
+                SELECT decide_by AS t FROM requests WHERE state = 'pending'
+                UNION ALL SELECT expires_at FROM requests WHERE state = 'active'
+                UNION ALL SELECT lease_until FROM requests WHERE lease_until IS NOT NULL AND state IN ('approved', 'active')
+                UNION ALL SELECT next_attempt_at FROM requests WHERE next_attempt_at IS NOT NULL AND state IN ('approved', 'active')
+             ) AS deadlines",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("next")?)
+    }
+
+    /// Takes the right to work on a request until `until`, unless another worker holds it.
+    pub async fn claim(
+        &self,
+        id: &str,
+        state: State,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE requests SET lease_owner = $1, lease_until = $2
+             WHERE id = $3 AND state = $4 AND (lease_until IS NULL OR lease_until <= $5 OR lease_owner = $1)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(state.as_str())
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+pub async fn applied_objects<'e, E>(executor: E, request_id: &str) -> Result<Vec<AppliedObject>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    Ok(sqlx::query_as(
+        "SELECT position, api_version, kind, namespace, name, before_apply, applied_version
+         FROM applied_objects WHERE request_id = $1 ORDER BY position",
+    )
+    .bind(request_id)
+    .fetch_all(executor)
+    .await?)
+}
+
+/// Writes inside a transaction. Each one that changes a request starts by locking its row
+/// ([`lock_request`]), so concurrent deciders on one request take turns.
+impl Store {
+    pub async fn insert_request(tx: &mut Tx, new: &NewRequest) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO requests (id, target, namespace, ticket, justification, requester_subject,
+                requester_name, manifest, objects, duration_seconds, digest, state, created_at, decide_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13)",
+        )
+        .bind(&new.id)
+        .bind(&new.target)
+        .bind(&new.namespace)
+        .bind(&new.ticket)
+        .bind(&new.justification)
+        .bind(&new.requester_subject)
+        .bind(&new.requester_name)
+        .bind(&new.manifest)
+        .bind(&new.objects)
+        .bind(new.duration_seconds)
+        .bind(&new.digest)
+        .bind(new.created_at)
+        .bind(new.decide_by)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Locks the request's row for the rest of the transaction and returns it.
+    pub async fn lock_request(tx: &mut Tx, id: &str) -> Result<Option<Request>> {
+        let sql = concat!(
+            "UPDATE requests SET version = version + 1 WHERE id = $1 RETURNING ",
+            columns!()
+        );
+        Ok(sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?)
+    }
+
+    pub async fn approvals_in(tx: &mut Tx, request_id: &str) -> Result<Vec<Approval>> {
+        Ok(sqlx::query_as(
+            "SELECT approver_subject, approver_name, approver_groups, decision, digest, comment, at
+             FROM approvals WHERE request_id = $1 ORDER BY at, approver_subject",
+        )
+        .bind(request_id)
+        .fetch_all(&mut **tx)
+        .await?)
+    }
+
+    /// Records a decision; false when this person already decided on this request.
+    pub async fn insert_approval(
+        tx: &mut Tx,
+        request_id: &str,
+        approval: &Approval,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO approvals (request_id, approver_subject, approver_name, approver_groups,
+                decision, digest, comment, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (request_id, approver_subject) DO NOTHING",
+        )
+        .bind(request_id)
+        .bind(&approval.approver_subject)
+        .bind(&approval.approver_name)
+        .bind(&approval.approver_groups)
+        .bind(&approval.decision)
+        .bind(&approval.digest)
+        .bind(&approval.comment)
+        .bind(approval.at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Moves a request to `state`; `ended_at` is set for final states.
+    pub async fn set_state(tx: &mut Tx, id: &str, state: State, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE requests SET state = $1, ended_at = CASE WHEN $2 THEN $3 ELSE ended_at END,
+                lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, attempts = 0
+             WHERE id = $4",
+        )
+        .bind(state.as_str())
+        .bind(state.is_final() || state == State::NeedsAttention)
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_end_requested(tx: &mut Tx, id: &str, reason: &str) -> Result<()> {
+        sqlx::query("UPDATE requests SET end_requested = $1 WHERE id = $2")
+            .bind(reason)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the request active from `applied_at` until `expires_at`.
+    pub async fn set_active(
+        tx: &mut Tx,
+        id: &str,
+        applied_at: Millis,
+        expires_at: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE requests SET state = 'active', applied_at = $1, expires_at = $2, last_error = NULL,
+                lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, attempts = 0
+             WHERE id = $3",
+        )
+        .bind(applied_at)
+        .bind(expires_at)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Plans the expiry before the first object is applied, so the stamp and the record agree.
+    pub async fn plan_expiry(tx: &mut Tx, id: &str, expires_at: Millis) -> Result<()> {
+        sqlx::query("UPDATE requests SET expires_at = $1 WHERE id = $2")
+            .bind(expires_at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Remembers a failed attempt and when to try again; the lease is given up.
+    pub async fn record_retry(
+        &self,
+        id: &str,
+        owner: &str,
+        error: &str,
+        next_attempt_at: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE requests SET last_error = $1, attempts = attempts + 1, next_attempt_at = $2,
+                lease_owner = NULL, lease_until = NULL
+             WHERE id = $3 AND lease_owner = $4",
+        )
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(id)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn record_error(tx: &mut Tx, id: &str, error: &str) -> Result<()> {
+        sqlx::query("UPDATE requests SET last_error = $1 WHERE id = $2")
+            .bind(error)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_applied_object(
+        tx: &mut Tx,
+        request_id: &str,
+        object: &AppliedObject,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO applied_objects (request_id, position, api_version, kind, namespace, name, before_apply)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(request_id)
+        .bind(object.position)
+        .bind(&object.api_version)
+        .bind(&object.kind)
+        .bind(&object.namespace)
+        .bind(&object.name)
+        .bind(object.before_apply.as_deref())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn applied_objects_in(tx: &mut Tx, request_id: &str) -> Result<Vec<AppliedObject>> {
+        applied_objects(&mut **tx, request_id).await
+    }
+
+    pub async fn record_applied_version(
+        &self,
+        request_id: &str,
+        position: i64,
+        version: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE applied_objects SET applied_version = $1 WHERE request_id = $2 AND position = $3")
+            .bind(version)
+            .bind(request_id)
+            .bind(position)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+mod sim_cluster;
