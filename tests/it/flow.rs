@@ -1,0 +1,257 @@
+//! The whole story over HTTP: request, approve, apply, expire, audit.
+
+use std::time::Duration;
+
+use breakglass_broker::dev::sim_cluster::ObjectKey;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use reqwest::StatusCode;
+
+use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::new("apps/v1", "Deployment", "prod", name)
+}
+
+/// The broker's own kube client, as anyone holding deploy rights would use it.
+async fn deployer(env: &TestEnv) -> Api<DynamicObject> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(env.dir.path().join("broker-kubeconfig"))
+        .expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps", "v1", "Deployment"),
+        "deployments",
+    );
+    Api::namespaced_with(client, "prod", &resource)
+}
+
+#[tokio::test]
+async fn breakglass_request_is_approved_applied_expired_and_audited() {
+    let env = TestEnv::start().await;
+    let manifest = deployment("payments-api", HOTFIX_IMAGE);
+
+    // alice asks for an emergency deploy of an unattested image.
+    let (id, digest) = env.file_ok(&manifest, 60).await;
+
+    // Without the broker, the cluster refuses that image.
+    let body: serde_json::Value = serde_saphyr::from_str(&manifest).expect("manifest");
+    let denied = deployer(&env)
+        .await
+        .patch(
+            "payments-api",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .expect_err("unattested image is denied");
+    assert!(
+        denied
+            .to_string()
+            .contains("denied by Binary Authorization"),
+        "{denied}"
+    );
+    assert!(env.env.sim.object(&key("payments-api")).is_none());
+
+    // bob and carol approve exactly this digest.
+    let (status, after_bob) = env.approve("bob", &id, &digest).await;
+    assert_eq!(status, StatusCode::OK, "{after_bob}");
+    assert_eq!(after_bob["state"], "pending");
+    let (status, after_carol) = env.approve("carol", &id, &digest).await;
+    assert_eq!(status, StatusCode::OK, "{after_carol}");
+
+    // The broker applies it with the label on the pod template and the ticket stamped.
+    let active = env.wait_for_state(&id, "active").await;
+    assert!(active["expires_at"].is_string());
+    let applied = env
+        .env
+        .sim
+        .object(&key("payments-api"))
+        .expect("deployment exists");
+    let template = &applied["spec"]["template"]["metadata"];
+    assert_eq!(
+        template["labels"]["image-policy.k8s.io/break-glass"],
+        "true"
+    );
+    assert_eq!(
+        template["labels"]["breakglass-broker.io/request-id"],
+        id.as_str()
+    );
+    assert_eq!(
+        applied["metadata"]["labels"]["breakglass-broker.io/ticket"],
+        "INC-4242"
+    );
+    assert_eq!(
+        applied["metadata"]["annotations"]["breakglass-broker.io/approvers"],
+        "bob,carol"
+    );
+    let admissions = env.env.sim.breakglass_admissions();
+    assert_eq!(admissions.len(), 1);
+    assert_eq!(admissions[0].images, vec![HOTFIX_IMAGE.to_owned()]);
+
+    // The duration passes on the test clock; the broker undoes the deploy.
+    env.clock.advance(Duration::from_secs(61 * 60));
+    env.wait_for_state(&id, "expired").await;
+    assert!(
+        env.env.sim.object(&key("payments-api")).is_none(),
+        "the deployment is gone"
+    );
+    let writes = env.env.sim.write_count(&key("payments-api"));
+    assert_eq!((writes.applies, writes.deletes), (1, 1));
+
+    // The audit lists every step with its actor.
+    let (status, events) = env
+        .get("dave", &format!("/api/v1/audit?request={id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let mut steps: Vec<(String, String)> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["actor"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    steps.reverse();
+    let expected = [
+        ("request.created", "alice"),
+        ("request.approved", "bob"),
+        ("request.approved", "carol"),
+        ("request.fully_approved", "carol"),
+        ("request.applying", "breakglass-broker"),
+        ("request.applied", "breakglass-broker"),
+        ("request.expired", "breakglass-broker"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    assert_eq!(steps, expected);
+    for event in events.as_array().expect("events") {
+        assert_eq!(event["request_id"], id.as_str());
+        assert_eq!(event["ticket"], "INC-4242");
+        assert!(event["at"].as_str().is_some_and(|at| at.ends_with('Z')));
+    }
+}
+
+#[tokio::test]
+async fn closing_early_restores_what_ran_before() {
+    let env = TestEnv::start().await;
+    // Something already runs under that name, admitted normally with an attested image.
+    let attested = "us-docker.pkg.dev/acme/release/api@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let before: serde_json::Value =
+        serde_saphyr::from_str(&deployment("checkout", attested)).expect("manifest");
+    deployer(&env)
+        .await
+        .patch(
+            "checkout",
+            &PatchParams::apply("ci").force(),
+            &Patch::Apply(&before),
+        )
+        .await
+        .expect("attested image is admitted");
+
+    let id = env.activate("checkout", 120).await;
+    let live = env.env.sim.object(&key("checkout")).expect("exists");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        HOTFIX_IMAGE
+    );
+
+    let (status, body) = env
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{id}/close"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.wait_for_state(&id, "closed").await;
+    let restored = env.env.sim.object(&key("checkout")).expect("still exists");
+    assert_eq!(
+        restored["spec"]["template"]["spec"]["containers"][0]["image"],
+        attested
+    );
+    assert!(
+        restored["spec"]["template"]["metadata"]["labels"]
+            .get("image-policy.k8s.io/break-glass")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn undo_leaves_an_object_someone_else_changed_and_needs_attention() {
+    let env = TestEnv::start().await;
+    let id = env.activate("ledger", 30).await;
+    // Someone edits the live object after the broker applied it.
+    let mut changed: serde_json::Value =
+        serde_saphyr::from_str(&deployment("ledger", HOTFIX_IMAGE)).expect("manifest");
+    changed["spec"]["replicas"] = serde_json::json!(5);
+    changed["spec"]["template"]["metadata"]["labels"]["image-policy.k8s.io/break-glass"] =
+        serde_json::json!("true");
+    deployer(&env)
+        .await
+        .patch(
+            "ledger",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&changed),
+        )
+        .await
+        .expect("edit admitted");
+
+    env.clock.advance(Duration::from_secs(31 * 60));
+    let body = env.wait_for_state(&id, "needs_attention").await;
+    assert!(
+        body["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Deployment/ledger")),
+        "{body}"
+    );
+    assert!(
+        env.env.sim.object(&key("ledger")).is_some(),
+        "the broker did not clobber the change"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_lists_the_active_breakglass_deployment() {
+    let env = TestEnv::start().await;
+    env.activate("search-api", 60).await;
+    let output = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.env.kubeconfig)
+        .args([
+            "get",
+            "deployments",
+            "-n",
+            "prod",
+            "-l",
+            "image-policy.k8s.io/break-glass=true",
+        ])
+        .output()
+        .await
+        .expect("kubectl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("search-api"), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_unapproved_request_lapses_when_its_window_closes() {
+    let env = TestEnv::start().await;
+    let (id, digest) = env.file_ok(&deployment("late", HOTFIX_IMAGE), 60).await;
+    env.clock.advance(Duration::from_secs(31 * 60));
+    env.wait_for_state(&id, "lapsed").await;
+    let (status, body) = env.approve("bob", &id, &digest).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(env.env.sim.object(&key("late")).is_none());
+}

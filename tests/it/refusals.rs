@@ -1,0 +1,179 @@
+//! Each refusal with its status, and nothing applied.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
+
+#[tokio::test]
+async fn requester_cannot_approve_own_request() {
+    let env = TestEnv::start().await;
+    let (id, digest) = env.file_ok(&deployment("own", HOTFIX_IMAGE), 60).await;
+    let (status, body) = env.approve("alice", &id, &digest).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("you filed this request")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn requester_who_is_also_an_approver_cannot_approve_own_request() {
+    let env = TestEnv::start().await;
+    let (status, filed) = env
+        .file("erin", &deployment("erins", HOTFIX_IMAGE), 60)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{filed}");
+    let id = filed["id"].as_str().expect("id");
+    let (status, body) = env
+        .approve("erin", id, filed["digest"].as_str().expect("digest"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+#[tokio::test]
+async fn an_approver_counts_once() {
+    let env = TestEnv::start().await;
+    let (id, digest) = env.file_ok(&deployment("twice", HOTFIX_IMAGE), 60).await;
+    assert_eq!(env.approve("bob", &id, &digest).await.0, StatusCode::OK);
+    let (status, body) = env.approve("bob", &id, &digest).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (_, request) = env.get("bob", &format!("/api/v1/requests/{id}")).await;
+    assert_eq!(request["state"], "pending");
+    assert_eq!(request["approvals"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn approval_naming_a_stale_digest_is_refused() {
+    let env = TestEnv::start().await;
+    let (id, _) = env.file_ok(&deployment("stale", HOTFIX_IMAGE), 60).await;
+    let (status, body) = env.approve("bob", &id, "sha256:0000").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("digest")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn someone_without_the_requester_role_cannot_file() {
+    let env = TestEnv::start().await;
+    let (status, body) = env
+        .file("mallory", &deployment("evil", HOTFIX_IMAGE), 60)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = env.get("mallory", "/api/v1/requests").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rejection_is_final() {
+    let env = TestEnv::start().await;
+    let (id, digest) = env.file_ok(&deployment("rejected", HOTFIX_IMAGE), 60).await;
+    let (status, body) = env
+        .post(
+            "bob",
+            &format!("/api/v1/requests/{id}/reject"),
+            json!({"comment": "use the release pipeline"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "rejected");
+    let (status, body) = env.approve("carol", &id, &digest).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(env.env.sim.breakglass_admissions().is_empty());
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_401() {
+    let env = TestEnv::start().await;
+    let path = "/api/v1/requests";
+    let (status, body) = env.call(Method::GET, None, path, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    let good = env.token("bob").await;
+    let mut forged = good.clone();
+    let last = forged.pop().expect("non-empty");
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let (status, body) = env.call(Method::GET, Some(&forged), path, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "bad signature: {body}");
+
+    let other_audience = env.token_with("persona=bob&audience=another-app").await;
+    let (status, body) = env
+        .call(Method::GET, Some(&other_audience), path, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "wrong audience: {body}");
+
+    let expired = env.token_with("persona=bob&ttl_seconds=-120").await;
+    let (status, body) = env.call(Method::GET, Some(&expired), path, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "expired: {body}");
+
+    let (status, _) = env.call(Method::GET, Some(&good), path, None).await;
+    assert_eq!(status, StatusCode::OK, "the unaltered token works");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
+    let env = TestEnv::start().await;
+    let (status, body) = env.file("alice", "kind: [unclosed", 60).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("line")),
+        "{body}"
+    );
+
+    let (status, body) = env
+        .file("alice", &deployment("latest", "nginx:latest"), 60)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("spec.template.spec.containers[0].image")),
+        "{body}"
+    );
+
+    let (status, body) = env
+        .file("alice", &deployment("long", HOTFIX_IMAGE), 5 * 60)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let token = env.token("alice").await;
+    let response = env
+        .http
+        .post(env.url("/api/v1/requests"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let (status, body) = env.get("alice", "/api/v1/requests?state=bogus").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = env.get("alice", "/api/v1/requests/no-such-id").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, listed) = env.get("dave", "/api/v1/requests").await;
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(0),
+        "nothing was stored: {listed}"
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let env = TestEnv::start().await;
+    assert_eq!(
+        env.call(Method::GET, None, "/healthz", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        env.call(Method::GET, None, "/readyz", None).await.0,
+        StatusCode::OK
+    );
+}
