@@ -49,11 +49,16 @@ impl Sim {
         Ok(Self { cluster, url, task })
     }
 
+    /// A kube-rs client without its default retries, so failures surface at once.
     async fn client(&self, token: Option<&str>) -> Result<Client, Box<dyn Error>> {
-        let kubeconfig = Kubeconfig::from_yaml(&kubeconfig(&self.url, token))?;
-        let config =
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let mut config = self.config(token).await?;
+        config.default_retry = false;
         Ok(Client::try_from(config)?)
+    }
+
+    async fn config(&self, token: Option<&str>) -> Result<Config, Box<dyn Error>> {
+        let kubeconfig = Kubeconfig::from_yaml(&kubeconfig(&self.url, token))?;
+        Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
     }
 
     async fn deployments(&self, token: Option<&str>) -> Result<Api<DynamicObject>, Box<dyn Error>> {
@@ -387,6 +392,25 @@ async fn injected_failure_answers_every_request_until_cleared() -> TestResult {
     assert_eq!(failed_write.code, 503);
     assert!(recovered.is_ok());
     assert!(sim.cluster.object(&deployment_key("api")).is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn default_kube_client_retries_through_a_transient_503() -> TestResult {
+    let sim = Sim::start().await?;
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"));
+    let client = Client::try_from(sim.config(None).await?)?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "prod", &resource);
+
+    sim.cluster.set_failure(Some(503));
+    let pending = tokio::spawn(async move { api.list(&ListParams::default()).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let still_waiting = !pending.is_finished();
+    sim.cluster.set_failure(None);
+    let listed = pending.await?;
+
+    assert!(still_waiting, "kube-rs should still be retrying while the server fails");
+    assert!(listed.is_ok(), "{listed:?}");
     Ok(())
 }
 

@@ -1,0 +1,77 @@
+//! Time from the last approval's HTTP response to the object existing in the simulated
+//! cluster, over 100 requests, against the real dev components on loopback.
+//!
+//! Run: `cargo bench --bench apply_latency` (set `REQUESTS=N` for another count).
+
+use std::time::{Duration, Instant};
+
+use breakglass_broker::clock::Clock;
+use breakglass_broker::dev::sim_cluster::ObjectKey;
+use breakglass_broker::dev::{self, DevOptions};
+use serde_json::{Value, json};
+
+const IMAGE: &str = "us-docker.pkg.dev/acme/hotfix/api@sha256:8f4e9a1c2b3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let count: usize = std::env::var("REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    let dir = tempfile::tempdir()?;
+    let env = dev::start(DevOptions {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.path().to_owned(),
+        clock: Clock::system(),
+    })
+    .await?;
+    let http = reqwest::Client::new();
+    let token = |persona: &'static str| {
+        let http = http.clone();
+        let issuer = env.issuer.clone();
+        async move {
+            let body: Value = http.get(format!("{issuer}/token?persona={persona}")).send().await?.json().await?;
+            anyhow::Ok(body["id_token"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let (alice, bob, carol) = (token("alice").await?, token("bob").await?, token("carol").await?);
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("bench-{i}");
+        let manifest = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: \"{IMAGE}\"}}]}}\n"
+        );
+        let filed: Value = http
+            .post(format!("{}/api/v1/requests", env.base_url))
+            .bearer_auth(&alice)
+            .json(&json!({"target": "dev-cluster", "namespace": "prod", "manifest": manifest, "ticket": "INC-1", "justification": "benchmarking the apply path", "duration_minutes": 60}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = filed["id"].as_str().unwrap_or_default().to_owned();
+        let digest = filed["digest"].clone();
+        for approver in [&bob, &carol] {
+            let response = http
+                .post(format!("{}/api/v1/requests/{id}/approve", env.base_url))
+                .bearer_auth(approver)
+                .json(&json!({"digest": digest}))
+                .send()
+                .await?;
+            anyhow::ensure!(response.status().is_success(), "approve failed: {}", response.text().await?);
+        }
+        let answered = Instant::now();
+        let key = ObjectKey::new("apps/v1", "Deployment", "prod", &name);
+        while env.sim.object(&key).is_none() {
+            anyhow::ensure!(answered.elapsed() < Duration::from_secs(10), "request {id} was never applied");
+            tokio::task::yield_now().await;
+        }
+        samples.push(answered.elapsed());
+    }
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    println!(
+        "apply latency over {count} requests (last approval response -> object in cluster): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pick(0.50).as_secs_f64() * 1e3,
+        pick(0.99).as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
