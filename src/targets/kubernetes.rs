@@ -24,13 +24,17 @@ impl KubernetesTarget {
             ..Default::default()
         };
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
-        Ok(Self {
-            client: kube::Client::try_from(config)?,
-        })
+        Self::with_config(config)
     }
 
     pub fn in_cluster() -> anyhow::Result<Self> {
-        let config = kube::Config::incluster()?;
+        Self::with_config(kube::Config::incluster()?)
+    }
+
+    /// kube-rs would otherwise retry 503s for minutes inside one call, hiding the outage from
+    /// the worker; the worker retries itself, with backoff, and shows the last error.
+    fn with_config(mut config: kube::Config) -> anyhow::Result<Self> {
+        config.default_retry = false;
         Ok(Self {
             client: kube::Client::try_from(config)?,
         })

@@ -1,7 +1,6 @@
 //! The simulated cluster through real HTTP: kube-rs as the broker uses it, and kubectl.
 
 use std::error::Error;
-use std::path::{Path, PathBuf};
 
 use breakglass_broker::dev::sim_cluster::{
     BreakglassAdmission, ObjectKey, SimCluster, SimClusterConfig, WriteRecord, kubeconfig,
@@ -12,7 +11,9 @@ use kube::api::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
+
+mod kubectl;
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -80,18 +81,29 @@ fn deployment_key(name: &str) -> ObjectKey {
 }
 
 fn deployment(name: &str, image: &str, breakglass: bool) -> Result<DynamicObject, Box<dyn Error>> {
-    let mut template_labels = json!({ "app": name });
+    let mut object = deployment_labelled(name, image, breakglass)?;
     if breakglass {
-        template_labels[BREAKGLASS] = json!("true");
+        object
+            .labels_mut()
+            .insert(BREAKGLASS.to_owned(), "true".to_owned());
     }
-    let mut labels = json!({ "app": name });
-    if breakglass {
-        labels[BREAKGLASS] = json!("true");
+    Ok(object)
+}
+
+/// A Deployment whose pod template carries the breakglass label or not.
+fn deployment_labelled(
+    name: &str,
+    image: &str,
+    template_breakglass: bool,
+) -> Result<DynamicObject, Box<dyn Error>> {
+    let mut template_labels = json!({ "app": name });
+    if template_breakglass {
+        template_labels[BREAKGLASS] = json!("true");
     }
     Ok(serde_json::from_value(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": { "name": name, "namespace": "prod", "labels": labels },
+        "metadata": { "name": name, "namespace": "prod", "labels": { "app": name } },
         "spec": {
             "replicas": 1,
             "selector": { "matchLabels": { "app": name } },
@@ -203,6 +215,22 @@ async fn breakglass_label_on_template_admits_unattested_image_and_records_it() -
 }
 
 #[tokio::test]
+async fn breakglass_label_only_on_the_deployment_itself_does_not_admit() -> TestResult {
+    let sim = Sim::start().await?;
+    let api = sim.writer().await?;
+    let mut object = deployment_labelled("api", UNATTESTED, false)?;
+    object
+        .labels_mut()
+        .insert(BREAKGLASS.to_owned(), "true".to_owned());
+
+    let status = status_of(apply(&api, &object).await)?;
+
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert!(sim.cluster.breakglass_admissions().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn list_filters_by_label_selector_on_the_server() -> TestResult {
     let sim = Sim::start().await?;
     let api = sim.writer().await?;
@@ -229,11 +257,20 @@ async fn list_filters_by_label_selector_on_the_server() -> TestResult {
         .list(&ListParams::default().labels("app in (api, hotfix)"))
         .await?;
     let bad = status_of(api.list(&ListParams::default().labels("app in (api")).await)?;
+    let metadata_only = api
+        .list_metadata(&ListParams::default().labels(&format!("{BREAKGLASS}=true")))
+        .await?;
 
     assert_eq!(names(breakglass), ["hotfix"]);
     assert_eq!(names(without), ["api"]);
     assert_eq!(names(both), ["api", "hotfix"]);
     assert_eq!((bad.code, bad.reason.as_str()), (400, "BadRequest"));
+    let metadata_names: Vec<_> = metadata_only
+        .items
+        .iter()
+        .filter_map(|o| o.metadata.name.as_deref())
+        .collect();
+    assert_eq!(metadata_names, ["hotfix"]);
     Ok(())
 }
 
@@ -409,7 +446,10 @@ async fn default_kube_client_retries_through_a_transient_503() -> TestResult {
     sim.cluster.set_failure(None);
     let listed = pending.await?;
 
-    assert!(still_waiting, "kube-rs should still be retrying while the server fails");
+    assert!(
+        still_waiting,
+        "kube-rs should still be retrying while the server fails"
+    );
     assert!(listed.is_ok(), "{listed:?}");
     Ok(())
 }
@@ -430,130 +470,5 @@ async fn writes_endpoint_reports_counts_over_http() -> TestResult {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key, deployment_key("api"));
     assert_eq!(records[0].count.applies, 2);
-    Ok(())
-}
-
-/// Runs the real kubectl against the simulator with a throwaway kubeconfig and cache.
-async fn kubectl(sim: &Sim, dir: &Path, args: &[&str]) -> Result<String, Box<dyn Error>> {
-    let config: PathBuf = dir.join("kubeconfig");
-    std::fs::write(&config, kubeconfig(&sim.url, Some(TOKEN)))?;
-    let output = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&config)
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .args(args)
-        .env("HOME", dir)
-        .output()
-        .await?;
-    let stdout = String::from_utf8(output.stdout)?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("kubectl {args:?} failed: {stderr}\n{stdout}").into());
-    }
-    Ok(stdout)
-}
-
-#[tokio::test]
-async fn kubectl_lists_only_breakglass_deployments_by_label() -> TestResult {
-    let sim = Sim::start().await?;
-    let api = sim.writer().await?;
-    apply(
-        &api,
-        &deployment("steady-api", &format!("{ATTESTED}api:1"), false)?,
-    )
-    .await?;
-    apply(&api, &deployment("hotfix-api", UNATTESTED, true)?).await?;
-    let dir = tempfile::tempdir()?;
-
-    let label = format!("{BREAKGLASS}=true");
-    let filtered = kubectl(
-        &sim,
-        dir.path(),
-        &["get", "deployments", "-n", "prod", "-l", &label],
-    )
-    .await?;
-    let short = kubectl(&sim, dir.path(), &["get", "deploy", "-n", "prod"]).await?;
-
-    assert!(filtered.starts_with("NAME"), "{filtered}");
-    assert!(filtered.contains("hotfix-api"), "{filtered}");
-    assert!(!filtered.contains("steady-api"), "{filtered}");
-    assert!(
-        short.contains("hotfix-api") && short.contains("steady-api"),
-        "{short}"
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn kubectl_json_and_yaml_output_round_trip_the_stored_object() -> TestResult {
-    let sim = Sim::start().await?;
-    let api = sim.writer().await?;
-    apply(&api, &deployment("api", UNATTESTED, true)?).await?;
-    let dir = tempfile::tempdir()?;
-
-    let json_out = kubectl(
-        &sim,
-        dir.path(),
-        &["get", "deploy", "api", "-n", "prod", "-o", "json"],
-    )
-    .await?;
-    let yaml_out = kubectl(
-        &sim,
-        dir.path(),
-        &["get", "deploy", "api", "-n", "prod", "-o", "yaml"],
-    )
-    .await?;
-    let printed: Value = serde_json::from_str(&json_out)?;
-
-    let stored = sim
-        .cluster
-        .object(&deployment_key("api"))
-        .ok_or("object should exist")?;
-    assert_eq!(printed, stored);
-    assert!(yaml_out.contains("kind: Deployment"), "{yaml_out}");
-    assert!(
-        yaml_out.contains(&format!("image: {UNATTESTED}")),
-        "{yaml_out}"
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn kubectl_get_pods_across_namespaces_prints_each_namespace() -> TestResult {
-    let sim = Sim::start().await?;
-    let client = sim.client(Some(TOKEN)).await?;
-    let pods = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Pod"));
-    for namespace in ["default", "prod"] {
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &pods);
-        let pod: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": { "name": format!("{namespace}-pod") },
-            "spec": { "containers": [{ "name": "c", "image": format!("{ATTESTED}c:1") }] },
-        }))?;
-        api.create(&PostParams::default(), &pod).await?;
-    }
-    let dir = tempfile::tempdir()?;
-
-    let out = kubectl(&sim, dir.path(), &["get", "pods", "-A"]).await?;
-
-    let rows: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(
-        rows.first().map(|r| r[..2].to_vec()),
-        Some(vec!["NAMESPACE", "NAME"]),
-        "{out}"
-    );
-    assert!(
-        rows.iter()
-            .any(|r| r.starts_with(&["default", "default-pod"])),
-        "{out}"
-    );
-    assert!(
-        rows.iter().any(|r| r.starts_with(&["prod", "prod-pod"])),
-        "{out}"
-    );
     Ok(())
 }

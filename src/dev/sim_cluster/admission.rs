@@ -32,7 +32,7 @@ pub(crate) enum Verdict {
 }
 
 /// `metadata` and `spec` of the pod (template) that admission inspects.
-fn pod_template<'a>(at: PodSpecAt, object: &'a Value) -> Option<(&'a Value, &'a Value, String)> {
+fn pod_template(at: PodSpecAt, object: &Value) -> Option<(&Value, &Value, String)> {
     let (template, path) = match at {
         PodSpecAt::Nowhere => return None,
         PodSpecAt::Pod => (object, String::new()),

@@ -290,6 +290,10 @@ async fn writes_json(State(sim): State<SimCluster>) -> Json<Vec<WriteRecord>> {
 }
 
 /// kubeconfig YAML text pointing at `server` (http://127.0.0.1:PORT); with Some(token) it carries the token as a user token.
+///
+/// kube-rs sends the token over plain HTTP; kubectl (client-go) drops credentials unless
+/// the transport is TLS, so against the simulator kubectl is always anonymous: fine for
+/// `get`, refused (401) for writes.
 pub fn kubeconfig(server: &str, token: Option<&str>) -> String {
     // A JSON string is a valid YAML double-quoted scalar, which makes any value safe to embed.
     let quote = |s: &str| Value::String(s.to_owned()).to_string();
