@@ -14,7 +14,10 @@ const IMAGE: &str = "us-docker.pkg.dev/acme/hotfix/api@sha256:8f4e9a1c2b3d4e5f60
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let count: usize = std::env::var("REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    let count: usize = std::env::var("REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
     let dir = tempfile::tempdir()?;
     let env = dev::start(DevOptions {
         listen: "127.0.0.1:0".parse()?,
@@ -27,11 +30,20 @@ async fn main() -> anyhow::Result<()> {
         let http = http.clone();
         let issuer = env.issuer.clone();
         async move {
-            let body: Value = http.get(format!("{issuer}/token?persona={persona}")).send().await?.json().await?;
+            let body: Value = http
+                .get(format!("{issuer}/token?persona={persona}"))
+                .send()
+                .await?
+                .json()
+                .await?;
             anyhow::Ok(body["id_token"].as_str().unwrap_or_default().to_owned())
         }
     };
-    let (alice, bob, carol) = (token("alice").await?, token("bob").await?, token("carol").await?);
+    let (alice, bob, carol) = (
+        token("alice").await?,
+        token("bob").await?,
+        token("carol").await?,
+    );
     let mut samples = Vec::with_capacity(count);
     for i in 0..count {
         let name = format!("bench-{i}");
@@ -55,18 +67,26 @@ async fn main() -> anyhow::Result<()> {
                 .json(&json!({"digest": digest}))
                 .send()
                 .await?;
-            anyhow::ensure!(response.status().is_success(), "approve failed: {}", response.text().await?);
+            anyhow::ensure!(
+                response.status().is_success(),
+                "approve failed: {}",
+                response.text().await?
+            );
         }
         let answered = Instant::now();
         let key = ObjectKey::new("apps/v1", "Deployment", "prod", &name);
         while env.sim.object(&key).is_none() {
-            anyhow::ensure!(answered.elapsed() < Duration::from_secs(10), "request {id} was never applied");
+            anyhow::ensure!(
+                answered.elapsed() < Duration::from_secs(10),
+                "request {id} was never applied"
+            );
             tokio::task::yield_now().await;
         }
         samples.push(answered.elapsed());
     }
     samples.sort();
-    let pick = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    let pick =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     println!(
         "apply latency over {count} requests (last approval response -> object in cluster): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         pick(0.50).as_secs_f64() * 1e3,

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::auth::Verifier;
+use crate::auth::login::Login;
 use crate::clock::Clock;
 use crate::config::{Config, Credentials, TargetConfig};
 use crate::store::Store;
@@ -53,13 +54,22 @@ impl Broker {
             clock.clone(),
         )?;
         let (work, queue) = workers::queue();
-        let worker = Worker::new(store.clone(), clock.clone(), Arc::new(targets));
+        let targets = Arc::new(targets);
+        let worker = Worker::new(store.clone(), clock.clone(), targets.clone());
+        let callback = format!(
+            "{}/auth/callback",
+            config.public_url.as_str().trim_end_matches('/')
+        );
+        let login = Login::new(&callback, config.oidc.client_secret.clone())?;
         let state = AppState {
+            secure_cookies: config.public_url.scheme() == "https",
             config: Arc::new(config),
             store,
             clock,
             verifier: Arc::new(verifier),
+            login: Arc::new(login),
             policies: Arc::new(policies),
+            targets,
             work,
         };
         Ok(Broker {

@@ -2,7 +2,9 @@
 //! token; its signature, issuer, audience, expiry and algorithm are all checked.
 
 pub mod http_client;
+pub mod login;
 pub mod oidc;
+pub mod session;
 
 pub use oidc::{AuthError, Verifier};
 

@@ -129,13 +129,23 @@ impl Verifier {
     pub async fn verify(&self, token: &str, nonce: Option<&Nonce>) -> Result<Person, AuthError> {
         let token = IdToken::from_str(token)
             .map_err(|e| AuthError::Invalid(format!("cannot be parsed ({e})")))?;
+        self.verify_token(&token, nonce).await
+    }
+
+    /// Checks signature (against the provider's keys, refetched once if the key is unknown),
+    /// issuer, audience, expiry, algorithm and, when given, nonce.
+    pub async fn verify_token(
+        &self,
+        token: &IdToken,
+        nonce: Option<&Nonce>,
+    ) -> Result<Person, AuthError> {
         let metadata = self.provider(false).await?;
-        let claims = match self.check(&token, metadata.jwks().clone(), nonce) {
+        let claims = match self.check(token, metadata.jwks().clone(), nonce) {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) => {
                 let metadata = self.provider(true).await?;
-                self.check(&token, metadata.jwks().clone(), nonce)
+                self.check(token, metadata.jwks().clone(), nonce)
             }
             other => other,
         }

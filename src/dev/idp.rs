@@ -2,11 +2,17 @@
 //! made at start-up and publishes discovery and JWKS, so the broker verifies its tokens through
 //! exactly the code that verifies a production provider's.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
+use base64::Engine;
 use chrono::Duration;
 use openidconnect::core::{
     CoreGenderClaim, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreRsaPrivateSigningKey,
@@ -18,9 +24,12 @@ use openidconnect::{
 use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::auth::oidc::{IdToken, OtherClaims};
-use crate::clock::Clock;
+use crate::auth::session::random_token;
+use crate::clock::{Clock, Millis};
+use crate::web::pages::Nav;
 
 /// The people of `dev` mode and their groups.
 pub const PERSONAS: [(&str, &[&str]); 6] = [
@@ -44,6 +53,17 @@ struct Inner {
     key: CoreRsaPrivateSigningKey,
     jwks: CoreJsonWebKeySet,
     clock: Clock,
+    /// Codes handed to browsers and not yet exchanged; each works once, for a minute.
+    grants: Mutex<HashMap<String, Grant>>,
+}
+
+struct Grant {
+    persona: String,
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    nonce: Option<String>,
+    expires_at: Millis,
 }
 
 /// What a token is made for; tests ask for wrong audiences and past expiry on purpose.
@@ -68,6 +88,7 @@ impl DevIdp {
                 key,
                 jwks,
                 clock,
+                grants: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -119,7 +140,8 @@ impl DevIdp {
         Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
-            .route("/token", get(script_token))
+            .route("/token", get(script_token).post(exchange))
+            .route("/authorize", get(authorize_page).post(authorize))
             .with_state(self.clone())
     }
 }
@@ -186,5 +208,242 @@ async fn script_token(
                 Json(json!({ "error": "signing failed" })),
             )
         }
+    }
+}
+
+/// What the broker sends the browser to `/authorize` with.
+#[derive(Clone, Deserialize)]
+struct AuthorizeParams {
+    #[serde(default)]
+    response_type: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    redirect_uri: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    state: String,
+    nonce: Option<String>,
+    #[serde(default)]
+    code_challenge: String,
+    #[serde(default)]
+    code_challenge_method: String,
+    /// Set by the persona buttons.
+    persona: Option<String>,
+}
+
+impl AuthorizeParams {
+    /// The checks a real provider makes before showing a sign-in page. Redirects go only to
+    /// loopback: this issuer exists for `dev` mode and tests.
+    fn check(&self) -> Result<(), String> {
+        if self.response_type != "code" {
+            return Err("response_type must be code".into());
+        }
+        if self.client_id != CLIENT_ID {
+            return Err(format!("unknown client_id {:?}", self.client_id));
+        }
+        let loopback = url::Url::parse(&self.redirect_uri)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| matches!(h, "127.0.0.1" | "localhost" | "[::1]"))
+            })
+            .unwrap_or(false);
+        if !loopback {
+            return Err("redirect_uri must be a loopback URL".into());
+        }
+        if self.code_challenge_method != "S256" || self.code_challenge.is_empty() {
+            return Err("PKCE with code_challenge_method=S256 is required".into());
+        }
+        if !self.scope.split(' ').any(|s| s == "openid") {
+            return Err("scope must include openid".into());
+        }
+        Ok(())
+    }
+}
+
+pub struct PersonaChoice {
+    pub name: &'static str,
+    pub groups: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "dev/signin.html")]
+struct SigninPage {
+    nav: Nav,
+    action: String,
+    hidden: Vec<(&'static str, String)>,
+    personas: Vec<PersonaChoice>,
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
+
+async fn authorize_page(
+    State(idp): State<DevIdp>,
+    Query(params): Query<AuthorizeParams>,
+) -> Response {
+    if let Err(why) = params.check() {
+        return bad_request(why);
+    }
+    let mut hidden = vec![
+        ("response_type", params.response_type.clone()),
+        ("client_id", params.client_id.clone()),
+        ("redirect_uri", params.redirect_uri.clone()),
+        ("scope", params.scope.clone()),
+        ("state", params.state.clone()),
+        ("code_challenge", params.code_challenge.clone()),
+        (
+            "code_challenge_method",
+            params.code_challenge_method.clone(),
+        ),
+    ];
+    if let Some(nonce) = &params.nonce {
+        hidden.push(("nonce", nonce.clone()));
+    }
+    SigninPage {
+        nav: Nav::anonymous(),
+        action: format!("{}/authorize", idp.issuer()),
+        hidden,
+        personas: PERSONAS
+            .iter()
+            .map(|(name, groups)| PersonaChoice {
+                name,
+                groups: if groups.is_empty() {
+                    "no groups".into()
+                } else {
+                    groups.join(", ")
+                },
+            })
+            .collect(),
+    }
+    .into_response()
+}
+
+/// A persona was chosen: back to the client with a one-time code.
+async fn authorize(State(idp): State<DevIdp>, Form(params): Form<AuthorizeParams>) -> Response {
+    if let Err(why) = params.check() {
+        return bad_request(why);
+    }
+    let Some(persona) = params.persona.filter(|p| DevIdp::groups(p).is_some()) else {
+        return bad_request("choose one of the personas".into());
+    };
+    let code = random_token();
+    let grant = Grant {
+        persona,
+        client_id: params.client_id,
+        redirect_uri: params.redirect_uri.clone(),
+        code_challenge: params.code_challenge,
+        nonce: params.nonce,
+        expires_at: idp.inner.clock.now() + 60_000,
+    };
+    if let Ok(mut grants) = idp.inner.grants.lock() {
+        let now = idp.inner.clock.now();
+        grants.retain(|_, g| g.expires_at > now);
+        grants.insert(code.clone(), grant);
+    }
+    let mut target = match url::Url::parse(&params.redirect_uri) {
+        Ok(url) => url,
+        Err(_) => return bad_request("redirect_uri is not a URL".into()),
+    };
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &params.state);
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, target.to_string())],
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    grant_type: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    redirect_uri: String,
+    #[serde(default)]
+    code_verifier: String,
+    client_id: Option<String>,
+}
+
+fn token_error(error: &str, description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
+}
+
+/// The code exchange: one use per code, same redirect URI, and the PKCE verifier must hash to
+/// the challenge the browser carried.
+async fn exchange(State(idp): State<DevIdp>, Form(form): Form<TokenForm>) -> Response {
+    if form.grant_type != "authorization_code" {
+        return token_error(
+            "unsupported_grant_type",
+            "only authorization_code is supported",
+        );
+    }
+    let grant = idp
+        .inner
+        .grants
+        .lock()
+        .ok()
+        .and_then(|mut grants| grants.remove(&form.code));
+    let Some(grant) = grant.filter(|g| g.expires_at > idp.inner.clock.now()) else {
+        return token_error(
+            "invalid_grant",
+            "the code is unknown, expired or already used",
+        );
+    };
+    if grant.redirect_uri != form.redirect_uri
+        || form
+            .client_id
+            .as_deref()
+            .is_some_and(|c| c != grant.client_id)
+    {
+        return token_error(
+            "invalid_grant",
+            "redirect_uri or client_id does not match the authorization request",
+        );
+    }
+    let hashed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(form.code_verifier.as_bytes()));
+    if hashed != grant.code_challenge {
+        return token_error(
+            "invalid_grant",
+            "the PKCE code_verifier does not match the code_challenge",
+        );
+    }
+    let nonce = grant.nonce.map(Nonce::new);
+    let spec = TokenSpec {
+        persona: &grant.persona,
+        audience: CLIENT_ID,
+        ttl: Duration::seconds(3600),
+        nonce: nonce.as_ref(),
+    };
+    match idp.token(&spec) {
+        Ok(Some(id_token)) => Json(json!({
+            "access_token": random_token(),
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "id_token": id_token,
+        }))
+        .into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": "server_error" })),
+        )
+            .into_response(),
     }
 }

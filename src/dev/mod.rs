@@ -86,7 +86,8 @@ pub async fn start(options: DevOptions) -> anyhow::Result<DevEnv> {
     let idp = DevIdp::new(&issuer, options.clock.clone())?;
     let mut broker = Broker::build(config, options.clock).await?;
     broker.start_worker();
-    let router = broker.router().nest_service("/dev/idp", idp.router());
+    let router =
+        crate::web::with_security_headers(broker.router().nest_service("/dev/idp", idp.router()));
     tokio::spawn(async move {
         if let Err(e) = crate::app::serve(listener, router).await {
             tracing::error!(error = %e, "dev server stopped");

@@ -3,6 +3,7 @@
 
 mod audit;
 mod requests;
+mod sessions;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::{AuditEvent, AuditFilter, GENESIS_HASH, NewEvent, log_event};
 pub use requests::{AppliedObject, Approval, NewRequest, Request, RequestFilter};
+pub use sessions::{LoginAttempt, Session};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -34,14 +36,30 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
-            other => StoreError::Other(other),
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Other(e)
         }
+    }
+}
+
+/// Whether the error says "the database is not there right now" rather than "this statement is
+/// wrong". A PostgreSQL server that shuts down or restarts ends its sessions with an error of
+/// class 08 (connection exception) or 57P (operator intervention), and one that is starting
+/// answers 57P03; those must read as 503 and a retry, not as a 500.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
     }
 }
 

@@ -197,14 +197,28 @@ impl Store {
             .map_err(Into::into)
     }
 
-    /// The earliest moment at which [`Store::due_work`] will have something new, if any.
+    /// The earliest moment at which [`Store::due_work`] will return a request, if any.
+    ///
+    /// A request is due when its own deadline has come (approval window, expiry; at once for
+    /// approved ones and for ones whose end was requested) *and* no lease or retry backoff
+    /// holds it back, so its due time is the latest of the three. Taking the latest, not the
+    /// earliest, keeps a worker asleep while another replica holds a lease on past-due work
+    /// instead of waking it again and again for nothing. A result at or before `now` means
+    /// work is due now.
     pub async fn next_deadline(&self) -> Result<Option<Millis>> {
         let row = sqlx::query(
-            "SELECT MIN(t) AS next FROM (
-                SELECT decide_by AS t FROM requests WHERE state = 'pending'
-                UNION ALL SELECT expires_at FROM requests WHERE state = 'active'
-                UNION ALL SELECT lease_until FROM requests WHERE lease_until IS NOT NULL AND state IN ('approved', 'active')
-                UNION ALL SELECT next_attempt_at FROM requests WHERE next_attempt_at IS NOT NULL AND state IN ('approved', 'active')
+            "SELECT MIN(CASE WHEN own >= lease AND own >= backoff THEN own
+                             WHEN lease >= backoff THEN lease
+                             ELSE backoff END) AS next
+             FROM (
+                SELECT CASE
+                         WHEN state = 'pending' THEN decide_by
+                         WHEN state = 'active' AND end_requested IS NULL THEN COALESCE(expires_at, 0)
+                         ELSE 0
+                       END AS own,
+                       COALESCE(lease_until, 0) AS lease,
+                       COALESCE(next_attempt_at, 0) AS backoff
+                FROM requests WHERE state IN ('pending', 'approved', 'active')
              ) AS deadlines",
         )
         .fetch_one(self.pool())
@@ -375,6 +389,35 @@ impl Store {
             .bind(id)
             .execute(&mut **tx)
             .await?;
+        Ok(())
+    }
+
+    /// Extends a lease this owner still holds on a request still in `state`; false when the
+    /// lease was lost (it expired and another worker took it) or the work is done.
+    pub async fn renew(&self, id: &str, state: State, owner: &str, until: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE requests SET lease_until = $1
+             WHERE id = $2 AND state = $3 AND lease_owner = $4",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(state.as_str())
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a lease up at once, so other replicas need not wait for it to expire.
+    pub async fn release(&self, id: &str, owner: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE requests SET lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

@@ -64,6 +64,15 @@ impl KubernetesTarget {
         Ok(applied.metadata.resource_version.unwrap_or_default())
     }
 
+    pub async fn dry_run(&self, object: &ObjectRef, body: &Value) -> Result<(), TargetError> {
+        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        self.api(object)
+            .patch(&object.name, &params, &Patch::Apply(body))
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     pub async fn restore(
         &self,
         object: &ObjectRef,

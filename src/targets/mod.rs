@@ -63,6 +63,14 @@ impl Target {
         }
     }
 
+    /// Asks the target whether it would admit `body` as it stands, changing nothing: how the
+    /// request page tells approvers whether an image needs breakglass at all.
+    pub async fn dry_run(&self, object: &ObjectRef, body: &Value) -> Result<(), TargetError> {
+        match self {
+            Target::Kubernetes(k) => k.dry_run(object, body).await,
+        }
+    }
+
     /// Puts back `body` only if the object is still at `version`.
     pub async fn restore(
         &self,

@@ -4,21 +4,25 @@ pub mod actions;
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod pages;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::routing::get;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Verifier;
+use crate::auth::login::Login;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::policy::Policy;
 use crate::store::Store;
+use crate::targets::Target;
 use crate::workers::WorkQueue;
 use error::AppError;
 
@@ -31,8 +35,12 @@ pub struct AppState {
     pub store: Store,
     pub clock: Clock,
     pub verifier: Arc<Verifier>,
+    pub login: Arc<Login>,
     pub policies: Arc<HashMap<String, Policy>>,
+    pub targets: Arc<HashMap<String, Arc<Target>>>,
     pub work: WorkQueue,
+    /// Cookies get `Secure` (and the `__Host-` prefix) when `public_url` is https.
+    pub secure_cookies: bool,
 }
 
 impl AppState {
@@ -42,14 +50,39 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .nest("/api/v1", api::router())
+        .merge(pages::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(state)
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(TraceLayer::new_for_http())
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT));
+    with_security_headers(router).layer(TraceLayer::new_for_http())
+}
+
+/// Headers on every response: no inline script or style, no framing, no sniffing, no referrer
+/// leaking request ids to other sites.
+pub fn with_security_headers(router: Router) -> Router {
+    let csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+               form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    router
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
 }
 
 /// The process is up.

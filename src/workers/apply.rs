@@ -1,55 +1,71 @@
 //! Applying an approved request, crash-safely.
 //!
-//! 1. Claim the request's lease.
+//! 1. Claim the request's lease, then read the request: what an earlier holder did is what
+//!    this attempt continues from.
 //! 2. Record what stands in the cluster now and the planned expiry, with a `request.applying`
-//!    event, before touching the cluster.
+//!    event, before touching the cluster. Done once per request: a takeover finds it recorded.
 //! 3. Server-side apply each stamped object (idempotent, so a retry or a takeover after a crash
-//!    repeats it harmlessly), recording the version the broker left after each.
-//! 4. Mark the request active.
+//!    repeats it harmlessly), recording the version the broker left after each. A takeover
+//!    first looks whether the earlier holder's write already landed, and does not write again.
+//! 4. Mark the request active, if the lease is still this worker's.
 
 use serde_json::{Value, json};
 
+use super::lease::Lease;
 use super::{Worker, commit};
-use crate::clock::rfc3339;
+use crate::clock::{Millis, rfc3339};
 use crate::domain::State;
 use crate::domain::manifest::Object;
-use crate::domain::stamp::{Stamp, stamped};
+use crate::domain::stamp::{REQUEST_ID, Stamp, stamped};
 use crate::store::{AppliedObject, Request, Store, StoreError};
 use crate::targets::{ObjectRef, Target, TargetError};
 
+/// What step 2 left for step 3.
+struct Prepared {
+    expires_at: Millis,
+    /// An earlier attempt recorded `applying`: some objects may be in the cluster already.
+    resumed: bool,
+}
+
 impl Worker {
-    pub(super) async fn apply(&self, request: &Request) -> Result<(), StoreError> {
-        let owner = self.owner();
-        if !self.claim(&request.id, State::Approved, &owner).await? {
+    pub(super) async fn apply(&self, id: &str) -> Result<(), StoreError> {
+        let Some(lease) = self.claim(id, State::Approved).await? else {
             return Ok(());
-        }
+        };
+        let request = match self.store.request(id).await? {
+            Some(request) if request.state == State::Approved => request,
+            _ => {
+                lease.release().await;
+                return Ok(());
+            }
+        };
         let Some(target) = self.target(&request.target) else {
-            return self
-                .fail(
-                    request,
-                    &format!(
-                        "target {} is not configured on this replica",
-                        request.target
-                    ),
-                )
-                .await;
+            let message = format!(
+                "target {} is not configured on this replica",
+                request.target
+            );
+            return self.fail(&request, &lease, &message).await;
         };
-        let objects = match objects_of(request) {
+        let objects = match objects_of(&request) {
             Ok(objects) => objects,
-            Err(e) => return self.fail(request, &e).await,
+            Err(e) => return self.fail(&request, &lease, &e).await,
         };
-        let expires_at = match self.prepare(request, &target, &objects).await {
-            Ok(Some(at)) => at,
-            Ok(None) => return Ok(()),
+        let prepared = match self.prepare(&request, &lease, &target, &objects).await {
+            Ok(Some(prepared)) => prepared,
+            Ok(None) => {
+                lease.release().await;
+                return Ok(());
+            }
             Err(e) if e.is_transient() => {
                 return self
-                    .retry_later(&request.id, &owner, request.attempts, &e.to_string())
+                    .retry_later(lease, request.attempts, &e.to_string())
                     .await;
             }
-            Err(e) => return self.fail(request, &e.to_string()).await,
+            Err(e) => return self.fail(&request, &lease, &e.to_string()).await,
         };
-        let approvers = self.approver_names(&request.id).await?;
-        let expires_text = rfc3339(expires_at);
+        let recorded = self.store.applied_objects(id).await?;
+        let approvers = self.approver_names(id).await?;
+        let expires_text = rfc3339(prepared.expires_at);
         let stamp = Stamp {
             request_id: &request.id,
             ticket: &request.ticket,
@@ -58,37 +74,48 @@ impl Worker {
             expires_at: &expires_text,
         };
         for (position, object) in objects.iter().enumerate() {
-            match target
-                .apply(&object_ref(object), &stamped(object, &stamp))
-                .await
-            {
+            if !lease.held() {
+                tracing::warn!(request_id = %id, "lease ran out mid-apply; another replica takes over");
+                return Ok(());
+            }
+            let reference = object_ref(object);
+            let landed = if prepared.resumed {
+                already_applied(&target, &reference, recorded.get(position), id).await
+            } else {
+                Ok(None)
+            };
+            let result = match landed {
+                Ok(Some(version)) => Ok(version),
+                Ok(None) => target.apply(&reference, &stamped(object, &stamp)).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 // Recorded at once, so that a rollback or an undo knows exactly what is ours.
                 Ok(version) => {
                     self.store
-                        .record_applied_version(&request.id, position as i64, &version)
+                        .record_applied_version(id, position as i64, &version)
                         .await?
                 }
                 Err(e) if e.is_transient() => {
                     return self
-                        .retry_later(&request.id, &owner, request.attempts, &e.to_string())
+                        .retry_later(lease, request.attempts, &e.to_string())
                         .await;
                 }
                 Err(e) => {
                     let message = format!("{}: {e}", object.label());
-                    self.roll_back(request, &target).await;
-                    return self.fail(request, &message).await;
+                    self.roll_back(&request, &target, &lease).await;
+                    return self.fail(&request, &lease, &message).await;
                 }
             }
         }
         let mut tx = self.store.begin().await?;
-        let Some(locked) = Store::lock_request(&mut tx, &request.id).await? else {
+        let Some(locked) = Store::lock_request(&mut tx, id).await? else {
             return Ok(());
         };
-        if locked.state != State::Approved || locked.lease_owner.as_deref() != Some(owner.as_str())
-        {
+        if locked.state != State::Approved || locked.lease_owner.as_deref() != Some(lease.owner()) {
             return Ok(());
         }
-        Store::set_active(&mut tx, &request.id, self.clock.now(), expires_at).await?;
+        Store::set_active(&mut tx, id, self.clock.now(), prepared.expires_at).await?;
         let detail = json!({
             "objects": objects.iter().map(Object::label).collect::<Vec<_>>(),
             "approvers": approvers,
@@ -102,31 +129,40 @@ impl Worker {
     }
 
     /// Records the objects' current state and the expiry, once; returns the expiry, or None
-    /// when the request is no longer ours to apply.
+    /// when the request is no longer this worker's to apply.
     async fn prepare(
         &self,
         request: &Request,
+        lease: &Lease,
         target: &Target,
         objects: &[Object],
-    ) -> Result<Option<i64>, TargetError> {
+    ) -> Result<Option<Prepared>, TargetError> {
         let recorded = self
             .store
             .applied_objects(&request.id)
             .await
             .map_err(store_unavailable)?;
         if !recorded.is_empty() {
-            return Ok(request.expires_at);
+            let expires_at = request.expires_at.ok_or_else(|| {
+                TargetError::Refused("the recorded apply has no planned expiry".into())
+            })?;
+            return Ok(Some(Prepared {
+                expires_at,
+                resumed: true,
+            }));
         }
         let mut before = Vec::with_capacity(objects.len());
         for object in objects {
             before.push(target.get(&object_ref(object)).await?);
         }
-        let result: Result<Option<i64>, StoreError> = async {
+        let result: Result<Option<Prepared>, StoreError> = async {
             let mut tx = self.store.begin().await?;
             let Some(locked) = Store::lock_request(&mut tx, &request.id).await? else {
                 return Ok(None);
             };
-            if locked.state != State::Approved {
+            if locked.state != State::Approved
+                || locked.lease_owner.as_deref() != Some(lease.owner())
+            {
                 return Ok(None);
             }
             let expires_at = self.clock.now() + locked.duration_seconds * 1000;
@@ -154,7 +190,10 @@ impl Worker {
                 .event(&mut tx, &locked, "request.applying", detail)
                 .await?;
             commit(tx, vec![event]).await?;
-            Ok(Some(expires_at))
+            Ok(Some(Prepared {
+                expires_at,
+                resumed: false,
+            }))
         }
         .await;
         result.map_err(store_unavailable)
@@ -172,18 +211,19 @@ impl Worker {
     }
 
     /// A refused apply leaves nothing half-done: objects already applied are undone.
-    async fn roll_back(&self, request: &Request, target: &Target) {
-        if let Err(e) = self.undo_objects(request, target).await {
+    async fn roll_back(&self, request: &Request, target: &Target, lease: &Lease) {
+        if let Err(e) = self.undo_objects(request, target, lease).await {
             tracing::error!(request_id = %request.id, error = %e, "rolling back a failed apply did not finish");
         }
     }
 
-    async fn fail(&self, request: &Request, error: &str) -> Result<(), StoreError> {
+    /// Ends the request as failed, unless the lease passed to another worker meanwhile.
+    async fn fail(&self, request: &Request, lease: &Lease, error: &str) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let Some(locked) = Store::lock_request(&mut tx, &request.id).await? else {
             return Ok(());
         };
-        if locked.state != State::Approved {
+        if locked.state != State::Approved || locked.lease_owner.as_deref() != Some(lease.owner()) {
             return Ok(());
         }
         Store::record_error(&mut tx, &request.id, error).await?;
@@ -198,6 +238,34 @@ impl Worker {
             .await?;
         commit(tx, vec![event]).await
     }
+}
+
+/// Whether an earlier holder's write of this object landed: the object still stands at the
+/// version it recorded, or (when it died before recording one) carries this request's stamp.
+/// Returns the version to record, or None when the object must be applied.
+async fn already_applied(
+    target: &Target,
+    reference: &ObjectRef,
+    recorded: Option<&AppliedObject>,
+    request_id: &str,
+) -> Result<Option<String>, TargetError> {
+    let Some(live) = target.get(reference).await? else {
+        return Ok(None);
+    };
+    let version = live
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ours = match recorded.and_then(|r| r.applied_version.as_deref()) {
+        Some(recorded) => recorded == version,
+        None => {
+            live.pointer("/metadata/labels")
+                .and_then(|labels| labels.get(REQUEST_ID))
+                .and_then(Value::as_str)
+                == Some(request_id)
+        }
+    };
+    Ok(ours.then(|| version.to_owned()))
 }
 
 fn store_unavailable(e: StoreError) -> TargetError {

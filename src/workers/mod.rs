@@ -3,31 +3,40 @@
 //! A decision that completes approval hands the request id straight to the worker, so the
 //! apply starts as soon as the approval commits. Deadlines (expiry, approval windows, leases of
 //! replicas that died, retry backoff) come from the store, and the worker sleeps on the clock
-//! until the earliest one. Every action first claims a lease on its request in the database,
-//! so with several replicas each request is applied once and undone once.
+//! until the earliest one, or until one of its own tasks finishes (which may have moved a
+//! deadline). Every action first claims a lease on its request in the database
+//! ([`lease::Lease`]), so with several replicas each request is applied once and undone once.
 
 mod apply;
+mod lease;
 mod undo;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::clock::{Clock, Millis};
 use crate::domain::State;
 use crate::store::{AuditEvent, NewEvent, Store, StoreError, Tx, log_event};
 use crate::targets::Target;
+use lease::Lease;
 
 /// The broker's own name in the audit history.
 pub const BROKER_ACTOR: &str = "breakglass-broker";
 
-/// How long a claim on a request lasts before another replica may take the work over.
-const LEASE_MS: Millis = 60_000;
 /// The longest the worker sleeps without looking at the store, in case another replica made
-/// work that this one has no signal for.
-const IDLE_MS: Millis = 30_000;
+/// work that this one has no signal for (an approval on a replica that died before applying).
+const IDLE_MS: Millis = 15_000;
+/// How soon the worker looks again when work is due but all of it is already in this
+/// process's hands, and how soon it retries after the database failed it. Real time, not the
+/// clock: neither depends on the time of day, and a test's manual clock must not stall them.
+const RECHECK: Duration = Duration::from_millis(250);
+const STORE_RETRY: Duration = Duration::from_secs(1);
+/// How many due requests one sweep starts.
+const SWEEP_LIMIT: i64 = 64;
 
 /// Hands request ids to the worker.
 #[derive(Clone)]
@@ -45,6 +54,11 @@ pub struct Worker {
     clock: Clock,
     targets: Arc<HashMap<String, Arc<Target>>>,
     replica: String,
+    /// Requests a task of this process is working on, so a sweep does not start a second one.
+    in_flight: Mutex<HashSet<String>>,
+    /// Signalled when a task ends: the deadlines it leaves behind may be earlier than the one
+    /// the loop sleeps towards.
+    finished: Notify,
 }
 
 pub fn queue() -> (WorkQueue, mpsc::UnboundedReceiver<String>) {
@@ -63,51 +77,82 @@ impl Worker {
             clock,
             targets,
             replica: uuid::Uuid::new_v4().to_string(),
+            in_flight: Mutex::new(HashSet::new()),
+            finished: Notify::new(),
         })
     }
 
     /// Runs until the queue closes: work pushed to it at once, deadlines when they come.
+    ///
+    /// The first sweep finishes what an earlier process left in flight. A database that
+    /// cannot be reached makes the loop wait and try again; it never ends it.
     pub async fn run(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<String>) {
         loop {
-            self.clone().sweep().await;
-            let now = self.clock.now();
-            let next = match self.store.next_deadline().await {
-                Ok(Some(at)) => at.clamp(now, now + IDLE_MS),
-                Ok(None) => now + IDLE_MS,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read deadlines; trying again shortly");
-                    now + 1_000
-                }
+            let next = match self.sweep().await {
+                Ok(()) => self.store.next_deadline().await,
+                Err(e) => Err(e),
             };
             tokio::select! {
                 pushed = queue.recv() => match pushed {
-                    Some(id) => { tokio::spawn(self.clone().process(id)); }
+                    Some(id) => self.start(id),
                     None => return,
                 },
-                () = self.clock.sleep_until(next) => {}
+                () = self.pause(next) => {}
+                () = self.finished.notified() => {}
+            }
+        }
+    }
+
+    /// Waits until the next deadline, never longer than [`IDLE_MS`].
+    async fn pause(&self, next: Result<Option<Millis>, StoreError>) {
+        let now = self.clock.now();
+        match next {
+            Ok(Some(at)) if at <= now => tokio::time::sleep(RECHECK).await,
+            Ok(Some(at)) => self.clock.sleep_until(at.min(now + IDLE_MS)).await,
+            Ok(None) => self.clock.sleep_until(now + IDLE_MS).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read due work; trying again shortly");
+                tokio::time::sleep(STORE_RETRY).await;
             }
         }
     }
 
     /// Starts everything that is due now.
-    async fn sweep(self: Arc<Self>) {
-        match self.store.due_work(self.clock.now(), 64).await {
-            Ok(due) => {
-                for (id, _) in due {
-                    tokio::spawn(self.clone().process(id));
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read due work"),
+    async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
+        for (id, _) in self.store.due_work(self.clock.now(), SWEEP_LIMIT).await? {
+            self.start(id);
+        }
+        Ok(())
+    }
+
+    /// Starts a task for the request unless one of this process already works on it.
+    fn start(self: &Arc<Self>, id: String) {
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone());
+        if fresh {
+            let worker = self.clone();
+            tokio::spawn(async move {
+                worker.process(&id).await;
+                worker
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&id);
+                worker.finished.notify_one();
+            });
         }
     }
 
     /// Does whatever the request's state calls for, if it is due.
-    pub async fn process(self: Arc<Self>, id: String) {
-        let result = match self.store.request(&id).await {
+    pub async fn process(&self, id: &str) {
+        let result = match self.store.request(id).await {
             Ok(Some(request)) => match request.state {
-                State::Approved => self.apply(&request).await,
+                State::Approved => self.apply(id).await,
                 State::Active => self.undo(&request).await,
-                State::Pending if request.decide_by <= self.clock.now() => self.lapse(&id).await,
+                State::Pending if request.decide_by <= self.clock.now() => self.lapse(id).await,
                 _ => Ok(()),
             },
             Ok(None) => Ok(()),
@@ -122,30 +167,27 @@ impl Worker {
         self.targets.get(name).cloned()
     }
 
-    /// A fresh owner token per attempt, so two tasks in one process never share a lease.
-    fn owner(&self) -> String {
-        format!("{}/{}", self.replica, uuid::Uuid::new_v4())
+    /// Claims the request's lease under a fresh owner token, so two tasks never share one.
+    async fn claim(&self, id: &str, state: State) -> Result<Option<Lease>, StoreError> {
+        let owner = format!("{}/{}", self.replica, uuid::Uuid::new_v4());
+        Lease::claim(&self.store, &self.clock, id, state, owner).await
     }
 
-    async fn claim(&self, id: &str, state: State, owner: &str) -> Result<bool, StoreError> {
-        let now = self.clock.now();
-        self.store
-            .claim(id, state, owner, now, now + LEASE_MS)
-            .await
-    }
-
-    /// Remembers a transient failure and schedules the next attempt with jittered backoff.
+    /// Remembers a transient failure and schedules the next attempt with jittered backoff;
+    /// recording it gives the lease up.
     async fn retry_later(
         &self,
-        id: &str,
-        owner: &str,
+        lease: Lease,
         attempts: i64,
         error: &str,
     ) -> Result<(), StoreError> {
         let delay = backoff(attempts);
+        let id = lease.id().to_owned();
         tracing::warn!(request_id = %id, error, retry_in_ms = delay, "target unavailable; will retry");
+        let owner = lease.owner().to_owned();
+        drop(lease);
         self.store
-            .record_retry(id, owner, error, self.clock.now() + delay)
+            .record_retry(&id, &owner, error, self.clock.now() + delay)
             .await
     }
 

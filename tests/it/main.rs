@@ -6,5 +6,6 @@
 
 mod common;
 mod flow;
+mod pages;
 mod refusals;
 mod sim_cluster;

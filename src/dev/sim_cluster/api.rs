@@ -337,7 +337,7 @@ impl Request<'_> {
 }
 
 /// Compares tokens without stopping at the first differing byte.
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

@@ -13,6 +13,7 @@
 mod admission;
 mod api;
 mod discovery;
+mod failure;
 mod merge;
 mod objects;
 mod resources;
@@ -23,18 +24,18 @@ mod writes;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::middleware;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use failure::{Failure, FailureState};
 use objects::Store;
 use status::ApiError;
 
@@ -136,8 +137,10 @@ struct Inner {
     /// Namespace objects, built once from the configuration.
     namespaces: Vec<Value>,
     store: Mutex<Store>,
-    /// HTTP status every request gets while non-zero.
-    failure: AtomicU16,
+    /// How the API misbehaves, if it does ([`SimCluster::set_failure_mode`]).
+    failure: Mutex<Option<Failure>>,
+    /// Requests a delaying failure holds right now.
+    held: AtomicUsize,
 }
 
 /// A handle on one simulated cluster; clones share it.
@@ -181,7 +184,8 @@ impl SimCluster {
                 config,
                 namespaces,
                 store: Mutex::new(Store::default()),
-                failure: AtomicU16::new(0),
+                failure: Mutex::new(None),
+                held: AtomicUsize::new(0),
             }),
         }
     }
@@ -199,8 +203,15 @@ impl SimCluster {
             .route("/apis/{group}/{version}/{*rest}", any(api::handle))
             .route("/sim/v1/breakglass-admissions", get(admissions_json))
             .route("/sim/v1/writes", get(writes_json))
+            .route(
+                "/sim/v1/failure",
+                get(failure::show).post(failure::set).delete(failure::clear),
+            )
             .fallback(|| async { ApiError::no_such_path() })
-            .layer(middleware::from_fn_with_state(self.clone(), inject_failure))
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                failure::inject,
+            ))
             .with_state(self.clone())
     }
 
@@ -238,15 +249,35 @@ impl SimCluster {
     /// The `/sim/v1/` observation endpoints keep answering, so a test can still see
     /// what happened while the API is failing.
     pub fn set_failure(&self, status: Option<u16>) {
-        self.inner
-            .failure
-            .store(status.unwrap_or(0), Ordering::SeqCst);
+        self.set_failure_mode(status.map(|status| Failure {
+            status: Some(status),
+            ..Failure::default()
+        }));
     }
 
-    fn failure(&self) -> Option<u16> {
-        match self.inner.failure.load(Ordering::SeqCst) {
-            0 => None,
-            code => Some(code),
+    /// Make the API fail, stall or slow down as `failure` says, until cleared with `None`;
+    /// the same as `POST /sim/v1/failure`.
+    pub fn set_failure_mode(&self, failure: Option<Failure>) {
+        *self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+    }
+
+    fn failure_mode(&self) -> Option<Failure> {
+        *self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The failure in force and how many requests it holds right now.
+    pub fn failure_state(&self) -> FailureState {
+        FailureState {
+            failure: self.failure_mode(),
+            held: self.inner.held.load(Ordering::SeqCst),
         }
     }
 
@@ -269,15 +300,6 @@ impl SimCluster {
 
     fn namespace_exists(&self, namespace: &str) -> bool {
         self.inner.config.namespaces.iter().any(|n| n == namespace)
-    }
-}
-
-async fn inject_failure(State(sim): State<SimCluster>, request: Request, next: Next) -> Response {
-    match sim.failure() {
-        Some(code) if !request.uri().path().starts_with("/sim/") => {
-            ApiError::injected(code).into_response()
-        }
-        _ => next.run(request).await,
     }
 }
 

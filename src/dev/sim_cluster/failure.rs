@@ -1,0 +1,132 @@
+//! Failure injection: make the API fail, stall or slow down, from the process that owns the
+//! simulator ([`super::SimCluster::set_failure`]) or over HTTP (`/sim/v1/failure`), so that
+//! tests in other processes can put a broker in the middle of a failing or stalled apply.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::SimCluster;
+use super::api::constant_time_eq;
+use super::status::ApiError;
+
+/// How the API misbehaves until cleared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    /// The HTTP status every affected request gets (e.g. 503); none makes them only slow.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// How long each affected request is held before it is answered (or, without `status`,
+    /// served). A request that fails is failed when it arrives: clearing the failure while it
+    /// is held does not let it through.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Affect only writes (anything but GET and HEAD), so reads still answer.
+    #[serde(default)]
+    pub writes_only: bool,
+}
+
+/// `GET /sim/v1/failure`: the failure in force, and how many requests it holds right now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailureState {
+    pub failure: Option<Failure>,
+    pub held: usize,
+}
+
+/// Counts a held request for as long as it is held, including when its client goes away.
+struct Held<'a>(&'a SimCluster);
+
+impl<'a> Held<'a> {
+    fn new(sim: &'a SimCluster) -> Self {
+        sim.inner.held.fetch_add(1, Ordering::SeqCst);
+        Held(sim)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.inner.held.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(super) async fn inject(
+    State(sim): State<SimCluster>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let failure = match sim.failure_mode() {
+        Some(f) if !request.uri().path().starts_with("/sim/") => f,
+        _ => return next.run(request).await,
+    };
+    let read = request.method() == Method::GET || request.method() == Method::HEAD;
+    if failure.writes_only && read {
+        return next.run(request).await;
+    }
+    if failure.delay_ms > 0 {
+        let _held = Held::new(&sim);
+        tokio::time::sleep(Duration::from_millis(failure.delay_ms)).await;
+    }
+    match failure.status {
+        Some(code) => ApiError::injected(code).into_response(),
+        None => next.run(request).await,
+    }
+}
+
+pub(super) async fn show(State(sim): State<SimCluster>) -> Json<FailureState> {
+    Json(sim.failure_state())
+}
+
+/// `POST /sim/v1/failure` with a [`Failure`]; needs the write token, like any change.
+pub(super) async fn set(
+    State(sim): State<SimCluster>,
+    headers: HeaderMap,
+    Json(failure): Json<Failure>,
+) -> Response {
+    if let Err(refused) = authorize(&sim, &headers) {
+        return refused;
+    }
+    if failure.status.is_some_and(|s| !(400..=599).contains(&s)) {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "status must be an HTTP error status (400-599)" })),
+        )
+            .into_response();
+    }
+    sim.set_failure_mode(Some(failure));
+    Json(sim.failure_state()).into_response()
+}
+
+/// `DELETE /sim/v1/failure`: back to normal.
+pub(super) async fn clear(State(sim): State<SimCluster>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&sim, &headers) {
+        return refused;
+    }
+    sim.set_failure_mode(None);
+    Json(sim.failure_state()).into_response()
+}
+
+fn authorize(sim: &SimCluster, headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    if !token.is_empty() && constant_time_eq(token, &sim.config().write_token) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "changing the simulated failure needs the write token" })),
+        )
+            .into_response())
+    }
+}

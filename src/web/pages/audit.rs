@@ -1,0 +1,151 @@
+//! The audit page: every event, newest first, filtered by ticket, person, target and time.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use chrono::{NaiveDate, NaiveDateTime};
+use serde::Deserialize;
+
+use super::view;
+use super::{Nav, PageError, SignedIn, urlencode};
+use crate::auth::is_auditor;
+use crate::clock::Millis;
+use crate::store::AuditFilter;
+use crate::web::AppState;
+use crate::web::error::AppError;
+
+const PAGE: i64 = 50;
+
+#[derive(Default, Deserialize)]
+pub struct Filters {
+    #[serde(default)]
+    ticket: String,
+    #[serde(default)]
+    person: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    until: String,
+    before: Option<i64>,
+}
+
+pub struct EventRow {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub request_id: String,
+    pub ticket: String,
+    pub target: String,
+    pub detail: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit/index.html")]
+pub struct AuditPage {
+    nav: Nav,
+    filters: Filters,
+    events: Vec<EventRow>,
+    targets: Vec<String>,
+    next_page: Option<String>,
+}
+
+/// `2026-11-23` or `2026-11-23T09:30` (UTC), as date and datetime-local inputs send them.
+fn parse_time(field: &str, text: &str) -> Result<Option<Millis>, AppError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(at) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M") {
+        return Ok(Some(at.and_utc().timestamp_millis()));
+    }
+    if let Some(at) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        return Ok(Some(at.and_utc().timestamp_millis()));
+    }
+    Err(AppError::BadRequest(format!(
+        "{field} {text:?} is not a date (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM, UTC)"
+    )))
+}
+
+fn some(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+pub async fn index(
+    State(state): State<AppState>,
+    viewer: SignedIn,
+    Query(filters): Query<Filters>,
+) -> Result<AuditPage, PageError> {
+    if !is_auditor(&state.config.roles, &viewer.person) {
+        return Err(AppError::Forbidden("The audit history is for auditors.".into()).into());
+    }
+    let filter = AuditFilter {
+        ticket: some(&filters.ticket),
+        actor: some(&filters.person),
+        target: some(&filters.target),
+        since: parse_time("since", &filters.since)?,
+        until: parse_time("until", &filters.until)?,
+        before_seq: filters.before,
+        limit: PAGE,
+        ..AuditFilter::default()
+    };
+    let events = state.store.audit_events(&filter).await?;
+    let next_page = (events.len() as i64 == PAGE).then(|| {
+        let last = events.last().map(|e| e.seq).unwrap_or_default();
+        format!(
+            "/audit?ticket={}&person={}&target={}&since={}&until={}&before={last}",
+            urlencode(&filters.ticket),
+            urlencode(&filters.person),
+            urlencode(&filters.target),
+            urlencode(&filters.since),
+            urlencode(&filters.until)
+        )
+    });
+    let events = events
+        .into_iter()
+        .map(|e| EventRow {
+            seq: e.seq,
+            at: view::when(e.at),
+            detail: summary(&e.detail),
+            actor: e.actor,
+            action: e.action,
+            request_id: e.request_id.unwrap_or_default(),
+            ticket: e.ticket.unwrap_or_default(),
+            target: e.target.unwrap_or_default(),
+        })
+        .collect();
+    Ok(AuditPage {
+        nav: viewer.nav(&state),
+        targets: state
+            .config
+            .targets
+            .iter()
+            .map(|t| t.name.clone())
+            .collect(),
+        filters,
+        events,
+        next_page,
+    })
+}
+
+/// The detail worth a glance in a table row; the full event is in the API and the export.
+fn summary(detail: &serde_json::Value) -> String {
+    ["comment", "objects", "error", "conflicts"]
+        .iter()
+        .filter_map(|key| detail.get(*key).map(|v| (key, v)))
+        .filter(|(_, v)| {
+            !v.is_null() && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty())
+        })
+        .map(|(key, v)| match v {
+            serde_json::Value::String(s) => format!("{key}: {s}"),
+            other => format!("{key}: {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,176 @@
+//! Sign-in and sign-out pages.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use serde::Deserialize;
+
+use super::{CsrfForm, Nav, PageError, safe_return_path, see_other};
+use crate::auth::session::{
+    LOGIN_MS, SESSION_MS, cookie_name, hash_id, login_cookie_name, random_token, tokens_match,
+};
+use crate::store::{LoginAttempt, Session};
+use crate::web::AppState;
+use crate::web::error::AppError;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "auth/signin.html")]
+pub struct SigninPage {
+    nav: Nav,
+    start_url: String,
+    issuer: String,
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+pub async fn signin_page(State(state): State<AppState>, Query(q): Query<NextQuery>) -> SigninPage {
+    let next = safe_return_path(q.next.as_deref());
+    SigninPage {
+        nav: Nav::anonymous(),
+        start_url: format!("/auth/login?next={}", super::urlencode(&next)),
+        issuer: state.config.oidc.issuer.clone(),
+    }
+}
+
+fn cookie(state: &AppState, name: &'static str, value: String, max_age_ms: i64) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .secure(state.secure_cookies)
+        .same_site(SameSite::Lax)
+        .max_age(time::Duration::milliseconds(max_age_ms))
+        .build()
+}
+
+/// Leaves for the identity provider with a fresh state, nonce and PKCE challenge.
+pub async fn start(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, PageError> {
+    let started = state
+        .login
+        .start(&state.verifier)
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    let now = state.clock.now();
+    state
+        .store
+        .insert_login_attempt(&LoginAttempt {
+            state: started.state.clone(),
+            nonce: started.nonce,
+            pkce_verifier: started.pkce_verifier,
+            return_to: safe_return_path(q.next.as_deref()),
+            created_at: now,
+        })
+        .await?;
+    // Purging here keeps stale attempts and sessions from piling up without a timer.
+    state.store.purge_sessions(now, now - LOGIN_MS).await?;
+    let jar = jar.add(cookie(
+        &state,
+        login_cookie_name(state.secure_cookies),
+        started.state,
+        LOGIN_MS,
+    ));
+    Ok((jar, see_other(&started.url)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Back from the provider: the state must be one we issued, to this browser, unused and
+/// recent; the code is exchanged with the PKCE verifier and the ID token checked with the nonce.
+pub async fn callback(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<Callback>,
+) -> Result<Response, PageError> {
+    if let Some(error) = q.error {
+        let detail = q
+            .error_description
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        return Err(AppError::Forbidden(format!(
+            "the identity provider did not sign you in ({error}{detail})"
+        ))
+        .into());
+    }
+    let (Some(code), Some(returned_state)) = (q.code, q.state) else {
+        return Err(AppError::BadRequest(
+            "this sign-in link is incomplete; start again from the sign-in page".into(),
+        )
+        .into());
+    };
+    let login_cookie = login_cookie_name(state.secure_cookies);
+    let same_browser = jar
+        .get(login_cookie)
+        .is_some_and(|c| tokens_match(c.value(), &returned_state));
+    let now = state.clock.now();
+    let attempt = state
+        .store
+        .take_login_attempt(&returned_state, now - LOGIN_MS)
+        .await?;
+    let Some(attempt) = attempt.filter(|_| same_browser) else {
+        return Err(AppError::BadRequest(
+            "this sign-in has expired, was already used, or was started in another browser; start again from the sign-in page".into(),
+        )
+        .into());
+    };
+    let person = state
+        .login
+        .finish(
+            &state.verifier,
+            &code,
+            &attempt.pkce_verifier,
+            &attempt.nonce,
+        )
+        .await
+        .map_err(|e| AppError::Forbidden(format!("sign-in failed: {e}")))?;
+    tracing::info!(user = %person.name, "signed in");
+    // A new session id at every sign-in: nothing from before it can ride along.
+    let id = random_token();
+    let session = Session {
+        subject: person.subject,
+        name: person.name,
+        groups: person.groups,
+        csrf_token: random_token(),
+        expires_at: now + SESSION_MS,
+    };
+    state
+        .store
+        .insert_session(&hash_id(&id), &session, now)
+        .await?;
+    let jar = jar
+        .remove(Cookie::build(login_cookie).path("/"))
+        .add(cookie(
+            &state,
+            cookie_name(state.secure_cookies),
+            id,
+            SESSION_MS,
+        ));
+    Ok((jar, see_other(&attempt.return_to)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Empty {}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    form: CsrfForm<Empty>,
+) -> Result<Response, PageError> {
+    state.store.delete_session(&form.viewer.id_hash).await?;
+    let jar = jar.remove(Cookie::build(cookie_name(state.secure_cookies)).path("/"));
+    Ok((jar, see_other("/login")).into_response())
+}

@@ -1,0 +1,605 @@
+//! The dashboard, the new-request form and the request page.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::view::{self, DiffLine, Line};
+use super::{CsrfForm, Nav, PageError, SignedIn, see_other};
+use crate::auth::is_requester;
+use crate::domain::approval::{describe, may_decide};
+use crate::domain::manifest::Object;
+use crate::domain::policy::{Finding, images};
+use crate::domain::stamp::{Stamp, stamped};
+use crate::domain::{ApprovalTally, State as RequestState};
+use crate::store::{AuditEvent, AuditFilter, Request, RequestFilter};
+use crate::targets::{ObjectRef, TargetError};
+use crate::web::AppState;
+use crate::web::actions::{self, Decision, RequestForm};
+use crate::web::error::AppError;
+
+/// A request as a row in a list.
+pub struct Row {
+    pub id: String,
+    pub ticket: String,
+    pub target: String,
+    pub namespace: String,
+    pub requester: String,
+    pub state: RequestState,
+    pub state_class: &'static str,
+    pub detail: String,
+}
+
+fn row(request: &Request, now: i64) -> Row {
+    let detail = match (request.state, request.expires_at) {
+        (RequestState::Active, Some(at)) => view::time_left(now, at),
+        (RequestState::Pending, _) => format!("decide by {}", view::when(request.decide_by)),
+        _ => view::when(request.created_at),
+    };
+    Row {
+        id: request.id.clone(),
+        ticket: request.ticket.clone(),
+        target: request.target.clone(),
+        namespace: request.namespace.clone(),
+        requester: request.requester_name.clone(),
+        state: request.state,
+        state_class: view::state_class(request.state),
+        detail,
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard.html")]
+pub struct Dashboard {
+    nav: Nav,
+    mine: Vec<Row>,
+    to_decide: Vec<Row>,
+    active: Vec<Row>,
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    viewer: SignedIn,
+) -> Result<Dashboard, PageError> {
+    let now = state.clock.now();
+    let person = &viewer.person;
+    let mine = state
+        .store
+        .requests(&RequestFilter {
+            requester_subject: Some(person.subject.clone()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await?;
+    let mine = mine
+        .iter()
+        .filter(|r| !r.state.is_final())
+        .map(|r| row(r, now))
+        .collect();
+    let pending = state
+        .store
+        .requests(&RequestFilter {
+            state: Some(RequestState::Pending),
+            limit: 200,
+            ..Default::default()
+        })
+        .await?;
+    let mut to_decide = Vec::new();
+    for request in pending.iter().filter(|r| r.decide_by > now) {
+        let Some(target) = state.config.target(&request.target) else {
+            continue;
+        };
+        if may_decide(&target.approvals, &request.requester_subject, person) {
+            let decided = state
+                .store
+                .approvals(&request.id)
+                .await?
+                .iter()
+                .any(|a| a.approver_subject == person.subject);
+            if !decided {
+                to_decide.push(row(request, now));
+            }
+        }
+    }
+    let active = state
+        .store
+        .requests(&RequestFilter {
+            state: Some(RequestState::Active),
+            limit: 200,
+            ..Default::default()
+        })
+        .await?;
+    let active = active
+        .iter()
+        .filter(|r| actions::can_see(&state, person, r))
+        .map(|r| row(r, now))
+        .collect();
+    Ok(Dashboard {
+        nav: viewer.nav(&state),
+        mine,
+        to_decide,
+        active,
+    })
+}
+
+/// The new-request form, its values, and what is wrong with them, field by field.
+#[derive(Template, WebTemplate)]
+#[template(path = "requests/new.html")]
+pub struct NewPage {
+    nav: Nav,
+    targets: Vec<TargetChoice>,
+    form: FormValues,
+    errors: FieldErrors,
+    preview: Option<Preview>,
+}
+
+pub struct TargetChoice {
+    pub name: String,
+    pub namespaces: Vec<String>,
+    pub max_minutes: u64,
+    pub rule: String,
+}
+
+#[derive(Default, Deserialize)]
+pub struct FormValues {
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub manifest: String,
+    #[serde(default)]
+    pub ticket: String,
+    #[serde(default)]
+    pub justification: String,
+    #[serde(default)]
+    pub duration_minutes: String,
+    #[serde(default)]
+    pub intent: String,
+}
+
+#[derive(Default)]
+pub struct FieldErrors {
+    pub target: Vec<String>,
+    pub namespace: Vec<String>,
+    pub manifest: Vec<String>,
+    pub ticket: Vec<String>,
+    pub justification: Vec<String>,
+    pub duration_minutes: Vec<String>,
+    pub general: Vec<String>,
+}
+
+impl FieldErrors {
+    fn any(&self) -> bool {
+        ![
+            &self.target,
+            &self.namespace,
+            &self.manifest,
+            &self.ticket,
+            &self.justification,
+            &self.duration_minutes,
+            &self.general,
+        ]
+        .iter()
+        .all(|e| e.is_empty())
+    }
+
+    /// Puts each finding beside the field it is about; manifest findings name their object.
+    fn add(&mut self, finding: &Finding) {
+        let slot = match (finding.object.is_empty(), finding.path.as_str()) {
+            (true, "target") => &mut self.target,
+            (true, "namespace") => &mut self.namespace,
+            (true, "ticket") => &mut self.ticket,
+            (true, "justification") => &mut self.justification,
+            (true, "duration_minutes") => &mut self.duration_minutes,
+            _ => &mut self.manifest,
+        };
+        let text = if finding.object.is_empty() && finding.path != "manifest" {
+            finding.message.clone()
+        } else {
+            finding.to_string()
+        };
+        slot.push(text);
+    }
+}
+
+pub struct Preview {
+    pub digest: String,
+    pub rule: String,
+    pub objects: Vec<String>,
+}
+
+fn choices(state: &AppState) -> Vec<TargetChoice> {
+    state
+        .config
+        .targets
+        .iter()
+        .map(|t| TargetChoice {
+            name: t.name.clone(),
+            namespaces: t.namespaces.clone(),
+            max_minutes: t.max_duration.as_secs() / 60,
+            rule: describe(&t.approvals),
+        })
+        .collect()
+}
+
+fn require_requester(state: &AppState, viewer: &SignedIn) -> Result<(), PageError> {
+    if is_requester(&state.config.roles, &viewer.person) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "Filing breakglass requests needs membership in one of: {}.",
+            state.config.roles.requesters.join(", ")
+        ))
+        .into())
+    }
+}
+
+pub async fn new_form(
+    State(state): State<AppState>,
+    viewer: SignedIn,
+) -> Result<NewPage, PageError> {
+    require_requester(&state, &viewer)?;
+    let targets = choices(&state);
+    let form = FormValues {
+        target: targets.first().map(|t| t.name.clone()).unwrap_or_default(),
+        namespace: targets
+            .first()
+            .and_then(|t| t.namespaces.first().cloned())
+            .unwrap_or_default(),
+        duration_minutes: "60".into(),
+        ..FormValues::default()
+    };
+    Ok(NewPage {
+        nav: viewer.nav(&state),
+        targets,
+        form,
+        errors: FieldErrors::default(),
+        preview: None,
+    })
+}
+
+/// Files the request (post, redirect, get), or shows the form again with each problem beside
+/// its field. `intent=preview` checks without filing.
+pub async fn submit(
+    State(state): State<AppState>,
+    CsrfForm { viewer, form }: CsrfForm<FormValues>,
+) -> Result<Response, PageError> {
+    require_requester(&state, &viewer)?;
+    let mut errors = FieldErrors::default();
+    let minutes = match form.duration_minutes.trim().parse::<u64>() {
+        Ok(m) => m,
+        Err(_) => {
+            errors
+                .duration_minutes
+                .push("enter a whole number of minutes".into());
+            0
+        }
+    };
+    let request = RequestForm {
+        target: form.target.clone(),
+        namespace: form.namespace.clone(),
+        manifest: form.manifest.clone(),
+        ticket: form.ticket.trim().to_owned(),
+        justification: form.justification.clone(),
+        duration_minutes: minutes,
+    };
+    let mut preview = None;
+    if !errors.any() {
+        let outcome = if form.intent == "preview" {
+            actions::check(&state, &request).map(|checked| {
+                preview = Some(Preview {
+                    digest: checked.digest,
+                    rule: checked.rule,
+                    objects: checked
+                        .objects
+                        .iter()
+                        .map(|o| view::yaml(&o.body))
+                        .collect(),
+                });
+            })
+        } else {
+            match actions::create(&state, &viewer.person, request).await {
+                Ok(created) => return Ok(see_other(&format!("/requests/{}", created.id))),
+                Err(e) => Err(e),
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(AppError::Invalid { message, findings }) => {
+                if findings.is_empty() {
+                    errors.general.push(message);
+                }
+                for finding in &findings {
+                    errors.add(finding);
+                }
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let status = if errors.any() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let page = NewPage {
+        nav: viewer.nav(&state),
+        targets: choices(&state),
+        form,
+        errors,
+        preview,
+    };
+    Ok((status, page).into_response())
+}
+
+/// One object on the request page: as it will be applied, and against what runs now.
+pub struct ObjectView {
+    pub label: String,
+    pub images: Vec<ImageView>,
+    pub admission: Option<String>,
+    pub admitted: bool,
+    pub lines: Vec<Line>,
+    pub diff: Vec<DiffLine>,
+    pub exists: bool,
+}
+
+pub struct ImageView {
+    pub reference: String,
+    pub digest: String,
+}
+
+pub struct DecisionView {
+    pub approver: String,
+    pub decision: String,
+    pub comment: String,
+    pub at: String,
+}
+
+pub struct EventView {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "requests/show.html")]
+pub struct ShowPage {
+    nav: Nav,
+    r: Request,
+    state_class: &'static str,
+    state_sentence: &'static str,
+    time_left: Option<String>,
+    duration: String,
+    created: String,
+    decide_by: String,
+    rule: String,
+    tally: ApprovalTally,
+    decisions: Vec<DecisionView>,
+    objects: Vec<ObjectView>,
+    timeline: Vec<EventView>,
+    can_decide: bool,
+    is_requester: bool,
+    refresh: bool,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    viewer: SignedIn,
+    Path(id): Path<String>,
+) -> Result<ShowPage, PageError> {
+    let person = &viewer.person;
+    let request = actions::load_visible(&state, person, &id).await?;
+    let (tally, approvals) = actions::tally_for(&state, &request).await?;
+    let now = state.clock.now();
+    let target = state.config.target(&request.target);
+    let rules = target.map(|t| t.approvals.clone()).unwrap_or_default();
+    let decided = approvals
+        .iter()
+        .any(|a| a.approver_subject == person.subject);
+    let can_decide = request.state == RequestState::Pending
+        && request.decide_by > now
+        && !decided
+        && may_decide(&rules, &request.requester_subject, person);
+    let objects = object_views(&state, &request, &approvals).await;
+    let events = state
+        .store
+        .audit_events(&AuditFilter {
+            request_id: Some(request.id.clone()),
+            limit: 200,
+            ..Default::default()
+        })
+        .await?;
+    Ok(ShowPage {
+        nav: viewer.nav(&state),
+        state_class: view::state_class(request.state),
+        state_sentence: view::state_sentence(request.state),
+        time_left: (request.state == RequestState::Active)
+            .then(|| request.expires_at.map(|at| view::time_left(now, at)))
+            .flatten(),
+        duration: view::duration(request.duration_seconds / 60),
+        created: view::when(request.created_at),
+        decide_by: view::when(request.decide_by),
+        rule: describe(&rules),
+        tally,
+        decisions: approvals
+            .into_iter()
+            .map(|a| DecisionView {
+                approver: a.approver_name,
+                decision: a.decision,
+                comment: a.comment,
+                at: view::when(a.at),
+            })
+            .collect(),
+        objects,
+        timeline: events.iter().rev().map(event_view).collect(),
+        can_decide,
+        is_requester: request.requester_subject == person.subject,
+        refresh: request.state == RequestState::Approved,
+        r: request,
+    })
+}
+
+fn event_view(e: &AuditEvent) -> EventView {
+    EventView {
+        at: view::when(e.at),
+        actor: e.actor.clone(),
+        action: e.action.clone(),
+    }
+}
+
+/// What each object will look like once stamped, whether the cluster would admit it without
+/// breakglass (a server-side dry run), and how it differs from what runs now.
+async fn object_views(
+    state: &AppState,
+    request: &Request,
+    approvals: &[crate::store::Approval],
+) -> Vec<ObjectView> {
+    let objects = objects_of(request);
+    let target = state.targets.get(&request.target).cloned();
+    let approvers: Vec<String> = approvals
+        .iter()
+        .filter(|a| a.decision == "approve")
+        .map(|a| a.approver_name.clone())
+        .collect();
+    let expires = request
+        .expires_at
+        .filter(|_| request.applied_at.is_some())
+        .map(crate::clock::rfc3339)
+        .unwrap_or_else(|| "(set when applied)".into());
+    let stamp = Stamp {
+        request_id: &request.id,
+        ticket: &request.ticket,
+        requester: &request.requester_name,
+        approvers: &approvers,
+        expires_at: &expires,
+    };
+    let undecided = matches!(
+        request.state,
+        RequestState::Pending | RequestState::Approved
+    );
+    let mut views = Vec::new();
+    for object in &objects {
+        let reference = ObjectRef {
+            api_version: object.api_version.clone(),
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        };
+        let applied = view::yaml(&stamped(object, &stamp));
+        let (mut admission, mut admitted, mut diff, mut exists) = (None, false, Vec::new(), false);
+        if let (Some(target), true) = (&target, undecided) {
+            match target.dry_run(&reference, &object.body).await {
+                Ok(()) => admitted = true,
+                Err(TargetError::Refused(message)) => admission = Some(message),
+                Err(other) => admission = Some(format!("could not ask the cluster: {other}")),
+            }
+            if let Ok(Some(live)) = target.get(&reference).await {
+                exists = true;
+                diff = view::diff(&view::yaml(&view::comparable(live)), &applied);
+            }
+        }
+        views.push(ObjectView {
+            label: object.label(),
+            images: images(object)
+                .into_iter()
+                .map(|reference| ImageView {
+                    digest: crate::domain::policy::image_digest(&reference)
+                        .unwrap_or("not pinned")
+                        .to_owned(),
+                    reference,
+                })
+                .collect(),
+            admission,
+            admitted,
+            lines: view::marked_lines(&applied),
+            diff,
+            exists,
+        });
+    }
+    views
+}
+
+fn objects_of(request: &Request) -> Vec<Object> {
+    let bodies: Vec<serde_json::Value> = serde_json::from_str(&request.objects).unwrap_or_default();
+    bodies
+        .into_iter()
+        .map(|body| {
+            let text = |p: &str| {
+                body.pointer(p)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            Object {
+                api_version: text("/apiVersion"),
+                kind: text("/kind"),
+                namespace: text("/metadata/namespace"),
+                name: text("/metadata/name"),
+                body,
+            }
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub struct DecisionForm {
+    #[serde(default)]
+    digest: String,
+    #[serde(default)]
+    comment: String,
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: CsrfForm<DecisionForm>,
+) -> Result<Response, PageError> {
+    actions::decide(
+        &state,
+        &f.viewer.person,
+        &id,
+        Decision::Approve,
+        Some(&f.form.digest),
+        &f.form.comment,
+    )
+    .await?;
+    Ok(see_other(&format!("/requests/{id}")))
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: CsrfForm<DecisionForm>,
+) -> Result<Response, PageError> {
+    actions::decide(
+        &state,
+        &f.viewer.person,
+        &id,
+        Decision::Reject,
+        None,
+        &f.form.comment,
+    )
+    .await?;
+    Ok(see_other(&format!("/requests/{id}")))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: CsrfForm<DecisionForm>,
+) -> Result<Response, PageError> {
+    actions::cancel(&state, &f.viewer.person, &id).await?;
+    Ok(see_other(&format!("/requests/{id}")))
+}
+
+pub async fn close(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: CsrfForm<DecisionForm>,
+) -> Result<Response, PageError> {
+    actions::close(&state, &f.viewer.person, &id).await?;
+    Ok(see_other(&format!("/requests/{id}")))
+}

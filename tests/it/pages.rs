@@ -1,0 +1,473 @@
+//! The pages over real HTTP with a cookie-keeping client: sign-in through the dev issuer,
+//! sessions, CSRF, and escaping.
+
+use reqwest::StatusCode;
+use reqwest::header::{LOCATION, SET_COOKIE};
+
+use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
+
+/// A browser-like client: keeps cookies, does not follow redirects (so each step is checked).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .expect("a redirect")
+        .to_owned()
+}
+
+/// Follows the broker's sign-in to the dev issuer, picks `persona`, and stops at the callback.
+async fn callback_url(env: &TestEnv, client: &reqwest::Client, persona: &str) -> String {
+    let start = client
+        .get(env.url("/auth/login?next=/"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(start.status(), StatusCode::SEE_OTHER);
+    let authorize = url::Url::parse(&location(&start)).expect("authorize URL");
+    let page = client
+        .get(authorize.clone())
+        .send()
+        .await
+        .expect("sign-in page");
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains(&format!(">{persona}</button>")),
+        "persona buttons: {html}"
+    );
+    let mut form: Vec<(String, String)> = authorize
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    form.push(("persona".into(), persona.into()));
+    let chosen = client
+        .post(format!("{}/authorize", env.env.issuer))
+        .form(&form)
+        .send()
+        .await
+        .expect("choose");
+    assert_eq!(chosen.status(), StatusCode::SEE_OTHER);
+    location(&chosen)
+}
+
+async fn sign_in(env: &TestEnv, persona: &str) -> reqwest::Client {
+    let client = browser();
+    let callback = callback_url(env, &client, persona).await;
+    let done = client.get(&callback).send().await.expect("callback");
+    assert_eq!(
+        done.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        done.text().await.unwrap_or_default()
+    );
+    client
+}
+
+async fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a csrf field") + marker.len();
+    html[start..].split('"').next().expect("value").to_owned()
+}
+
+#[tokio::test]
+async fn signing_in_sets_a_fresh_http_only_session_and_signing_out_ends_it() {
+    let env = TestEnv::start().await;
+    let client = browser();
+    let callback = callback_url(&env, &client, "alice").await;
+    let done = client.get(&callback).send().await.expect("callback");
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let cookie = done
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("bg_session="))
+        .expect("session cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+
+    let dashboard = client.get(env.url("/")).send().await.expect("dashboard");
+    assert_eq!(dashboard.status(), StatusCode::OK);
+    let html = dashboard.text().await.expect("html");
+    assert!(
+        html.contains("alice") && html.contains("New breakglass request"),
+        "{html}"
+    );
+
+    // Every sign-in gets a new session id.
+    let client2 = browser();
+    let second = client2
+        .get(callback_url(&env, &client2, "alice").await)
+        .send()
+        .await
+        .expect("callback");
+    let cookie2 = second
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("bg_session="))
+        .expect("session cookie")
+        .to_owned();
+    assert_ne!(cookie.split(';').next(), cookie2.split(';').next());
+
+    let csrf = csrf_of(&html).await;
+    let out = client
+        .post(env.url("/auth/logout"))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let after = client.get(env.url("/")).send().await.expect("after");
+    assert_eq!(
+        after.status(),
+        StatusCode::SEE_OTHER,
+        "signed out: sent to sign in"
+    );
+    assert!(location(&after).starts_with("/login"));
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_send_people_to_sign_in() {
+    let env = TestEnv::start().await;
+    let response = browser()
+        .get(env.url("/requests/new"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/login?next=%2Frequests%2Fnew");
+}
+
+#[tokio::test]
+async fn a_form_post_without_or_with_a_wrong_csrf_token_is_refused() {
+    let env = TestEnv::start().await;
+    let client = sign_in(&env, "alice").await;
+    let fields = [
+        ("target", "dev-cluster"),
+        ("namespace", "prod"),
+        ("ticket", "INC-1"),
+        ("justification", "the checkout service is down"),
+        ("duration_minutes", "30"),
+        ("manifest", "kind: x"),
+    ];
+    let none = client
+        .post(env.url("/requests/new"))
+        .form(&fields)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(none.status(), StatusCode::FORBIDDEN);
+    let mut wrong = fields.to_vec();
+    wrong.push(("csrf", "not-the-token"));
+    let wrong = client
+        .post(env.url("/requests/new"))
+        .form(&wrong)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert!(wrong.text().await.expect("html").contains("security token"));
+    let (_, listed) = env.get("dave", "/api/v1/requests").await;
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(0),
+        "nothing was filed"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_with_a_wrong_state_or_a_replayed_code_gets_a_clear_error_page() {
+    let env = TestEnv::start().await;
+    let client = browser();
+    let callback = callback_url(&env, &client, "bob").await;
+    let mut forged = url::Url::parse(&callback).expect("url");
+    let pairs: Vec<(String, String)> = forged
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    forged.query_pairs_mut().clear();
+    for (k, v) in &pairs {
+        forged
+            .query_pairs_mut()
+            .append_pair(k, if k == "state" { "forged-state" } else { v });
+    }
+    let wrong_state = client.get(forged).send().await.expect("callback");
+    assert_eq!(wrong_state.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        wrong_state
+            .text()
+            .await
+            .expect("html")
+            .contains("start again from the sign-in page")
+    );
+
+    // The real callback works once; the same URL again is refused.
+    assert_eq!(
+        client
+            .get(&callback)
+            .send()
+            .await
+            .expect("callback")
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    let replay = client.get(&callback).send().await.expect("replay");
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+
+    // A used code under a fresh, valid state: the provider refuses it, and so do we.
+    let code = url::Url::parse(&callback)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .expect("code")
+        .1
+        .into_owned();
+    let fresh = url::Url::parse(&callback_url(&env, &client, "bob").await).expect("url");
+    let state = fresh
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .expect("state")
+        .1
+        .into_owned();
+    let replayed = client
+        .get(env.url(&format!("/auth/callback?code={code}&state={state}")))
+        .send()
+        .await
+        .expect("replayed code");
+    assert_eq!(replayed.status(), StatusCode::FORBIDDEN);
+    assert!(
+        replayed
+            .text()
+            .await
+            .expect("html")
+            .contains("sign-in failed")
+    );
+}
+
+#[tokio::test]
+async fn an_id_token_with_the_wrong_nonce_is_refused() {
+    let env = TestEnv::start().await;
+    let idp = &env.env.idp;
+    let nonce = openidconnect::Nonce::new("the-nonce-we-sent".into());
+    let token = idp
+        .token(&breakglass_broker::dev::idp::TokenSpec {
+            persona: "bob",
+            audience: breakglass_broker::dev::idp::CLIENT_ID,
+            ttl: chrono::Duration::seconds(300),
+            nonce: Some(&openidconnect::Nonce::new("another-nonce".into())),
+        })
+        .expect("signs")
+        .expect("persona exists");
+    let verifier = &env.env.broker.state.verifier;
+    assert!(verifier.verify(&token, Some(&nonce)).await.is_err());
+    let right = openidconnect::Nonce::new("another-nonce".into());
+    assert_eq!(
+        verifier
+            .verify(&token, Some(&right))
+            .await
+            .expect("valid")
+            .name,
+        "bob"
+    );
+}
+
+#[tokio::test]
+async fn script_payloads_in_justification_and_ticket_come_back_inert() {
+    let env = TestEnv::start().await;
+    let payload = "<script>alert('x')</script> checkout down";
+    let (status, filed) = env
+        .post(
+            "alice",
+            "/api/v1/requests",
+            serde_json::json!({
+                "target": "dev-cluster", "namespace": "prod", "manifest": deployment("xss", HOTFIX_IMAGE),
+                "ticket": "INC-7", "justification": payload, "duration_minutes": 30
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{filed}");
+    let client = sign_in(&env, "bob").await;
+    let html = client
+        .get(env.url(&format!("/requests/{}", filed["id"].as_str().expect("id"))))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(!html.contains("<script>alert"), "raw script in page");
+    assert!(
+        html.contains("&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62;"),
+        "escaped as text: {html}"
+    );
+
+    // A ticket payload is refused by the ticket pattern and echoed back escaped.
+    let alice = sign_in(&env, "alice").await;
+    let form_page = alice
+        .get(env.url("/requests/new"))
+        .send()
+        .await
+        .expect("form")
+        .text()
+        .await
+        .expect("html");
+    let csrf = csrf_of(&form_page).await;
+    let manifest = deployment("xss2", HOTFIX_IMAGE);
+    let response = alice
+        .post(env.url("/requests/new"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("target", "dev-cluster"),
+            ("namespace", "prod"),
+            ("ticket", "\"><script>alert(1)</script>"),
+            ("justification", "the checkout service is down"),
+            ("duration_minutes", "30"),
+            ("manifest", manifest.as_str()),
+            ("intent", "submit"),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = response.text().await.expect("html");
+    assert!(!html.contains("<script>alert(1)"), "raw script in page");
+    assert!(html.contains("does not match the ticket pattern"), "{html}");
+}
+
+#[tokio::test]
+async fn filing_from_the_form_lands_on_the_request_page_and_errors_sit_beside_their_fields() {
+    let env = TestEnv::start().await;
+    let alice = sign_in(&env, "alice").await;
+    let page = alice
+        .get(env.url("/requests/new"))
+        .send()
+        .await
+        .expect("form")
+        .text()
+        .await
+        .expect("html");
+    let csrf = csrf_of(&page).await;
+    let post = |manifest: String, ticket: &'static str| {
+        let alice = alice.clone();
+        let csrf = csrf.clone();
+        let url = env.url("/requests/new");
+        async move {
+            alice
+                .post(url)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("target", "dev-cluster"),
+                    ("namespace", "prod"),
+                    ("ticket", ticket),
+                    ("justification", "the checkout service is down"),
+                    ("duration_minutes", "30"),
+                    ("manifest", manifest.as_str()),
+                    ("intent", "submit"),
+                ])
+                .send()
+                .await
+                .expect("post")
+        }
+    };
+    let bad = post(
+        "apiVersion: apps/v1\nkind: Deployment\n  metadata: [\n".into(),
+        "INC-9",
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = bad.text().await.expect("html");
+    assert!(
+        html.contains("id=\"manifest-errors\"") && html.contains("line"),
+        "{html}"
+    );
+
+    let good = post(deployment("formed", HOTFIX_IMAGE), "INC-9").await;
+    assert_eq!(good.status(), StatusCode::SEE_OTHER);
+    let target = location(&good);
+    assert!(target.starts_with("/requests/"));
+    let shown = alice.get(env.url(&target)).send().await.expect("page");
+    assert_eq!(shown.status(), StatusCode::OK);
+    let html = shown.text().await.expect("html");
+    assert!(
+        html.contains("Waiting for approval") && html.contains("INC-9"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let env = TestEnv::start().await;
+    let response = browser().get(env.url("/login")).send().await.expect("page");
+    let headers = response.headers();
+    let csp = headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .expect("csp");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(
+        headers
+            .get("x-content-type-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
+    assert!(headers.get("referrer-policy").is_some());
+}
+
+#[tokio::test]
+async fn someone_without_a_role_sees_no_form_and_cannot_open_others_requests() {
+    let env = TestEnv::start().await;
+    let (id, _) = env.file_ok(&deployment("private", HOTFIX_IMAGE), 60).await;
+    let mallory = sign_in(&env, "mallory").await;
+    let dashboard = mallory
+        .get(env.url("/"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(!dashboard.contains("New breakglass request"));
+    assert_eq!(
+        mallory
+            .get(env.url("/requests/new"))
+            .send()
+            .await
+            .expect("page")
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        mallory
+            .get(env.url(&format!("/requests/{id}")))
+            .send()
+            .await
+            .expect("page")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        mallory
+            .get(env.url("/audit"))
+            .send()
+            .await
+            .expect("page")
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}
