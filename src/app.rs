@@ -86,6 +86,8 @@ impl Broker {
     /// Starts the worker; it first finishes whatever an earlier process left in flight.
     pub fn start_worker(&mut self) -> Option<tokio::task::JoinHandle<()>> {
         let queue = self.queue.take()?;
+        // Verifies the audit chain and logs its head every few minutes (src/audit/checkpoint.rs).
+        crate::audit::checkpoint::spawn(self.state.store.clone(), self.state.clock.clone());
         Some(tokio::spawn(self.worker.clone().run(queue)))
     }
 }
@@ -117,7 +119,8 @@ pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()>
         .await
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM (what container runtimes send).
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

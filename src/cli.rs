@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, Broker};
@@ -38,6 +39,33 @@ enum Command {
     },
     /// Check a configuration file and say what is wrong with it.
     CheckConfig { file: PathBuf },
+    /// The auditor's tools: `audit verify` checks the audit history's hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::cli::AuditCommand,
+    },
+    /// Run the simulated Kubernetes API server on its own (loopback only), for several
+    /// brokers to share. Prints its URL. The write token comes from --write-token-file, or
+    /// the BREAKGLASS_SIM_WRITE_TOKEN environment variable, or is made up (then only the
+    /// --kubeconfig written here can write).
+    SimCluster {
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        #[arg(long)]
+        write_token_file: Option<PathBuf>,
+        /// Write a kubeconfig with the write token here, for brokers.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Write a kubeconfig without the token here, for people (reads only).
+        #[arg(long)]
+        read_kubeconfig: Option<PathBuf>,
+    },
+    /// Run the development OIDC issuer on its own (loopback only), for several brokers to
+    /// share. Its issuer URL is http://LISTEN/dev/idp, as in `dev`; it prints it.
+    DevIdp {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
 }
 
 pub async fn main() -> ExitCode {
@@ -52,6 +80,20 @@ pub async fn main() -> ExitCode {
             run_serve(config).await
         }
         Command::CheckConfig { file } => check_config(file),
+        Command::Audit { command } => return crate::audit::cli::run(command).await,
+        Command::SimCluster {
+            listen,
+            write_token_file,
+            kubeconfig,
+            read_kubeconfig,
+        } => {
+            init_logging(false);
+            run_sim_cluster(listen, write_token_file, kubeconfig, read_kubeconfig).await
+        }
+        Command::DevIdp { listen } => {
+            init_logging(false);
+            dev::standalone::run_dev_idp(listen).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,7 +112,11 @@ fn init_logging(json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).init();
+        // Cloud Logging's shape: `severity`, `message`, fields beside them (src/logging.rs).
+        builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::logging::CloudLogging)
+            .init();
     } else {
         builder.compact().init();
     }
@@ -84,7 +130,7 @@ async fn run_dev(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
     })
     .await?;
     println!("{}", dev::banner(&env));
-    let _ = tokio::signal::ctrl_c().await;
+    app::shutdown_signal().await;
     Ok(())
 }
 
@@ -94,9 +140,42 @@ async fn run_serve(path: PathBuf) -> anyhow::Result<()> {
     let mut broker = Broker::build(config, Clock::system()).await?;
     broker.start_worker();
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    // The bound address, not the configured one: with port 0 this is how to find the broker.
+    let listen = listener.local_addr()?;
     tracing::info!(%listen, "breakglass-broker serving");
     app::serve(listener, broker.router()).await?;
     Ok(())
+}
+
+/// The environment variable `sim-cluster` takes its write token from.
+const SIM_WRITE_TOKEN_ENV: &str = "BREAKGLASS_SIM_WRITE_TOKEN";
+
+async fn run_sim_cluster(
+    listen: SocketAddr,
+    write_token_file: Option<PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    read_kubeconfig: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let write_token = match (write_token_file, std::env::var(SIM_WRITE_TOKEN_ENV)) {
+        (Some(path), _) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the write token from {}", path.display()))?,
+        (None, Ok(token)) => token,
+        (None, Err(_)) => {
+            if kubeconfig.is_none() {
+                eprintln!(
+                    "note: no write token given and no --kubeconfig to hold the one made up, so nothing can write to this cluster"
+                );
+            }
+            uuid::Uuid::new_v4().simple().to_string()
+        }
+    };
+    dev::standalone::run_sim_cluster(dev::standalone::SimClusterOptions {
+        listen,
+        write_token,
+        kubeconfig,
+        read_kubeconfig,
+    })
+    .await
 }
 
 fn check_config(path: PathBuf) -> anyhow::Result<()> {

@@ -11,7 +11,10 @@ use serde::{Deserialize, Deserializer};
 
 use crate::domain::ApprovalRule;
 use crate::domain::manifest::Limits;
-use crate::domain::policy::{AllowedKind, ImagePolicy, PodPolicy, Policy, default_kinds};
+use crate::domain::manifest::is_dns_subdomain;
+use crate::domain::policy::{
+    AllowedKind, ImagePolicy, KNOWN_KINDS, PodPolicy, Policy, default_kinds,
+};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +28,8 @@ pub struct Config {
     pub oidc: OidcConfig,
     #[serde(default)]
     pub roles: Roles,
+    /// Defaulted so that a file without any gets the clearer "no [[targets]]" message.
+    #[serde(default)]
     pub targets: Vec<TargetConfig>,
 }
 
@@ -138,14 +143,20 @@ fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
     })
 }
 
+/// Most approvals one rule may ask of a group. More is not a policy anyone meets in the middle
+/// of an incident; it is a typo that would make every request lapse.
+pub const MAX_APPROVALS_PER_RULE: u32 = 10;
+/// Longest a breakglass may last, or wait for approval. Longer is a deployment, not breakglass.
+pub const MAX_TARGET_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Largest per-target manifest limit: half the request body limit, leaving room for the JSON
+/// escaping of a manifest sent through the API.
+pub const MAX_MANIFEST_BYTES: usize = crate::web::BODY_LIMIT / 2;
+pub const MAX_OBJECTS: usize = 100;
+
 impl TargetConfig {
+    /// The policy this target enforces. The ticket pattern always matches the whole ticket,
+    /// whether or not the operator wrote `^...$`.
     pub fn policy(&self) -> anyhow::Result<Policy> {
-        let anchored = format!(
-            "^(?:{})$",
-            self.ticket_pattern
-                .trim_start_matches('^')
-                .trim_end_matches('$')
-        );
         Ok(Policy {
             target: self.name.clone(),
             namespaces: self.namespaces.clone(),
@@ -153,12 +164,18 @@ impl TargetConfig {
             images: self.images.clone(),
             pods: self.pods.clone(),
             max_duration: self.max_duration,
-            ticket_pattern: Regex::new(&anchored).with_context(|| {
-                format!(
-                    "target {}: ticket_pattern {:?} is not a valid regular expression",
-                    self.name, self.ticket_pattern
-                )
-            })?,
+            ticket_pattern: self.ticket_regex()?,
+            ticket_pattern_source: self.ticket_pattern.clone(),
+        })
+    }
+
+    fn ticket_regex(&self) -> anyhow::Result<Regex> {
+        Regex::new(&format!("^(?:{})$", self.ticket_pattern)).map_err(|e| {
+            anyhow::anyhow!(
+                "ticket_pattern {:?} is not a valid regular expression: {}",
+                self.ticket_pattern,
+                first_line(&e.to_string())
+            )
         })
     }
 
@@ -169,6 +186,196 @@ impl TargetConfig {
             ..Limits::default()
         }
     }
+
+    /// Every problem with this target, each a sentence an operator can act on.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut problem = |text: String| problems.push(text);
+        if !is_dns_label(&self.name) {
+            problem(format!(
+                "name {:?} must be 1 to 63 lower-case letters, digits and '-' (it appears in URLs and audit events)",
+                self.name
+            ));
+        }
+        if self.namespaces.is_empty() {
+            problem("namespaces is empty: name the namespaces breakglass may deploy to".into());
+        }
+        for (i, namespace) in self.namespaces.iter().enumerate() {
+            if !is_dns_label(namespace) {
+                problem(format!(
+                    "namespaces: {namespace:?} is not a valid namespace name"
+                ));
+            } else if self.namespaces[..i].contains(namespace) {
+                problem(format!("namespaces: {namespace:?} is listed twice"));
+            }
+        }
+        for (field, value) in [
+            ("max_duration", self.max_duration),
+            ("approval_window", self.approval_window),
+        ] {
+            if value < Duration::from_secs(60) {
+                problem(format!(
+                    "{field} is {}; it must be at least 1 minute",
+                    humantime::format_duration(value)
+                ));
+            } else if value > MAX_TARGET_DURATION {
+                problem(format!(
+                    "{field} is {}; it must be at most {} (breakglass is for emergencies, not for running things)",
+                    humantime::format_duration(value),
+                    humantime::format_duration(MAX_TARGET_DURATION)
+                ));
+            }
+        }
+        if self.approvals.is_empty() {
+            problem(
+                "approvals is empty: name at least one group, e.g. approvals = [{ group = \"sre\", count = 1 }]"
+                    .into(),
+            );
+        }
+        for (i, rule) in self.approvals.iter().enumerate() {
+            if rule.group.trim().is_empty() {
+                problem(format!("approvals[{i}]: group is empty"));
+            } else if self.approvals[..i].iter().any(|r| r.group == rule.group) {
+                problem(format!(
+                    "approvals: group {:?} appears twice; give it one rule with the count you want",
+                    rule.group
+                ));
+            }
+            if rule.count == 0 {
+                problem(format!(
+                    "approvals: count for group {:?} is 0; it must be 1 or more (the requester never counts, so 0 would let anyone approve their own breakglass)",
+                    rule.group
+                ));
+            } else if rule.count > MAX_APPROVALS_PER_RULE {
+                problem(format!(
+                    "approvals: count for group {:?} is {}; at most {MAX_APPROVALS_PER_RULE} is plausible in an incident",
+                    rule.group, rule.count
+                ));
+            }
+        }
+        self.kind_problems(&mut problem);
+        if self.images.registries.is_empty() {
+            problem(
+                "images.registries is empty: list the registries breakglass may pull from, e.g. [\"us-docker.pkg.dev/acme/\"]"
+                    .into(),
+            );
+        }
+        for registry in &self.images.registries {
+            if registry.is_empty()
+                || registry.contains("://")
+                || registry
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+            {
+                problem(format!(
+                    "images.registries: {registry:?} must be a registry and path prefix such as \"us-docker.pkg.dev/acme/\" (no scheme, no spaces)"
+                ));
+            }
+        }
+        if self.pods.service_accounts.is_empty() {
+            problem(
+                "pods.service_accounts is empty: no pod could run; list at least \"default\""
+                    .into(),
+            );
+        }
+        for account in &self.pods.service_accounts {
+            if !is_dns_subdomain(account) {
+                problem(format!(
+                    "pods.service_accounts: {account:?} is not a valid service account name"
+                ));
+            }
+        }
+        for capability in &self.pods.allowed_capabilities {
+            let bare = capability.trim_start_matches("CAP_");
+            if bare == "ALL" {
+                problem(
+                    "pods.allowed_capabilities: \"ALL\" would allow every capability; list the ones workloads need"
+                        .into(),
+                );
+            } else if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            {
+                problem(format!(
+                    "pods.allowed_capabilities: {capability:?} is not a capability name such as \"NET_BIND_SERVICE\""
+                ));
+            }
+        }
+        match self.ticket_regex() {
+            Err(e) => problem(e.to_string()),
+            Ok(pattern) if pattern.is_match("") => problem(format!(
+                "ticket_pattern {:?} matches an empty ticket; every request must name one",
+                self.ticket_pattern
+            )),
+            Ok(_) => {}
+        }
+        if !(1..=MAX_OBJECTS).contains(&self.max_objects) {
+            problem(format!(
+                "max_objects is {}; it must be between 1 and {MAX_OBJECTS}",
+                self.max_objects
+            ));
+        }
+        if !(1024..=MAX_MANIFEST_BYTES).contains(&self.max_manifest_bytes) {
+            problem(format!(
+                "max_manifest_bytes is {}; it must be between 1024 and {MAX_MANIFEST_BYTES} (half the request body limit)",
+                self.max_manifest_bytes
+            ));
+        }
+        if self.kind == TargetKind::CloudRun {
+            problem("kind \"cloud-run\" is not supported by this version".into());
+        }
+        match (self.credentials, &self.kubeconfig) {
+            (Credentials::Kubeconfig, None) => {
+                problem("credentials = \"kubeconfig\" needs kubeconfig = \"path\"".into())
+            }
+            (Credentials::Google, _) => problem(
+                "credentials = \"google\" is not supported by this version; use kubeconfig or in-cluster"
+                    .into(),
+            ),
+            _ => {}
+        }
+        problems
+    }
+
+    /// A target may accept only kinds the broker knows how to check, each in its one version.
+    fn kind_problems(&self, problem: &mut impl FnMut(String)) {
+        if self.kinds.is_empty() {
+            problem("kinds is empty: nothing could be requested".into());
+        }
+        let known: Vec<String> = KNOWN_KINDS
+            .iter()
+            .map(|(api_version, kind)| format!("{kind} ({api_version})"))
+            .collect();
+        for (i, allowed) in self.kinds.iter().enumerate() {
+            match KNOWN_KINDS.iter().find(|(_, kind)| *kind == allowed.kind) {
+                None => problem(format!(
+                    "kinds: {:?} is not a kind the broker can check (it checks {})",
+                    allowed.kind,
+                    known.join(", ")
+                )),
+                Some((api_version, kind)) if *api_version != allowed.api_version => {
+                    problem(format!(
+                        "kinds: {kind} must have api_version {api_version:?}, not {:?}",
+                        allowed.api_version
+                    ))
+                }
+                Some(_) if self.kinds[..i].contains(allowed) => {
+                    problem(format!("kinds: {} is listed twice", allowed.kind))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// An RFC 1123 label, as Kubernetes requires of namespace names.
+fn is_dns_label(name: &str) -> bool {
+    name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(text)
 }
 
 impl Config {
@@ -192,42 +399,39 @@ impl Config {
         Ok(config)
     }
 
-    /// Everything that makes a configuration unusable, found before the broker starts.
+    /// Everything that makes a configuration unusable, found before the broker starts, and
+    /// all of it at once, so that an operator fixes the file in one pass.
     pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
         if self.targets.is_empty() {
-            bail!("no [[targets]]: the broker has nowhere to apply anything");
+            problems.push("no [[targets]]: the broker has nowhere to apply anything".to_owned());
+        }
+        if self.roles.requesters.is_empty() {
+            problems.push(
+                "roles.requesters is empty: nobody could file a request; name the groups that may"
+                    .to_owned(),
+            );
+        }
+        if url::Url::parse(&self.oidc.issuer).is_err() {
+            problems.push(format!("oidc.issuer {:?} is not a URL", self.oidc.issuer));
         }
         for (i, target) in self.targets.iter().enumerate() {
             let name = &target.name;
             if self.targets[..i].iter().any(|t| &t.name == name) {
-                bail!("target {name} is defined twice");
+                problems.push(format!("target {name} is defined twice"));
             }
-            if target.namespaces.is_empty() {
-                bail!("target {name}: namespaces is empty");
-            }
-            if target.approvals.is_empty() || target.approvals.iter().any(|r| r.count == 0) {
-                bail!(
-                    "target {name}: approvals must name at least one group with a count of 1 or more"
-                );
-            }
-            if target.max_duration.is_zero() {
-                bail!("target {name}: max_duration must be more than zero");
-            }
-            if target.kind == TargetKind::CloudRun {
-                bail!("target {name}: kind \"cloud-run\" is not supported by this version");
-            }
-            match (target.credentials, &target.kubeconfig) {
-                (Credentials::Kubeconfig, None) => {
-                    bail!("target {name}: credentials = \"kubeconfig\" needs kubeconfig = \"path\"")
-                }
-                (Credentials::Google, _) => bail!(
-                    "target {name}: credentials = \"google\" is not supported by this version; use kubeconfig or in-cluster"
-                ),
-                _ => {}
-            }
-            target.policy()?;
+            problems.extend(
+                target
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("target {name}: {p}")),
+            );
         }
-        Ok(())
+        match problems.as_slice() {
+            [] => Ok(()),
+            [one] => bail!("{one}"),
+            many => bail!("{} problems:\n  - {}", many.len(), many.join("\n  - ")),
+        }
     }
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {

@@ -2,6 +2,8 @@
 
 /// Wiring: builds the shared state from a configuration and serves it.
 pub mod app;
+/// The auditor's side of the history: chain verification, checkpoints, exports.
+pub mod audit;
 /// Who is calling: OIDC ID tokens as bearer tokens, and the roles they carry.
 pub mod auth;
 /// The command line: `dev`, `serve`, and the operator's tools.
@@ -14,6 +16,8 @@ pub mod config;
 pub mod dev;
 /// Pure rules: ids, states, approval rules, manifests, policy, stamps and digests.
 pub mod domain;
+/// Structured log lines in the shape Cloud Logging reads.
+pub mod logging;
 /// Everything SQL: requests, approvals and the audit chain on SQLite or PostgreSQL.
 pub mod store;
 /// Where approved workloads go: Kubernetes and GKE through kube-rs.

@@ -3,6 +3,7 @@
 
 pub mod idp;
 pub mod sim_cluster;
+pub mod standalone;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,15 @@ pub fn check_loopback(listen: &SocketAddr) -> anyhow::Result<()> {
 }
 
 pub async fn start(options: DevOptions) -> anyhow::Result<DevEnv> {
+    start_with_targets(options, Vec::new()).await
+}
+
+/// `start`, with more targets beside `dev-cluster` (for tests of other policies). Each one
+/// applies to the same simulated cluster with the broker's credentials.
+pub async fn start_with_targets(
+    options: DevOptions,
+    extra_targets: Vec<TargetConfig>,
+) -> anyhow::Result<DevEnv> {
     check_loopback(&options.listen)?;
     crate::app::install_crypto();
     std::fs::create_dir_all(&options.data_dir)
@@ -82,7 +92,15 @@ pub async fn start(options: DevOptions) -> anyhow::Result<DevEnv> {
         &sim_cluster::kubeconfig(&cluster_url, Some(&write_token)),
     )?;
 
-    let config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
+    let mut config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
+    config
+        .targets
+        .extend(extra_targets.into_iter().map(|target| TargetConfig {
+            credentials: Credentials::Kubeconfig,
+            kubeconfig: Some(broker_kubeconfig.clone()),
+            context: None,
+            ..target
+        }));
     let idp = DevIdp::new(&issuer, options.clock.clone())?;
     let mut broker = Broker::build(config, options.clock).await?;
     broker.start_worker();

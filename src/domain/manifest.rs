@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::policy::Finding;
+use super::policy::{Finding, kind_of, not_a_string, quoted, shown};
 
 /// Bounds on what a manifest may be before any of it is looked at.
 #[derive(Clone, Copy, Debug)]
@@ -24,18 +24,61 @@ impl Default for Limits {
     }
 }
 
-/// A manifest that could not be read at all; `line` points at the problem when it is known.
+/// Why a manifest could not be read at all. Each says what to change; the web edge answers
+/// `TooLarge` with 413 (like a body over the request limit) and the rest with 422.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParseError {
-    pub message: String,
-    pub line: Option<u64>,
+pub enum ParseError {
+    /// More bytes than the target accepts.
+    TooLarge { bytes: usize, limit: usize },
+    /// More objects (documents) than the target accepts. When the parser stopped early,
+    /// `count` is where it stopped and `more` is true.
+    TooManyObjects {
+        count: usize,
+        limit: usize,
+        more: bool,
+    },
+    /// Nothing but empty documents and comments.
+    Empty,
+    /// Not YAML or JSON we are willing to read: syntax, duplicate keys, depth, aliases, tags.
+    Invalid {
+        message: String,
+        line: Option<u64>,
+        column: Option<u64>,
+    },
+}
+
+impl ParseError {
+    /// The line the problem is on, when there is one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            ParseError::Invalid { line, .. } => *line,
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for ParseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "manifest line {line}: {}", self.message),
-            None => write!(f, "manifest: {}", self.message),
+        match self {
+            ParseError::TooLarge { bytes, limit } => {
+                write!(f, "is {bytes} bytes; the limit is {limit} bytes")
+            }
+            ParseError::TooManyObjects { count, limit, more } => {
+                let over = if *more { "more than " } else { "" };
+                write!(f, "has {over}{count} objects; the limit is {limit}")
+            }
+            ParseError::Empty => f.write_str("contains no objects"),
+            ParseError::Invalid {
+                message,
+                line: Some(line),
+                column: Some(column),
+            } => write!(f, "line {line}, column {column}: {message}"),
+            ParseError::Invalid {
+                message,
+                line: Some(line),
+                column: None,
+            } => write!(f, "line {line}: {message}"),
+            ParseError::Invalid { message, .. } => f.write_str(message),
         }
     }
 }
@@ -58,66 +101,144 @@ impl Object {
     }
 }
 
+/// Alias expansions allowed per anchor: enough for the shared-snippet style some people write
+/// by hand, far too few for an alias bomb.
+const MAX_EXPANSIONS_PER_ANCHOR: usize = 16;
+/// Events replayed through aliases in one manifest, across all anchors.
+const MAX_REPLAYED_EVENTS: usize = 10_000;
+/// Nodes (mappings, lists, scalars) in one manifest; 20 real workloads use a few thousand.
+const MAX_NODES: usize = 100_000;
+
 /// Reads one or more YAML (or JSON) documents, refusing oversized, deep, alias-heavy or
-/// ambiguous (duplicate-key) input before it can cost much.
+/// ambiguous (duplicate-key, custom-tag) input before it can cost much.
 pub fn parse(text: &str, limits: &Limits) -> Result<Vec<Value>, ParseError> {
     if text.len() > limits.max_bytes {
-        return Err(ParseError {
-            message: format!(
-                "is {} bytes; the limit is {} bytes",
-                text.len(),
-                limits.max_bytes
-            ),
-            line: None,
+        return Err(ParseError::TooLarge {
+            bytes: text.len(),
+            limit: limits.max_bytes,
         });
     }
+    // Empty documents (a stray `---`) are not objects, but they still cost something, so the
+    // parser stops a little past the object limit rather than at it.
+    let max_documents = limits.max_objects.saturating_add(8);
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = limits.max_depth;
+    budget.flow_nesting_limit = limits.max_depth;
     budget.max_aliases = limits.max_aliases;
     budget.max_anchors = limits.max_aliases;
-    budget.max_documents = limits.max_objects + 8;
-    budget.max_nodes = 100_000;
-    budget.max_events = 200_000;
+    budget.max_documents = max_documents;
+    budget.max_nodes = MAX_NODES;
+    budget.max_events = 2 * MAX_NODES;
     let mut aliases = serde_saphyr::options::AliasLimits::default();
-    aliases.max_total_replayed_events = 10_000;
-    aliases.max_alias_expansions_per_anchor = 16;
+    aliases.max_total_replayed_events = MAX_REPLAYED_EVENTS;
+    aliases.max_alias_expansions_per_anchor = MAX_EXPANSIONS_PER_ANCHOR;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options.alias_limits = aliases;
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    // `0755` means what it means to kubectl (YAML 1.1, octal), not a float.
+    options.legacy_octal_numbers = true;
+    // A tag the broker does not understand would be dropped silently, so the approver would
+    // see something other than what was written.
+    options.reject_unsupported_tags = true;
     options.with_snippet = false;
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| ParseError {
-            line: e.location().map(|l| l.line()),
-            message: first_line(&e.to_string()),
-        })?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| parse_error(&e, limits, max_documents))?;
     let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
     if docs.is_empty() {
-        return Err(ParseError {
-            message: "contains no objects".into(),
-            line: None,
-        });
+        return Err(ParseError::Empty);
     }
     if docs.len() > limits.max_objects {
-        return Err(ParseError {
-            message: format!(
-                "has {} objects; the limit is {}",
-                docs.len(),
-                limits.max_objects
-            ),
-            line: None,
+        return Err(ParseError::TooManyObjects {
+            count: docs.len(),
+            limit: limits.max_objects,
+            more: false,
         });
     }
     Ok(docs)
 }
 
+/// Says in a person's words what the parser refused, with the line and column it stopped at.
+fn parse_error(error: &serde_saphyr::Error, limits: &Limits, max_documents: usize) -> ParseError {
+    use serde_saphyr::budget::BudgetBreach;
+    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
+
+    let inner = match error {
+        Error::AliasError { error, .. } => error.as_ref(),
+        other => other,
+    };
+    let too_deep = format!(
+        "is nested more than {} levels deep; flatten it",
+        limits.max_depth
+    );
+    let alias_bomb = format!(
+        "uses YAML aliases that expand too far (at most {} aliases, each used at most {MAX_EXPANSIONS_PER_ANCHOR} times); write the objects out in full",
+        limits.max_aliases
+    );
+    let message = match inner {
+        Error::Budget { breach, .. } => match breach {
+            BudgetBreach::Depth { .. } => too_deep,
+            BudgetBreach::Documents { .. } => {
+                return ParseError::TooManyObjects {
+                    count: max_documents,
+                    limit: limits.max_objects,
+                    more: true,
+                };
+            }
+            BudgetBreach::Aliases { .. } | BudgetBreach::Anchors { .. } => alias_bomb,
+            _ => format!("is too complex (more than {MAX_NODES} values)"),
+        },
+        Error::AliasReplayLimitExceeded { .. }
+        | Error::AliasExpansionLimitExceeded { .. }
+        | Error::AliasReplayStackDepthExceeded { .. }
+        | Error::AliasReplayCounterOverflow { .. } => alias_bomb,
+        Error::DuplicateMappingKey { key: Some(key), .. } => {
+            format!("key {key:?} appears twice in the same mapping")
+        }
+        Error::DuplicateMappingKey { key: None, .. } => {
+            "a key appears twice in the same mapping".to_owned()
+        }
+        Error::UnknownAnchor { .. } => {
+            "an alias (*name) refers to an anchor (&name) that is not defined before it".to_owned()
+        }
+        Error::NullIntoString { .. } => "a mapping key is null; keys must be strings".to_owned(),
+        other => {
+            let text = UserMessageFormatter.format_message(other);
+            if text.contains("recursion limit exceeded") {
+                too_deep
+            } else if text.contains("expected string scalar") {
+                "a mapping key is itself a list or mapping; keys must be strings".to_owned()
+            } else {
+                first_line(&text)
+            }
+        }
+    };
+    let location = error.location();
+    ParseError::Invalid {
+        message,
+        line: location.map(|l| l.line()),
+        column: location.map(|l| l.column()),
+    }
+}
+
+/// The first line of a message, with control characters escaped so that nothing a manifest
+/// contains can forge lines in a log or a page.
 fn first_line(message: &str) -> String {
-    message
-        .lines()
-        .next()
-        .unwrap_or("could not be parsed")
-        .trim()
-        .to_owned()
+    let line = message.lines().next().unwrap_or_default().trim();
+    if line.is_empty() {
+        "could not be parsed".to_owned()
+    } else {
+        line.chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect()
+    }
 }
 
 /// Server-populated fields that say nothing about what is asked for; dropping them makes a
@@ -169,21 +290,23 @@ fn normalize_one(doc: Value, index: usize, namespace: &str) -> Result<Object, Fi
         return Err(Finding::new(
             at,
             "",
-            "is not a mapping of fields (an object)",
+            format!(
+                "is {}, not a mapping of fields (an object); a list of objects goes in separate documents split by ---",
+                kind_of(&doc)
+            ),
         ));
     };
-    let api_version = string_field(&map, "apiVersion")
-        .ok_or_else(|| Finding::new(&at, "apiVersion", "is missing or not a string"))?;
-    let kind = string_field(&map, "kind")
-        .ok_or_else(|| Finding::new(&at, "kind", "is missing or not a string"))?;
+    let api_version = identifier(&map, "apiVersion", &at, is_api_version)?;
+    let kind = identifier(&map, "kind", &at, is_kind)?;
+    let unnamed = format!("{kind} in {at}");
     map.remove("status");
     let metadata = match map.get_mut("metadata") {
         Some(Value::Object(m)) => m,
         _ => {
             return Err(Finding::new(
-                format!("{kind} in {at}"),
+                unnamed,
                 "metadata",
-                "is missing",
+                "is missing or not a mapping; it must at least give the name",
             ));
         }
     };
@@ -191,24 +314,31 @@ fn normalize_one(doc: Value, index: usize, namespace: &str) -> Result<Object, Fi
         Some(Value::String(n)) if is_dns_subdomain(n) => n.clone(),
         Some(Value::String(n)) => {
             return Err(Finding::new(
-                format!("{kind} in {at}"),
+                unnamed,
                 "metadata.name",
                 format!(
-                    "{n:?} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', at most 253)"
+                    "{} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', at most 253)",
+                    quoted(n)
                 ),
             ));
         }
-        _ => {
+        None | Some(Value::Null) if metadata.contains_key("generateName") => {
             return Err(Finding::new(
-                format!("{kind} in {at}"),
-                "metadata.name",
-                "is missing (generateName is not supported: the broker must know what it created)",
+                unnamed,
+                "metadata.generateName",
+                "is not supported: give metadata.name, so that the broker knows what it created and can remove it",
             ));
+        }
+        None | Some(Value::Null) => {
+            return Err(Finding::new(unnamed, "metadata.name", "is missing"));
+        }
+        Some(other) => {
+            return Err(Finding::new(unnamed, "metadata.name", not_a_string(other)));
         }
     };
     let label = format!("{kind}/{name}");
     match metadata.get("namespace") {
-        None => {
+        None | Some(Value::Null) => {
             metadata.insert("namespace".into(), Value::String(namespace.to_owned()));
         }
         Some(Value::String(ns)) if ns == namespace => {}
@@ -216,7 +346,11 @@ fn normalize_one(doc: Value, index: usize, namespace: &str) -> Result<Object, Fi
             return Err(Finding::new(
                 label,
                 "metadata.namespace",
-                format!("is {other}, but the request is for namespace {namespace:?}"),
+                format!(
+                    "is {}, but the request is for namespace {}",
+                    shown(other),
+                    quoted(namespace)
+                ),
             ));
         }
     }
@@ -238,11 +372,46 @@ fn normalize_one(doc: Value, index: usize, namespace: &str) -> Result<Object, Fi
     })
 }
 
-fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
+/// `apiVersion` or `kind`: present, a string, and shaped like one, so that messages that name
+/// the object stay short and readable.
+fn identifier(
+    map: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    valid: fn(&str) -> bool,
+) -> Result<String, Finding> {
     match map.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
+        Some(Value::String(s)) if valid(s) => Ok(s.clone()),
+        Some(Value::String(s)) if !s.is_empty() => Err(Finding::new(
+            at,
+            key,
+            format!("{} is not a valid {key}", quoted(s)),
+        )),
+        None | Some(Value::Null) => Err(Finding::new(at, key, "is missing")),
+        Some(Value::String(_)) => Err(Finding::new(at, key, "is empty")),
+        Some(other) => Err(Finding::new(at, key, not_a_string(other))),
     }
+}
+
+/// `Deployment`: a letter, then letters and digits.
+fn is_kind(kind: &str) -> bool {
+    kind.len() <= 63
+        && kind.starts_with(|c: char| c.is_ascii_alphabetic())
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// `v1` or `apps/v1`: an optional group (a DNS subdomain) and a version.
+fn is_api_version(api_version: &str) -> bool {
+    let (group, version) = match api_version.split_once('/') {
+        Some((group, version)) => (Some(group), version),
+        None => (None, api_version),
+    };
+    group.is_none_or(is_dns_subdomain)
+        && !version.is_empty()
+        && version.len() <= 63
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// RFC 1123 subdomain, as Kubernetes requires of most object names.
@@ -282,7 +451,8 @@ mod tests {
             &Limits::default(),
         )
         .expect_err("refused");
-        assert_eq!(err.line, Some(3), "{err}");
+        assert_eq!(err.line(), Some(3), "{err}");
+        assert!(err.to_string().contains("\"kind\" appears twice"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::manifest::Object;
+
+mod pods;
+
 use super::{BREAKGLASS_ANNOTATION, BREAKGLASS_LABEL, BROKER_PREFIX};
+pub use pods::image_digest;
 
 /// One reason a request cannot go ahead: which object, which field, which rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -43,16 +47,24 @@ impl std::fmt::Display for Finding {
 }
 
 /// Which images may be run.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ImagePolicy {
-    /// Image references must start with one of these (e.g. `us-docker.pkg.dev/acme/`).
-    /// Empty allows any registry.
-    #[serde(default)]
+    /// Image references must start with one of these (e.g. `us-docker.pkg.dev/acme/`), at a
+    /// `/` boundary. Empty allows any registry, which `check-config` refuses for real targets.
     pub registries: Vec<String>,
-    /// Every image must be pinned as `name@sha256:<64 hex>`.
-    #[serde(default)]
+    /// Every image must be pinned as `name@sha256:<64 hex>`, so that what was approved is
+    /// what runs. On unless a target turns it off.
     pub require_digest: bool,
+}
+
+impl Default for ImagePolicy {
+    fn default() -> Self {
+        Self {
+            registries: Vec::new(),
+            require_digest: true,
+        }
+    }
 }
 
 /// Guardrails on the pods a request would run.
@@ -82,21 +94,27 @@ pub struct AllowedKind {
     pub kind: String,
 }
 
+/// The kinds the broker knows how to check: each carries a pod, so every guardrail applies.
+/// A target may accept fewer, never others.
+pub const KNOWN_KINDS: [(&str, &str); 7] = [
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
+    ("apps/v1", "ReplicaSet"),
+    ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"),
+    ("v1", "Pod"),
+];
+
 pub fn default_kinds() -> Vec<AllowedKind> {
-    [
-        ("apps/v1", "Deployment"),
-        ("apps/v1", "StatefulSet"),
-        ("apps/v1", "DaemonSet"),
-        ("batch/v1", "Job"),
-        ("batch/v1", "CronJob"),
-        ("v1", "Pod"),
-    ]
-    .into_iter()
-    .map(|(a, k)| AllowedKind {
-        api_version: a.into(),
-        kind: k.into(),
-    })
-    .collect()
+    KNOWN_KINDS
+        .into_iter()
+        .filter(|(_, kind)| *kind != "ReplicaSet")
+        .map(|(a, k)| AllowedKind {
+            api_version: a.into(),
+            kind: k.into(),
+        })
+        .collect()
 }
 
 /// Everything a target's configuration says about what may be requested.
@@ -108,7 +126,10 @@ pub struct Policy {
     pub images: ImagePolicy,
     pub pods: PodPolicy,
     pub max_duration: Duration,
+    /// Matches a whole ticket (anchored when built from the configuration).
     pub ticket_pattern: Regex,
+    /// The pattern as the operator wrote it, for messages.
+    pub ticket_pattern_source: String,
 }
 
 /// The request fields that are not part of the manifest.
@@ -116,8 +137,15 @@ pub struct RequestFields<'a> {
     pub namespace: &'a str,
     pub ticket: &'a str,
     pub justification: &'a str,
-    pub duration: Duration,
+    /// As submitted, so that a refusal repeats exactly what was asked for.
+    pub duration_minutes: u64,
 }
+
+/// Bounds on free text, so that a ticket or a justification cannot bloat every audit event
+/// and page that shows it.
+pub const MAX_TICKET_CHARS: usize = 200;
+pub const MIN_JUSTIFICATION_CHARS: usize = 10;
+pub const MAX_JUSTIFICATION_CHARS: usize = 4000;
 
 impl Policy {
     /// Checks the request's own fields; manifest findings come from [`Policy::check_objects`].
@@ -128,40 +156,56 @@ impl Policy {
                 "",
                 "namespace",
                 format!(
-                    "{:?} is not open to breakglass on target {} (allowed: {})",
-                    fields.namespace,
+                    "{} is not open to breakglass on target {} (allowed: {})",
+                    quoted(fields.namespace),
                     self.target,
                     self.namespaces.join(", ")
                 ),
             ));
         }
-        if !self.ticket_pattern.is_match(fields.ticket) {
+        if fields.ticket.chars().count() > MAX_TICKET_CHARS {
+            findings.push(Finding::new(
+                "",
+                "ticket",
+                format!("is longer than {MAX_TICKET_CHARS} characters"),
+            ));
+        } else if !self.ticket_pattern.is_match(fields.ticket) {
             findings.push(Finding::new(
                 "",
                 "ticket",
                 format!(
-                    "{:?} does not match the ticket pattern {} of target {}",
-                    fields.ticket,
-                    self.ticket_pattern.as_str(),
+                    "{} does not match the ticket pattern {} of target {}",
+                    quoted(fields.ticket),
+                    self.ticket_pattern_source,
                     self.target
                 ),
             ));
         }
-        if fields.justification.trim().len() < 10 {
+        let justification = fields.justification.trim().chars().count();
+        if justification < MIN_JUSTIFICATION_CHARS {
             findings.push(Finding::new(
                 "",
                 "justification",
-                "must say why, in at least 10 characters",
+                format!("must say why, in at least {MIN_JUSTIFICATION_CHARS} characters"),
+            ));
+        } else if justification > MAX_JUSTIFICATION_CHARS {
+            findings.push(Finding::new(
+                "",
+                "justification",
+                format!("must be at most {MAX_JUSTIFICATION_CHARS} characters"),
             ));
         }
-        if fields.duration.is_zero() || fields.duration > self.max_duration {
+        let max_minutes = self.max_duration.as_secs() / 60;
+        if fields.duration_minutes == 0 || fields.duration_minutes > max_minutes {
             findings.push(Finding::new(
                 "",
                 "duration_minutes",
                 format!(
-                    "must be between 1 minute and {} (the maximum of target {})",
+                    "{} is not between 1 and {} minutes (target {} allows at most {})",
+                    fields.duration_minutes,
+                    max_minutes,
+                    self.target,
                     humantime::format_duration(self.max_duration),
-                    self.target
                 ),
             ));
         }
@@ -177,229 +221,183 @@ impl Policy {
     }
 
     fn check_object(&self, object: &Object, findings: &mut Vec<Finding>) {
+        if !self.check_kind(object, findings) {
+            return;
+        }
         let label = object.label();
-        let known = self
-            .kinds
-            .iter()
-            .any(|k| k.kind == object.kind && k.api_version == object.api_version);
-        if !known {
-            let allowed: Vec<String> = self
-                .kinds
-                .iter()
-                .map(|k| format!("{} ({})", k.kind, k.api_version))
-                .collect();
+        check_all_metadata(&label, "", &object.body, findings);
+        check_lifetime(&label, "metadata", &object.body["metadata"], findings);
+        let template_path = template_path(&object.kind).unwrap_or_default();
+        let Some((_, template)) = pod_template(object) else {
             findings.push(Finding::new(
                 label,
-                "kind",
+                template_path,
                 format!(
-                    "{} {} may not be requested on target {} (allowed: {})",
-                    object.api_version,
-                    object.kind,
-                    self.target,
-                    allowed.join(", ")
+                    "is missing or not a mapping; a {} runs its pods from this template",
+                    object.kind
                 ),
             ));
             return;
-        }
-        check_broker_keys(&label, "metadata", &object.body["metadata"], findings);
-        let Some((template_path, template)) = pod_template(object) else {
-            findings.push(Finding::new(label, "spec", "has no pod spec"));
-            return;
         };
         if !template_path.is_empty() {
-            check_broker_keys(
+            check_lifetime(
                 &label,
                 &format!("{template_path}.metadata"),
                 &template["metadata"],
                 findings,
             );
         }
-        let spec_path = join(&template_path, "spec");
+        let spec_path = join(template_path, "spec");
         match template.get("spec") {
             Some(spec @ Value::Object(_)) => {
                 self.check_pod_spec(&label, &spec_path, spec, findings)
             }
-            _ => findings.push(Finding::new(label, spec_path, "is missing")),
+            _ => findings.push(Finding::new(
+                label,
+                spec_path,
+                "is missing or not a mapping; it says what the pod runs",
+            )),
         }
     }
 
-    fn check_pod_spec(&self, label: &str, path: &str, spec: &Value, findings: &mut Vec<Finding>) {
-        for flag in ["hostNetwork", "hostPID", "hostIPC"] {
-            if spec.get(flag) == Some(&Value::Bool(true)) {
-                findings.push(Finding::new(
-                    label,
-                    format!("{path}.{flag}"),
-                    "is true; pods may not share the node's namespaces",
-                ));
-            }
-        }
-        if let Some(volumes) = spec.get("volumes").and_then(Value::as_array) {
-            for (i, volume) in volumes.iter().enumerate() {
-                if volume.get("hostPath").is_some() {
-                    findings.push(Finding::new(
-                        label,
-                        format!("{path}.volumes[{i}].hostPath"),
-                        "mounts the node's filesystem, which is not allowed",
-                    ));
-                }
-            }
-        }
-        let account = spec
-            .get("serviceAccountName")
-            .or_else(|| spec.get("serviceAccount"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        if !self.pods.service_accounts.iter().any(|a| a == account) {
-            findings.push(Finding::new(
-                label,
-                format!("{path}.serviceAccountName"),
-                format!(
-                    "{account:?} is not allowed on target {} (allowed: {})",
-                    self.target,
-                    self.pods.service_accounts.join(", ")
-                ),
-            ));
-        }
-        if !self.pods.allow_automount_token
-            && spec.get("automountServiceAccountToken") != Some(&Value::Bool(false))
+    /// Whether the object's kind is one this target accepts, in the version it accepts it.
+    fn check_kind(&self, object: &Object, findings: &mut Vec<Finding>) -> bool {
+        if self
+            .kinds
+            .iter()
+            .any(|k| k.kind == object.kind && k.api_version == object.api_version)
         {
+            return true;
+        }
+        let label = object.label();
+        if let Some(known) = self.kinds.iter().find(|k| k.kind == object.kind) {
             findings.push(Finding::new(
                 label,
-                format!("{path}.automountServiceAccountToken"),
+                "apiVersion",
                 format!(
-                    "must be false (target {} does not allow service account tokens)",
-                    self.target
+                    "{} is not accepted for {} on target {} (write apiVersion: {})",
+                    quoted(&object.api_version),
+                    object.kind,
+                    self.target,
+                    known.api_version
+                ),
+            ));
+        } else {
+            let allowed: Vec<&str> = self.kinds.iter().map(|k| k.kind.as_str()).collect();
+            findings.push(Finding::new(
+                label,
+                "kind",
+                format!(
+                    "{} may not be requested on target {} (allowed: {})",
+                    quoted(&object.kind),
+                    self.target,
+                    allowed.join(", ")
                 ),
             ));
         }
-        let mut containers = 0;
-        for list in ["initContainers", "containers", "ephemeralContainers"] {
-            let Some(items) = spec.get(list).and_then(Value::as_array) else {
-                continue;
-            };
-            for (i, container) in items.iter().enumerate() {
-                containers += 1;
-                self.check_container(label, &format!("{path}.{list}[{i}]"), container, findings);
+        false
+    }
+}
+
+/// The Cloud Run (Admin API v1) breakglass annotation; refused in manifests like the others.
+pub const CLOUD_RUN_BREAKGLASS_ANNOTATION: &str =
+    "run.googleapis.com/binary-authorization-breakglass";
+
+/// Keys only the broker may set: its own prefix and every breakglass switch. Compared without
+/// regard to case, so that no spelling slips past and reaches an API server that is lenient.
+pub fn is_reserved_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.starts_with(BROKER_PREFIX)
+        || key == BREAKGLASS_LABEL
+        || key == BREAKGLASS_ANNOTATION
+        || key == CLOUD_RUN_BREAKGLASS_ANNOTATION
+}
+
+/// Checks every `metadata` mapping in the object (the object's own, pod and job templates,
+/// volume claim templates): labels and annotations must be strings, and none may be the
+/// broker's.
+fn check_all_metadata(label: &str, path: &str, value: &Value, findings: &mut Vec<Finding>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let child_path = join(path, key);
+                if key == "metadata" && child.is_object() {
+                    check_metadata(label, &child_path, child, findings);
+                }
+                check_all_metadata(label, &child_path, child, findings);
             }
         }
-        if containers == 0 {
-            findings.push(Finding::new(
-                label,
-                format!("{path}.containers"),
-                "is empty",
-            ));
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_all_metadata(label, &format!("{path}[{i}]"), item, findings);
+            }
         }
+        _ => {}
     }
+}
 
-    fn check_container(
-        &self,
-        label: &str,
-        path: &str,
-        container: &Value,
-        findings: &mut Vec<Finding>,
-    ) {
-        match container.get("image").and_then(Value::as_str) {
-            Some(image) => self.check_image(label, &format!("{path}.image"), image, findings),
-            None => findings.push(Finding::new(label, format!("{path}.image"), "is missing")),
-        }
-        let security = container.get("securityContext");
-        if security.and_then(|s| s.get("privileged")) == Some(&Value::Bool(true)) {
-            findings.push(Finding::new(
-                label,
-                format!("{path}.securityContext.privileged"),
-                "is true; privileged containers are not allowed",
-            ));
-        }
-        let added = security
-            .and_then(|s| s.pointer("/capabilities/add"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for (i, cap) in added.iter().enumerate() {
-            let name = cap.as_str().unwrap_or_default();
-            let bare = name.strip_prefix("CAP_").unwrap_or(name);
-            if !self.pods.allowed_capabilities.iter().any(|c| c == bare) {
+fn check_metadata(label: &str, path: &str, metadata: &Value, findings: &mut Vec<Finding>) {
+    let Some(metadata) = metadata.as_object() else {
+        return;
+    };
+    for field in ["labels", "annotations"] {
+        let field_path = format!("{path}.{field}");
+        let map = match metadata.get(field) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Object(map)) => map,
+            Some(_) => {
                 findings.push(Finding::new(
                     label,
-                    format!("{path}.securityContext.capabilities.add[{i}]"),
+                    field_path,
+                    "must be a mapping of strings to strings",
+                ));
+                continue;
+            }
+        };
+        for (key, value) in map {
+            let key_path = format!("{field_path}[{key:?}]");
+            if is_reserved_key(key) {
+                findings.push(Finding::new(
+                    label,
+                    key_path,
+                    "is set by the broker itself; remove it from the manifest",
+                ));
+            } else if !value.is_string() {
+                findings.push(Finding::new(
+                    label,
+                    key_path,
                     format!(
-                        "{name:?} is not allowed (allowed: {})",
-                        self.pods.allowed_capabilities.join(", ")
+                        "is {}; {field} must be strings (quote the value)",
+                        shown(value)
                     ),
                 ));
             }
         }
     }
+}
 
-    fn check_image(&self, label: &str, path: &str, image: &str, findings: &mut Vec<Finding>) {
-        if image.is_empty()
-            || image.len() > 512
-            || image.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            findings.push(Finding::new(
-                label,
-                path,
-                format!("{image:?} is not a valid image reference"),
-            ));
-            return;
-        }
-        if !self.images.registries.is_empty()
-            && !self
-                .images
-                .registries
-                .iter()
-                .any(|r| image.starts_with(r.as_str()))
-        {
-            findings.push(Finding::new(
-                label,
-                path,
-                format!(
-                    "{image:?} is not from an allowed registry (target {} allows {})",
-                    self.target,
-                    self.images.registries.join(", ")
-                ),
-            ));
-        }
-        if self.images.require_digest && image_digest(image).is_none() {
-            findings.push(Finding::new(
-                label,
-                path,
-                format!(
-                    "{image:?} is not pinned by digest (target {} requires digests)",
-                    self.target
-                ),
-            ));
-        }
+/// Refuses metadata that would let something other than the broker decide when an object
+/// goes away: the undo at the end must be able to delete exactly what the broker created.
+fn check_lifetime(label: &str, path: &str, metadata: &Value, findings: &mut Vec<Finding>) {
+    if !metadata.is_object() && !metadata.is_null() {
+        findings.push(Finding::new(label, path, "must be a mapping"));
+        return;
     }
-}
-
-/// The `sha256:<hex>` an image reference is pinned to, if it is.
-pub fn image_digest(image: &str) -> Option<&str> {
-    let (_, digest) = image.split_once('@')?;
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(digest)
-}
-
-fn check_broker_keys(label: &str, path: &str, metadata: &Value, findings: &mut Vec<Finding>) {
-    for field in ["labels", "annotations"] {
-        let Some(map) = metadata.get(field).and_then(Value::as_object) else {
-            continue;
-        };
-        for key in map.keys() {
-            if key.starts_with(BROKER_PREFIX)
-                || key == BREAKGLASS_LABEL
-                || key == BREAKGLASS_ANNOTATION
-            {
-                findings.push(Finding::new(
-                    label,
-                    format!("{path}.{field}[{key:?}]"),
-                    "is set by the broker itself; remove it from the manifest",
-                ));
-            }
+    let reasons = [
+        (
+            "finalizers",
+            "is set; a finalizer could keep the breakglass workload after its time is up",
+        ),
+        (
+            "ownerReferences",
+            "is set; another object would own this one and decide when it goes away",
+        ),
+    ];
+    for (field, why) in reasons {
+        match metadata.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) if items.is_empty() => {}
+            Some(_) => findings.push(Finding::new(label, format!("{path}.{field}"), why)),
         }
     }
 }
@@ -445,10 +443,162 @@ pub fn images(object: &Object) -> Vec<String> {
         .collect()
 }
 
+/// Longest piece of submitted text a message repeats; enough to recognise, too little to
+/// turn a refusal into an echo of a hostile manifest.
+const SHOWN_CHARS: usize = 80;
+
+/// Submitted text, quoted for a message and cut short.
+pub(crate) fn quoted(text: &str) -> String {
+    if text.chars().count() <= SHOWN_CHARS {
+        format!("{text:?}")
+    } else {
+        let head: String = text.chars().take(SHOWN_CHARS).collect();
+        format!("{head:?}...")
+    }
+}
+
+/// A submitted value as JSON, cut short like [`quoted`].
+pub(crate) fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= SHOWN_CHARS {
+        text
+    } else {
+        format!("{}...", text.chars().take(SHOWN_CHARS).collect::<String>())
+    }
+}
+
+/// How a value of the wrong type is described: "a string", "a list", never the value itself,
+/// which could be large.
+pub(crate) fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Why a value is not the string it should be. YAML reads `on`, `off`, `yes` and `no` as
+/// booleans, which surprises people, so that case says how to fix it.
+pub(crate) fn not_a_string(value: &Value) -> String {
+    match value {
+        Value::Bool(b) => format!(
+            "is the boolean {b}; it must be a string (YAML reads yes, no, on and off as booleans: quote them)"
+        ),
+        other => format!("is {}; it must be a string", kind_of(other)),
+    }
+}
+
 fn join(prefix: &str, field: &str) -> String {
     if prefix.is_empty() {
         field.to_owned()
     } else {
         format!("{prefix}.{field}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::manifest::{Limits, normalize, parse};
+
+    fn policy() -> Policy {
+        Policy {
+            target: "prod-gke".into(),
+            namespaces: vec!["payments".into()],
+            kinds: default_kinds(),
+            images: ImagePolicy {
+                registries: vec!["us-docker.pkg.dev/acme/".into()],
+                require_digest: true,
+            },
+            pods: PodPolicy::default(),
+            max_duration: Duration::from_secs(4 * 3600),
+            ticket_pattern: Regex::new("^(?:INC-[0-9]+)$").expect("regex"),
+            ticket_pattern_source: "INC-[0-9]+".into(),
+        }
+    }
+
+    fn findings(manifest: &str) -> Vec<String> {
+        let docs = parse(manifest, &Limits::default()).expect("parses");
+        let objects = normalize(docs, "payments").expect("normalizes");
+        policy()
+            .check_objects(&objects)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_tag_instead_of_a_digest_is_refused_naming_object_path_and_rule() {
+        let found = findings(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  template:\n    spec:\n      automountServiceAccountToken: false\n      containers: [{name: api, image: \"us-docker.pkg.dev/acme/api:latest\"}]\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                "Deployment/api: spec.template.spec.containers[0].image \"us-docker.pkg.dev/acme/api:latest\" is not pinned by digest (target prod-gke requires digests)"
+            ]
+        );
+    }
+
+    #[test]
+    fn broker_keys_are_refused_in_any_spelling_and_any_metadata() {
+        assert!(is_reserved_key("image-policy.k8s.io/break-glass"));
+        assert!(is_reserved_key("Image-Policy.K8s.io/Break-Glass"));
+        assert!(is_reserved_key("breakglass-broker.io/anything"));
+        assert!(is_reserved_key(CLOUD_RUN_BREAKGLASS_ANNOTATION));
+        assert!(!is_reserved_key("app.kubernetes.io/name"));
+        let found = findings(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  volumeClaimTemplates:\n  - metadata: {name: data, labels: {breakglass-broker.io/ticket: x}}\n  template:\n    spec:\n      automountServiceAccountToken: false\n      containers: [{name: db, image: \"us-docker.pkg.dev/acme/db@sha256:8f4e9a1c2b3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7\"}]\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                "StatefulSet/db: spec.volumeClaimTemplates[0].metadata.labels[\"breakglass-broker.io/ticket\"] is set by the broker itself; remove it from the manifest"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_known_kind_in_another_version_is_told_the_version_to_write() {
+        let found = findings("apiVersion: batch/v1beta1\nkind: CronJob\nmetadata: {name: c}\n");
+        assert_eq!(
+            found,
+            vec![
+                "CronJob/c: apiVersion \"batch/v1beta1\" is not accepted for CronJob on target prod-gke (write apiVersion: batch/v1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn request_fields_are_checked_against_the_target() {
+        let found: Vec<String> = policy()
+            .check_fields(&RequestFields {
+                namespace: "kube-system",
+                ticket: "INC-1\nINC-2",
+                justification: " short ",
+                duration_minutes: 241,
+            })
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                "namespace \"kube-system\" is not open to breakglass on target prod-gke (allowed: payments)",
+                "ticket \"INC-1\\nINC-2\" does not match the ticket pattern INC-[0-9]+ of target prod-gke",
+                "justification must say why, in at least 10 characters",
+                "duration_minutes 241 is not between 1 and 240 minutes (target prod-gke allows at most 4h)",
+            ]
+        );
+    }
+
+    #[test]
+    fn quoted_text_is_cut_short() {
+        assert_eq!(quoted("abc"), "\"abc\"");
+        assert!(quoted(&"x".repeat(10_000)).len() < 100);
+        assert_eq!(shown(&serde_json::json!(3)), "3");
     }
 }

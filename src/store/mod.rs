@@ -11,7 +11,10 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
-pub use audit::{AuditEvent, AuditFilter, GENESIS_HASH, NewEvent, log_event};
+pub use audit::{
+    AuditEvent, AuditFilter, ChainHead, ChainRow, GENESIS_HASH, NewEvent, StoredEvent,
+    content_hash, log_checkpoint, log_event,
+};
 pub use requests::{AppliedObject, Approval, NewRequest, Request, RequestFilter};
 pub use sessions::{LoginAttempt, Session};
 
@@ -87,7 +90,11 @@ impl Store {
         let options = AnyConnectOptions::from_str(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            // With the database gone, callers get a 503 within seconds instead of hanging.
             .acquire_timeout(Duration::from_secs(3))
+            // Connections a restarted or failed-over server dropped are found and replaced
+            // before use: this is how the broker carries on without a restart.
+            .test_before_acquire(true)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

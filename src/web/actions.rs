@@ -11,8 +11,8 @@ use super::error::AppError;
 use crate::auth::{is_auditor, is_requester};
 use crate::domain::approval::{self, may_decide, tally};
 use crate::domain::digest::{Subject, digest};
-use crate::domain::manifest::{self, Object};
-use crate::domain::policy::{Finding, RequestFields};
+use crate::domain::manifest::{self, Object, ParseError};
+use crate::domain::policy::{Finding, RequestFields, quoted};
 use crate::domain::state::{check_cancellable, check_closable, check_decidable};
 use crate::domain::{ApprovalTally, Person, State};
 use crate::store::{Approval, AuditEvent, NewEvent, NewRequest, Request, Store, Tx};
@@ -38,6 +38,9 @@ pub struct Checked {
 }
 
 /// Everything a request would be refused for, or the objects and digest if nothing.
+///
+/// A manifest over the target's size limit is answered like a body over the request limit,
+/// 413, before anything in it is read; every other refusal is 422 with all its findings.
 pub fn check(state: &AppState, form: &RequestForm) -> Result<Checked, AppError> {
     let Some(target) = state.config.target(&form.target) else {
         let known: Vec<&str> = state
@@ -50,33 +53,50 @@ pub fn check(state: &AppState, form: &RequestForm) -> Result<Checked, AppError> 
             "",
             "target",
             format!(
-                "{:?} is not a configured target (known: {})",
-                form.target,
+                "{} is not a configured target (known: {})",
+                quoted(&form.target),
                 known.join(", ")
             ),
         )]));
     };
     let policy = state.policy(&form.target)?;
+    let limits = target.limits();
+    let too_large = |bytes: usize| {
+        AppError::TooLarge(format!(
+            "manifest is {bytes} bytes; target {} accepts at most {} bytes",
+            target.name, limits.max_bytes
+        ))
+    };
+    if form.manifest.len() > limits.max_bytes {
+        return Err(too_large(form.manifest.len()));
+    }
     let duration = Duration::from_secs(form.duration_minutes.saturating_mul(60));
     let mut findings = policy.check_fields(&RequestFields {
         namespace: &form.namespace,
         ticket: &form.ticket,
         justification: &form.justification,
-        duration,
+        duration_minutes: form.duration_minutes,
     });
-    let docs = manifest::parse(&form.manifest, &target.limits()).map_err(|e| {
-        let mut all = findings.clone();
-        all.push(Finding::new(
-            "",
-            "manifest",
-            e.to_string()
-                .trim_start_matches("manifest")
-                .trim_start_matches(':')
-                .trim()
-                .to_owned(),
-        ));
-        AppError::refused(all)
-    })?;
+    let docs = match manifest::parse(&form.manifest, &limits) {
+        Ok(docs) => docs,
+        Err(ParseError::TooLarge { bytes, .. }) => return Err(too_large(bytes)),
+        Err(ParseError::TooManyObjects { count, limit, more }) => {
+            findings.push(Finding::new(
+                "",
+                "manifest",
+                format!(
+                    "has {}{count} objects; target {} accepts at most {limit}",
+                    if more { "more than " } else { "" },
+                    target.name
+                ),
+            ));
+            return Err(AppError::refused(findings));
+        }
+        Err(problem) => {
+            findings.push(Finding::new("", "manifest", problem.to_string()));
+            return Err(AppError::refused(findings));
+        }
+    };
     let objects = match manifest::normalize(docs, &form.namespace) {
         Ok(objects) => objects,
         Err(more) => {

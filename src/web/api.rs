@@ -10,10 +10,9 @@ use super::actions::{self, Decision, RequestForm};
 use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{AppState, created};
-use crate::auth::is_auditor;
 use crate::clock::rfc3339;
 use crate::domain::{ApprovalTally, State as RequestState};
-use crate::store::{AuditEvent, AuditFilter, Request, RequestFilter};
+use crate::store::{Request, RequestFilter};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -24,7 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/reject", post(reject))
         .route("/requests/{id}/cancel", post(cancel))
         .route("/requests/{id}/close", post(close))
-        .route("/audit", get(audit))
+        .merge(super::audit_api::router())
 }
 
 /// A request as the API shows it.
@@ -249,48 +248,4 @@ async fn close(
     Ok(Json(RequestView::new(
         actions::close(&state, &caller, &id).await?,
     )))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    request: Option<String>,
-    ticket: Option<String>,
-    actor: Option<String>,
-    target: Option<String>,
-    action: Option<String>,
-    before: Option<i64>,
-    limit: Option<i64>,
-}
-
-/// The audit history, newest first. Auditors see everything; anyone else only the events of a
-/// request they can see, named with `request=`.
-async fn audit(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Vec<AuditEvent>>, AppError> {
-    if !is_auditor(&state.config.roles, &caller) {
-        let Some(id) = q.request.as_deref() else {
-            return Err(AppError::Forbidden("the audit history is for auditors; others may ask for one request they can see with ?request=ID".into()));
-        };
-        actions::load_visible(&state, &caller, id).await?;
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(AppError::BadRequest(
-            "limit must be between 1 and 1000".into(),
-        ));
-    }
-    let filter = AuditFilter {
-        request_id: q.request,
-        ticket: q.ticket,
-        actor: q.actor,
-        target: q.target,
-        action: q.action,
-        before_seq: q.before,
-        limit,
-        ..AuditFilter::default()
-    };
-    Ok(Json(state.store.audit_events(&filter).await?))
 }

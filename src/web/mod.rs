@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod audit_api;
 pub mod error;
 pub mod extract;
 pub mod pages;

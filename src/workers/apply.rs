@@ -39,12 +39,14 @@ impl Worker {
                 return Ok(());
             }
         };
+        // Another replica may know the target (a rolling update that adds one): wait for it
+        // rather than fail a request that was approved.
         let Some(target) = self.target(&request.target) else {
             let message = format!(
                 "target {} is not configured on this replica",
                 request.target
             );
-            return self.fail(&request, &lease, &message).await;
+            return self.retry_later(lease, request.attempts, &message).await;
         };
         let objects = match objects_of(&request) {
             Ok(objects) => objects,

@@ -133,15 +133,12 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.clone());
         if fresh {
-            let worker = self.clone();
+            let done = Done {
+                worker: self.clone(),
+                id,
+            };
             tokio::spawn(async move {
-                worker.process(&id).await;
-                worker
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&id);
-                worker.finished.notify_one();
+                done.worker.process(&done.id).await;
             });
         }
     }
@@ -227,6 +224,24 @@ impl Worker {
             },
         )
         .await
+    }
+}
+
+/// Marks a task's request as no longer in this process's hands when the task ends, however it
+/// ends (a panic included), and wakes the loop to look at the deadlines it left.
+struct Done {
+    worker: Arc<Worker>,
+    id: String,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.worker
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+        self.worker.finished.notify_one();
     }
 }
 

@@ -4,8 +4,17 @@
 // A failed expectation in a test is the test failing; helpers shared by tests count too.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod audit;
+mod browser;
 mod common;
 mod flow;
 mod pages;
+mod policy_approvals;
+mod policy_check_config;
+mod policy_corpus;
+mod policy_env;
+mod policy_props;
 mod refusals;
+mod replicas;
 mod sim_cluster;
+mod store;

@@ -90,7 +90,7 @@ pub(super) async fn set(
     headers: HeaderMap,
     Json(failure): Json<Failure>,
 ) -> Response {
-    if let Err(refused) = authorize(&sim, &headers) {
+    if let Some(refused) = refusal(&sim, &headers) {
         return refused;
     }
     if failure.status.is_some_and(|s| !(400..=599).contains(&s)) {
@@ -106,14 +106,15 @@ pub(super) async fn set(
 
 /// `DELETE /sim/v1/failure`: back to normal.
 pub(super) async fn clear(State(sim): State<SimCluster>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&sim, &headers) {
+    if let Some(refused) = refusal(&sim, &headers) {
         return refused;
     }
     sim.set_failure_mode(None);
     Json(sim.failure_state()).into_response()
 }
 
-fn authorize(sim: &SimCluster, headers: &HeaderMap) -> Result<(), Response> {
+/// The answer to a change without the write token, or None when the token is there.
+fn refusal(sim: &SimCluster, headers: &HeaderMap) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -121,12 +122,14 @@ fn authorize(sim: &SimCluster, headers: &HeaderMap) -> Result<(), Response> {
         .map(str::trim)
         .unwrap_or_default();
     if !token.is_empty() && constant_time_eq(token, &sim.config().write_token) {
-        Ok(())
+        None
     } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "error": "changing the simulated failure needs the write token" })),
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error": "changing the simulated failure needs the write token" })),
+            )
+                .into_response(),
         )
-            .into_response())
     }
 }

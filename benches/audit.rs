@@ -1,0 +1,3 @@
+//! Audit export and search over a million events (being written).
+
+fn main() {}

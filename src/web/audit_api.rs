@@ -1,0 +1,401 @@
+//! The auditor's JSON API: search, export, the view per ticket and the chain's verification.
+//!
+//! Who sees what: auditors everything. Anyone else sees the events of a request only where
+//! they may see the request itself ([`actions::can_see`]: its requester, and those who may
+//! decide on it), and only by naming it (`?request=`) or its ticket; the free search, the
+//! export and the verification are for auditors.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::actions;
+use super::api::{ApprovalView, RequestView};
+use super::error::AppError;
+use super::extract::{ApiQuery, Caller};
+use crate::audit::export::{CHUNK_BYTES, Encoder, Format};
+use crate::audit::{Report, verify_store};
+use crate::auth::is_auditor;
+use crate::clock::{Millis, rfc3339};
+use crate::domain::Person;
+use crate::store::{AuditEvent, AuditFilter, RequestFilter, Store};
+
+/// Longest value accepted for a text filter; longer ones match nothing anyway.
+const MAX_FILTER_LEN: usize = 256;
+/// Most requests the view of one ticket lists.
+const MAX_TICKET_REQUESTS: i64 = 200;
+/// Most events listed per request in the view of a ticket.
+const MAX_REQUEST_EVENTS: i64 = 1000;
+
+pub fn router() -> axum::Router<AppState> {
+    Router::new()
+        .route("/audit", get(search))
+        .route("/audit/export", get(export))
+        .route("/audit/verification", get(verification))
+        .route("/tickets/{ticket}", get(ticket))
+}
+
+/// The filters of a search or an export, as the query string gives them. Times are RFC 3339.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Events at or after this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Events before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Events older than this seq: the next page of a search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// `csv` or `jsonl`, for the export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl AuditQuery {
+    /// The store's filter for these parameters, or a message saying which one is wrong.
+    /// `limit` is checked by the caller, which knows whether it applies.
+    pub fn filter(&self) -> Result<AuditFilter, AppError> {
+        let since = time_param("since", self.since.as_deref())?;
+        let until = time_param("until", self.until.as_deref())?;
+        if let (Some(since), Some(until)) = (since, until)
+            && since >= until
+        {
+            return Err(AppError::BadRequest(
+                "since must be earlier than until".into(),
+            ));
+        }
+        let before_seq =
+            match present(self.before.as_deref()) {
+                None => None,
+                Some(text) => Some(text.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(
+                    || {
+                        AppError::BadRequest(format!(
+                            "before must be an event's seq (a whole number from 1), not {text:?}"
+                        ))
+                    },
+                )?),
+            };
+        Ok(AuditFilter {
+            request_id: text_param("request", self.request.as_deref())?,
+            ticket: text_param("ticket", self.ticket.as_deref())?,
+            actor: text_param("actor", self.actor.as_deref())?,
+            target: text_param("target", self.target.as_deref())?,
+            namespace: text_param("namespace", self.namespace.as_deref())?,
+            action: text_param("action", self.action.as_deref())?,
+            since,
+            until,
+            before_seq,
+            ..AuditFilter::default()
+        })
+    }
+
+    /// The page size asked for: 1 to 1000, 100 when not given.
+    pub fn page_size(&self) -> Result<i64, AppError> {
+        match present(self.limit.as_deref()) {
+            None => Ok(100),
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    AppError::BadRequest(format!(
+                        "limit must be a whole number from 1 to 1000, not {text:?}"
+                    ))
+                }),
+        }
+    }
+}
+
+fn present(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn text_param(name: &str, value: Option<&str>) -> Result<Option<String>, AppError> {
+    match present(value) {
+        Some(text) if text.len() > MAX_FILTER_LEN => Err(AppError::BadRequest(format!(
+            "{name} is longer than {MAX_FILTER_LEN} characters"
+        ))),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+/// An RFC 3339 time (`2026-11-23T09:30:00Z`, any offset) as milliseconds since the epoch.
+pub fn time_param(name: &str, value: Option<&str>) -> Result<Option<Millis>, AppError> {
+    let Some(text) = present(value) else {
+        return Ok(None);
+    };
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|at| Some(at.timestamp_millis()))
+        .map_err(|_| {
+            AppError::BadRequest(format!(
+                "{name} must be an RFC 3339 time such as 2026-11-23T09:30:00Z, not {text:?}"
+            ))
+        })
+}
+
+fn require_auditor(state: &AppState, caller: &Person, what: &str) -> Result<(), AppError> {
+    if is_auditor(&state.config.roles, caller) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "{what} is for auditors (members of: {})",
+            state.config.roles.auditors.join(", ")
+        )))
+    }
+}
+
+/// The history, newest first, a page at a time. A full page comes with a `Link` header
+/// (`rel="next"`) for the page after it, keyed on seq so that events written meanwhile do not
+/// shift it. Auditors may search everything; anyone else only the timeline of a request they
+/// can see, named with `request=`.
+async fn search(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Response, AppError> {
+    if q.format.is_some() {
+        return Err(AppError::BadRequest(
+            "format applies to /api/v1/audit/export".into(),
+        ));
+    }
+    let mut filter = q.filter()?;
+    filter.limit = q.page_size()?;
+    if !is_auditor(&state.config.roles, &caller) {
+        let Some(id) = filter.request_id.as_deref() else {
+            return Err(AppError::Forbidden("the audit history is for auditors; others may ask for one request they can see with ?request=ID".into()));
+        };
+        actions::load_visible(&state, &caller, id).await?;
+    }
+    let events = state.store.audit_events(&filter).await?;
+    let mut headers = HeaderMap::new();
+    if events.len() as i64 == filter.limit
+        && let Some(last) = events.last()
+    {
+        let mut next = q.clone();
+        next.before = Some(last.seq.to_string());
+        let query = serde_urlencoded::to_string(&next).map_err(anyhow::Error::from)?;
+        let link = format!("</api/v1/audit?{query}>; rel=\"next\"");
+        headers.insert(
+            header::LINK,
+            HeaderValue::from_str(&link).map_err(anyhow::Error::from)?,
+        );
+    }
+    Ok((headers, Json(events)).into_response())
+}
+
+/// Every event matching the filters, oldest first, as CSV or JSON Lines, streamed: the
+/// whole history exports in constant memory. Auditors only.
+async fn export(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Response, AppError> {
+    require_auditor(&state, &caller, "exporting the audit history")?;
+    let format = match present(q.format.as_deref()) {
+        Some("csv") => Format::Csv,
+        Some("jsonl") => Format::Jsonl,
+        other => {
+            return Err(AppError::BadRequest(format!(
+                "format must be csv or jsonl{}",
+                other.map(|f| format!(", not {f:?}")).unwrap_or_default()
+            )));
+        }
+    };
+    if q.limit.is_some() {
+        return Err(AppError::BadRequest(
+            "an export holds every matching event; limit applies to /api/v1/audit".into(),
+        ));
+    }
+    let mut filter = q.filter()?;
+    filter.oldest_first = true;
+    let name = format!(
+        "attachment; filename=\"audit-{}.{}\"",
+        rfc3339(state.clock.now()).replace(':', ""),
+        format.extension()
+    );
+    let headers = [
+        (header::CONTENT_TYPE, format.content_type().to_owned()),
+        (header::CONTENT_DISPOSITION, name),
+        (header::CACHE_CONTROL, "no-store".to_owned()),
+    ];
+    Ok((headers, export_body(state.store.clone(), filter, format)).into_response())
+}
+
+/// The body of an export: a task reads the events and encodes them a chunk at a time into a
+/// small channel, so memory stays constant and a slow reader slows the database read rather
+/// than filling memory. A client that goes away ends the task. A database failure midway
+/// aborts the response, so that nobody mistakes a cut-off file for a complete one.
+pub fn export_body(store: Store, filter: AuditFilter, format: Format) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let result: Result<(), String> = async {
+            let mut encoder = Encoder::new(format).map_err(|e| e.to_string())?;
+            let mut events = store.audit_stream(&filter);
+            while let Some(event) = events.next().await {
+                encoder
+                    .push(&event.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+                if encoder.pending() >= CHUNK_BYTES {
+                    let chunk = encoder.take().map_err(|e| e.to_string())?;
+                    if tx.send(Ok(chunk.into())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            let last = encoder.take().map_err(|e| e.to_string())?;
+            // Nobody left to tell if the client has gone.
+            let _ = tx.send(Ok(last.into())).await;
+            Ok(())
+        }
+        .await;
+        if let Err(why) = result {
+            tracing::error!(error = %why, "audit export failed midway; the response is aborted");
+            let _ = tx
+                .send(Err(std::io::Error::other("audit export failed midway")))
+                .await;
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// How far the history verifies now: a walk of the whole chain, so it takes a moment on a
+/// long history (about a second per million events). Auditors only.
+async fn verification(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Verification>, AppError> {
+    require_auditor(&state, &caller, "verifying the audit history")?;
+    let report = verify_store(&state.store, &[]).await?;
+    Ok(Json(Verification::from(report)))
+}
+
+/// A verification as the API shows it.
+#[derive(Serialize)]
+pub struct Verification {
+    pub intact: bool,
+    pub summary: String,
+    pub first_bad_seq: Option<i64>,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+impl From<Report> for Verification {
+    fn from(report: Report) -> Self {
+        Verification {
+            intact: report.is_intact(),
+            summary: report.summary(),
+            first_bad_seq: report.problem.as_ref().map(|p| p.first_bad_seq()),
+            report,
+        }
+    }
+}
+
+/// Every request filed under a ticket that the caller may see, newest first, each with its
+/// decisions and its whole timeline (oldest first).
+#[derive(Serialize)]
+pub struct TicketView {
+    pub ticket: String,
+    pub requests: Vec<TicketRequest>,
+    /// More requests exist under the ticket than are listed.
+    pub truncated: bool,
+}
+
+#[derive(Serialize)]
+pub struct TicketRequest {
+    #[serde(flatten)]
+    pub request: RequestView,
+    pub events: Vec<AuditEvent>,
+}
+
+/// The view of one ticket for this caller; not found when the caller may see none of its
+/// requests, so that nobody learns which tickets exist from it.
+pub async fn ticket_view(
+    state: &AppState,
+    caller: &Person,
+    ticket: &str,
+) -> Result<TicketView, AppError> {
+    let ticket = text_param("ticket", Some(ticket))?.ok_or(AppError::NotFound)?;
+    let requests = state
+        .store
+        .requests(&RequestFilter {
+            ticket: Some(ticket.clone()),
+            limit: MAX_TICKET_REQUESTS + 1,
+            ..RequestFilter::default()
+        })
+        .await?;
+    let truncated = requests.len() as i64 > MAX_TICKET_REQUESTS;
+    let mut listed = Vec::new();
+    for request in requests
+        .into_iter()
+        .take(MAX_TICKET_REQUESTS as usize)
+        .filter(|r| actions::can_see(state, caller, r))
+    {
+        let approvals = state.store.approvals(&request.id).await?;
+        let events = state
+            .store
+            .audit_events(&AuditFilter {
+                request_id: Some(request.id.clone()),
+                oldest_first: true,
+                limit: MAX_REQUEST_EVENTS,
+                ..AuditFilter::default()
+            })
+            .await?;
+        let mut view = RequestView::new(request);
+        view.approvals = Some(
+            approvals
+                .into_iter()
+                .map(|a| ApprovalView {
+                    approver: a.approver_name,
+                    decision: a.decision,
+                    comment: a.comment,
+                    digest: a.digest,
+                    at: rfc3339(a.at),
+                })
+                .collect(),
+        );
+        listed.push(TicketRequest {
+            request: view,
+            events,
+        });
+    }
+    if listed.is_empty() {
+        return Err(AppError::NotFound);
+    }
+    Ok(TicketView {
+        ticket,
+        requests: listed,
+        truncated,
+    })
+}
+
+async fn ticket(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(ticket): Path<String>,
+) -> Result<Json<TicketView>, AppError> {
+    Ok(Json(ticket_view(&state, &caller, &ticket).await?))
+}

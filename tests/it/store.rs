@@ -1,0 +1,711 @@
+//! The store, the same tests against SQLite and PostgreSQL: each test gets a fresh database
+//! (a file in a temp dir, or `CREATE DATABASE bg_<uuid>` on the server named by
+//! `BREAKGLASS_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`).
+
+use std::time::Duration;
+
+use breakglass_broker::clock::Millis;
+use breakglass_broker::domain::State;
+use breakglass_broker::store::{Approval, NewEvent, NewRequest, Store};
+use serde_json::json;
+use sqlx::{Connection, Executor, Row};
+use tempfile::TempDir;
+
+/// The server and database test databases are made from.
+pub fn postgres_admin_url() -> String {
+    std::env::var("BREAKGLASS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A database of its own on the shared PostgreSQL server, dropped when this is dropped.
+pub struct FreshPostgres {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl FreshPostgres {
+    pub async fn create() -> FreshPostgres {
+        let admin = postgres_admin_url();
+        let name = format!("bg_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("the test PostgreSQL server answers");
+        // A name made here, not input: safe to put in the statement.
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create database");
+        conn.close().await.expect("close");
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base);
+        FreshPostgres {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for FreshPostgres {
+    /// Drop runs in async tests too, where blocking on the runtime is not allowed: the drop
+    /// gets a thread and a runtime of its own. FORCE ends the sessions still open on it.
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A store on a fresh database, and what keeps that database alive.
+struct TestDb {
+    store: Store,
+    _dir: Option<TempDir>,
+    postgres: Option<FreshPostgres>,
+}
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("store.db").display()
+        );
+        let store = Store::connect(&url).await.expect("sqlite store");
+        TestDb {
+            store,
+            _dir: Some(dir),
+            postgres: None,
+        }
+    }
+
+    async fn postgres() -> TestDb {
+        let database = FreshPostgres::create().await;
+        let store = Store::connect(&database.url).await.expect("postgres store");
+        TestDb {
+            store,
+            _dir: None,
+            postgres: Some(database),
+        }
+    }
+}
+
+/// Each test below, once per database, as `store::sqlite::NAME` and `store::postgres::NAME`.
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$test(db.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let db = super::TestDb::postgres().await;
+                    super::$test(db.store.clone()).await;
+                    db.store.pool().close().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    a_request_is_stored_locked_and_moved_through_its_states,
+    each_person_decides_once_on_a_request,
+    a_lease_is_exclusive_until_it_expires_and_renewals_keep_it,
+    a_retry_records_the_error_and_gives_the_lease_up,
+    due_work_and_next_deadline_agree_on_what_is_due_and_when,
+    a_change_and_its_audit_event_commit_together,
+    a_failing_audit_write_rolls_back_the_change_it_records,
+    two_deciders_on_one_request_take_turns_and_see_each_other,
+    two_workers_racing_for_one_request_get_one_lease,
+);
+
+const NOW: Millis = 1_700_000_000_000;
+
+fn new_request(ticket: &str, decide_by: Millis) -> NewRequest {
+    NewRequest {
+        id: uuid::Uuid::now_v7().to_string(),
+        target: "dev-cluster".into(),
+        namespace: "prod".into(),
+        ticket: ticket.into(),
+        justification: "payments API is down".into(),
+        requester_subject: "alice".into(),
+        requester_name: "alice".into(),
+        manifest: "kind: Deployment".into(),
+        objects: "[]".into(),
+        duration_seconds: 3600,
+        digest: "d1g3st".into(),
+        created_at: NOW,
+        decide_by,
+    }
+}
+
+/// Files a request and moves it to `state` the way the broker would, returning its id.
+async fn request_in(store: &Store, state: State, decide_by: Millis) -> String {
+    let new = new_request("INC-1", decide_by);
+    let mut tx = store.begin().await.expect("begin");
+    Store::insert_request(&mut tx, &new).await.expect("insert");
+    match state {
+        State::Pending => {}
+        State::Active => Store::set_active(&mut tx, &new.id, NOW, NOW + 3_600_000)
+            .await
+            .expect("active"),
+        other => Store::set_state(&mut tx, &new.id, other, NOW)
+            .await
+            .expect("state"),
+    }
+    tx.commit().await.expect("commit");
+    new.id
+}
+
+fn approval(who: &str) -> Approval {
+    Approval {
+        approver_subject: who.into(),
+        approver_name: who.into(),
+        approver_groups: r#"["approvers"]"#.into(),
+        decision: "approve".into(),
+        digest: "d1g3st".into(),
+        comment: "ok".into(),
+        at: NOW,
+    }
+}
+
+fn event<'a>(request_id: &'a str, action: &'a str) -> NewEvent<'a> {
+    NewEvent {
+        at: NOW,
+        actor: "bob",
+        action,
+        request_id: Some(request_id),
+        ticket: Some("INC-1"),
+        target: Some("dev-cluster"),
+        namespace: Some("prod"),
+        detail: json!({ "comment": "ok" }),
+    }
+}
+
+async fn audit_head_seq(store: &Store) -> i64 {
+    sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(store.pool())
+        .await
+        .expect("audit head")
+        .try_get("seq")
+        .expect("seq")
+}
+
+async fn a_request_is_stored_locked_and_moved_through_its_states(store: Store) {
+    let new = new_request("INC-77", NOW + 60_000);
+    let mut tx = store.begin().await.expect("begin");
+    Store::insert_request(&mut tx, &new).await.expect("insert");
+    tx.commit().await.expect("commit");
+
+    let stored = store.request(&new.id).await.expect("read").expect("exists");
+    assert_eq!(stored.state, State::Pending);
+    assert_eq!(
+        (
+            stored.ticket.as_str(),
+            stored.duration_seconds,
+            stored.decide_by
+        ),
+        ("INC-77", 3600, NOW + 60_000)
+    );
+    assert_eq!((stored.applied_at, stored.lease_owner), (None, None));
+
+    let mut tx = store.begin().await.expect("begin");
+    let locked = Store::lock_request(&mut tx, &new.id)
+        .await
+        .expect("lock")
+        .expect("found");
+    assert_eq!(locked.id, new.id);
+    Store::set_state(&mut tx, &new.id, State::Approved, NOW + 1)
+        .await
+        .expect("approve");
+    tx.commit().await.expect("commit");
+    let approved = store.request(&new.id).await.expect("read").expect("exists");
+    assert_eq!((approved.state, approved.ended_at), (State::Approved, None));
+
+    let mut tx = store.begin().await.expect("begin");
+    Store::lock_request(&mut tx, &new.id).await.expect("lock");
+    Store::set_active(&mut tx, &new.id, NOW + 2, NOW + 3_600_002)
+        .await
+        .expect("active");
+    tx.commit().await.expect("commit");
+    let active = store.request(&new.id).await.expect("read").expect("exists");
+    assert_eq!(
+        (active.state, active.applied_at, active.expires_at),
+        (State::Active, Some(NOW + 2), Some(NOW + 3_600_002))
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    Store::lock_request(&mut tx, &new.id).await.expect("lock");
+    Store::set_state(&mut tx, &new.id, State::Expired, NOW + 3_600_002)
+        .await
+        .expect("expire");
+    tx.commit().await.expect("commit");
+    let expired = store.request(&new.id).await.expect("read").expect("exists");
+    assert_eq!(
+        (expired.state, expired.ended_at),
+        (State::Expired, Some(NOW + 3_600_002))
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        Store::lock_request(&mut tx, "no-such-request")
+            .await
+            .expect("lock")
+            .is_none()
+    );
+    drop(tx);
+    let listed = store
+        .requests(&breakglass_broker::store::RequestFilter {
+            state: Some(State::Expired),
+            ticket: Some("INC-77".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [new.id.as_str()]
+    );
+}
+
+async fn each_person_decides_once_on_a_request(store: Store) {
+    let id = request_in(&store, State::Pending, NOW + 60_000).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        Store::insert_approval(&mut tx, &id, &approval("bob"))
+            .await
+            .expect("first")
+    );
+    assert!(
+        !Store::insert_approval(&mut tx, &id, &approval("bob"))
+            .await
+            .expect("second"),
+        "bob counts once"
+    );
+    assert!(
+        Store::insert_approval(&mut tx, &id, &approval("carol"))
+            .await
+            .expect("carol")
+    );
+    tx.commit().await.expect("commit");
+    let approvals = store.approvals(&id).await.expect("approvals");
+    let who: Vec<&str> = approvals
+        .iter()
+        .map(|a| a.approver_subject.as_str())
+        .collect();
+    assert_eq!(who, ["bob", "carol"]);
+}
+
+async fn a_lease_is_exclusive_until_it_expires_and_renewals_keep_it(store: Store) {
+    let id = request_in(&store, State::Approved, NOW + 60_000).await;
+    assert!(
+        store
+            .claim(&id, State::Approved, "a", NOW, NOW + 15_000)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !store
+            .claim(&id, State::Approved, "b", NOW + 1, NOW + 15_001)
+            .await
+            .expect("claim"),
+        "a holds it"
+    );
+    assert!(
+        !store
+            .claim(&id, State::Active, "a", NOW, NOW + 15_000)
+            .await
+            .expect("claim"),
+        "a lease is for the state the work is for"
+    );
+    assert!(
+        store
+            .renew(&id, State::Approved, "a", NOW + 20_000)
+            .await
+            .expect("renew")
+    );
+    assert!(
+        !store
+            .claim(&id, State::Approved, "b", NOW + 15_000, NOW + 30_000)
+            .await
+            .expect("claim"),
+        "the renewal moved the expiry"
+    );
+    assert!(
+        store
+            .claim(&id, State::Approved, "b", NOW + 20_000, NOW + 35_000)
+            .await
+            .expect("claim"),
+        "an expired lease is taken over"
+    );
+    assert!(
+        !store
+            .renew(&id, State::Approved, "a", NOW + 40_000)
+            .await
+            .expect("renew"),
+        "a learns it lost the lease"
+    );
+    store.release(&id, "a").await.expect("release");
+    let held = store.request(&id).await.expect("read").expect("exists");
+    assert_eq!(
+        (held.lease_owner.as_deref(), held.lease_until),
+        (Some("b"), Some(NOW + 35_000)),
+        "only the holder releases"
+    );
+    store.release(&id, "b").await.expect("release");
+    assert!(
+        store
+            .claim(&id, State::Approved, "c", NOW + 20_001, NOW + 35_001)
+            .await
+            .expect("claim"),
+        "a released lease is free at once"
+    );
+}
+
+async fn a_retry_records_the_error_and_gives_the_lease_up(store: Store) {
+    let id = request_in(&store, State::Approved, NOW + 60_000).await;
+    assert!(
+        store
+            .claim(&id, State::Approved, "a", NOW, NOW + 15_000)
+            .await
+            .expect("claim")
+    );
+    store
+        .record_retry(&id, "someone-else", "ignored", NOW + 9)
+        .await
+        .expect("retry");
+    store
+        .record_retry(&id, "a", "unavailable: HTTP 503", NOW + 500)
+        .await
+        .expect("retry");
+    let retried = store.request(&id).await.expect("read").expect("exists");
+    assert_eq!(retried.last_error.as_deref(), Some("unavailable: HTTP 503"));
+    assert_eq!(
+        (
+            retried.attempts,
+            retried.next_attempt_at,
+            retried.lease_owner
+        ),
+        (1, Some(NOW + 500), None)
+    );
+    assert!(store.due_work(NOW + 499, 10).await.expect("due").is_empty());
+    assert_eq!(
+        store.due_work(NOW + 500, 10).await.expect("due"),
+        [(id, State::Approved)]
+    );
+}
+
+async fn due_work_and_next_deadline_agree_on_what_is_due_and_when(store: Store) {
+    assert_eq!(store.next_deadline().await.expect("deadline"), None);
+    let pending_later = request_in(&store, State::Pending, NOW + 10_000).await;
+    let pending_lapsed = request_in(&store, State::Pending, NOW - 1).await;
+    let approved = request_in(&store, State::Approved, NOW + 60_000).await;
+    let approved_leased = request_in(&store, State::Approved, NOW + 60_000).await;
+    assert!(
+        store
+            .claim(&approved_leased, State::Approved, "w", NOW, NOW + 5_000)
+            .await
+            .expect("claim")
+    );
+    let approved_backing_off = request_in(&store, State::Approved, NOW + 60_000).await;
+    assert!(
+        store
+            .claim(
+                &approved_backing_off,
+                State::Approved,
+                "w",
+                NOW,
+                NOW + 5_000
+            )
+            .await
+            .expect("claim")
+    );
+    store
+        .record_retry(&approved_backing_off, "w", "HTTP 503", NOW + 3_000)
+        .await
+        .expect("retry");
+    let closing = request_in(&store, State::Active, NOW + 60_000).await;
+    let mut tx = store.begin().await.expect("begin");
+    Store::set_end_requested(&mut tx, &closing, "closed")
+        .await
+        .expect("close");
+    tx.commit().await.expect("commit");
+    // Active until NOW + 1h; past due only from then on.
+    let running = request_in(&store, State::Active, NOW + 60_000).await;
+    request_in(&store, State::Expired, NOW - 1).await;
+
+    let mut due: Vec<String> = store
+        .due_work(NOW, 64)
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    due.sort();
+    let mut expected = vec![pending_lapsed.clone(), approved.clone(), closing.clone()];
+    expected.sort();
+    assert_eq!(due, expected);
+    assert!(
+        store
+            .next_deadline()
+            .await
+            .expect("deadline")
+            .is_some_and(|at| at <= NOW),
+        "work is due now"
+    );
+
+    // The broker deals with what was due; what is left comes due one after another.
+    for id in [&pending_lapsed, &approved, &closing] {
+        let mut tx = store.begin().await.expect("begin");
+        Store::set_state(&mut tx, id, State::Closed, NOW)
+            .await
+            .expect("end");
+        tx.commit().await.expect("commit");
+    }
+    assert!(store.due_work(NOW, 64).await.expect("due").is_empty());
+    assert_eq!(
+        store.next_deadline().await.expect("deadline"),
+        Some(NOW + 3_000),
+        "the retry backoff ends first"
+    );
+    let mut tx = store.begin().await.expect("begin");
+    Store::set_state(&mut tx, &approved_backing_off, State::Failed, NOW)
+        .await
+        .expect("end");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        store.next_deadline().await.expect("deadline"),
+        Some(NOW + 5_000),
+        "then the lease of a worker that may have died"
+    );
+    assert_eq!(
+        store.due_work(NOW + 5_000, 64).await.expect("due"),
+        [(approved_leased.clone(), State::Approved)]
+    );
+    let mut tx = store.begin().await.expect("begin");
+    Store::set_state(&mut tx, &approved_leased, State::Failed, NOW)
+        .await
+        .expect("end");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        store.next_deadline().await.expect("deadline"),
+        Some(NOW + 10_000),
+        "then an approval window"
+    );
+    let mut tx = store.begin().await.expect("begin");
+    Store::set_state(&mut tx, &pending_later, State::Cancelled, NOW)
+        .await
+        .expect("end");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        store.next_deadline().await.expect("deadline"),
+        Some(NOW + 3_600_000),
+        "then an expiry"
+    );
+
+    // Past due but leased by another worker: due when the lease ends, not again and again now.
+    assert!(
+        store
+            .claim(
+                &running,
+                State::Active,
+                "w",
+                NOW + 3_600_000,
+                NOW + 3_615_000
+            )
+            .await
+            .expect("claim")
+    );
+    assert_eq!(
+        store.next_deadline().await.expect("deadline"),
+        Some(NOW + 3_615_000)
+    );
+    assert!(
+        store
+            .due_work(NOW + 3_600_001, 64)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+}
+
+async fn a_change_and_its_audit_event_commit_together(store: Store) {
+    let id = request_in(&store, State::Pending, NOW + 60_000).await;
+    let before = audit_head_seq(&store).await;
+    let mut tx = store.begin().await.expect("begin");
+    Store::lock_request(&mut tx, &id).await.expect("lock");
+    Store::set_state(&mut tx, &id, State::Rejected, NOW)
+        .await
+        .expect("reject");
+    let first = Store::append_audit(&mut tx, event(&id, "request.rejected"))
+        .await
+        .expect("audit");
+    let second = Store::append_audit(&mut tx, event(&id, "request.noted"))
+        .await
+        .expect("audit");
+    tx.commit().await.expect("commit");
+
+    assert_eq!((first.seq, second.seq), (before + 1, before + 2));
+    assert_eq!(second.prev_hash, first.hash, "chained");
+    let events = store
+        .audit_events(&breakglass_broker::store::AuditFilter {
+            request_id: Some(id.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("events");
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["request.noted", "request.rejected"]);
+    assert!(events.iter().all(|e| e.hash == e.expected_hash()));
+    let stored = store.request(&id).await.expect("read").expect("exists");
+    assert_eq!(stored.state, State::Rejected);
+}
+
+async fn a_failing_audit_write_rolls_back_the_change_it_records(store: Store) {
+    let id = request_in(&store, State::Pending, NOW + 60_000).await;
+    let head = audit_head_seq(&store).await;
+    // Something takes the chain's next place behind the store's back: the append collides.
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
+         VALUES ($1, $2, 'mallory', 'squat', '{}', 'x', 'y')",
+    )
+    .bind(head + 1)
+    .bind(NOW)
+    .execute(store.pool())
+    .await
+    .expect("squat");
+
+    let mut tx = store.begin().await.expect("begin");
+    Store::lock_request(&mut tx, &id).await.expect("lock");
+    Store::set_state(&mut tx, &id, State::Approved, NOW)
+        .await
+        .expect("approve");
+    let appended = Store::append_audit(&mut tx, event(&id, "request.fully_approved")).await;
+    assert!(appended.is_err(), "the audit write fails");
+    drop(tx);
+
+    let stored = store.request(&id).await.expect("read").expect("exists");
+    assert_eq!(
+        stored.state,
+        State::Pending,
+        "the change did not happen without its event"
+    );
+    assert_eq!(audit_head_seq(&store).await, head, "the chain did not move");
+    assert!(store.due_work(NOW, 10).await.expect("due").is_empty());
+}
+
+async fn two_deciders_on_one_request_take_turns_and_see_each_other(store: Store) {
+    let id = request_in(&store, State::Pending, NOW + 60_000).await;
+    let decide = |who: &'static str| {
+        let store = store.clone();
+        let id = id.clone();
+        async move {
+            let mut tx = store.begin().await.expect("begin");
+            Store::lock_request(&mut tx, &id)
+                .await
+                .expect("lock")
+                .expect("found");
+            Store::insert_approval(&mut tx, &id, &approval(who))
+                .await
+                .expect("approve");
+            // Hold the lock long enough that the other decider is sure to be waiting for it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let seen = Store::approvals_in(&mut tx, &id)
+                .await
+                .expect("approvals")
+                .len();
+            tx.commit().await.expect("commit");
+            seen
+        }
+    };
+    let (bob, carol) = tokio::join!(tokio::spawn(decide("bob")), tokio::spawn(decide("carol")));
+    let mut seen = [bob.expect("bob"), carol.expect("carol")];
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [1, 2],
+        "whoever decides second sees the first decision, so the approval that completes the rule is never missed"
+    );
+}
+
+async fn two_workers_racing_for_one_request_get_one_lease(store: Store) {
+    let ids = [
+        request_in(&store, State::Approved, NOW + 60_000).await,
+        request_in(&store, State::Approved, NOW + 60_000).await,
+        request_in(&store, State::Approved, NOW + 60_000).await,
+    ];
+    for id in &ids {
+        let claims = (0..8).map(|worker| {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                store
+                    .claim(
+                        &id,
+                        State::Approved,
+                        &format!("w{worker}"),
+                        NOW,
+                        NOW + 15_000,
+                    )
+                    .await
+                    .expect("claim")
+            })
+        });
+        let mut won = 0;
+        for claim in claims {
+            won += usize::from(claim.await.expect("task"));
+        }
+        assert_eq!(won, 1, "exactly one of eight workers holds {id}");
+    }
+}
+
+/// Only PostgreSQL drops connections under the pool (a restart, a failover, an idle timeout
+/// in a proxy); the pool must replace them rather than hand them out dead.
+#[tokio::test]
+async fn the_store_keeps_working_after_postgres_drops_its_connections() {
+    let db = TestDb::postgres().await;
+    let id = request_in(&db.store, State::Pending, NOW + 60_000).await;
+    let name = db
+        .postgres
+        .as_ref()
+        .map(|p| p.name.clone())
+        .expect("postgres");
+    let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+        .await
+        .expect("admin");
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate");
+    admin.close().await.expect("close");
+    assert!(killed >= 1, "the store had connections open");
+
+    let stored = db.store.request(&id).await.expect("read after the drop");
+    assert_eq!(stored.map(|r| r.state), Some(State::Pending));
+    db.store.pool().close().await;
+}
