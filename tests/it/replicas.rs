@@ -479,12 +479,16 @@ async fn three_replicas_apply_and_undo_each_of_fifty_racing_requests_exactly_onc
     let replicas: Vec<String> = [&a, &b, &c].iter().map(|b| b.url.clone()).collect();
     let infra = std::sync::Arc::new(infra);
 
-    // Each request is filed on one replica and its two approvals race on the two others.
+    // Each request is filed on one replica and its two approvals race on the two others; a
+    // dozen requests at a time, enough to overlap everywhere without drowning a CI machine.
     let mut filing = JoinSet::new();
+    let at_once = std::sync::Arc::new(tokio::sync::Semaphore::new(12));
     for i in 0..TOTAL {
         let infra = infra.clone();
         let replicas = replicas.clone();
+        let at_once = at_once.clone();
         filing.spawn(async move {
+            let _turn = at_once.acquire().await.expect("semaphore");
             let minutes = if i < EXPIRING { 1 } else { 60 };
             let (id, digest) = infra
                 .file(&replicas[i % 3], &format!("race-{i}"), minutes)
