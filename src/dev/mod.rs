@@ -214,3 +214,17 @@ pub fn banner(env: &DevEnv) -> String {
         personas = personas.join("\n"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_mode_refuses_anything_but_loopback() {
+        assert!(check_loopback(&"127.0.0.1:8080".parse().expect("addr")).is_ok());
+        assert!(check_loopback(&"[::1]:8080".parse().expect("addr")).is_ok());
+        let err = check_loopback(&"0.0.0.0:8080".parse().expect("addr")).expect_err("refused");
+        assert!(err.to_string().contains("loopback"));
+        assert!(check_loopback(&"10.1.2.3:8080".parse().expect("addr")).is_err());
+    }
+}

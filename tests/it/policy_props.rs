@@ -170,7 +170,7 @@ impl Choices {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     fn one_in(&mut self, n: u64) -> bool {
-        self.next() % n == 0
+        self.next().is_multiple_of(n)
     }
     fn shuffled<'a>(&mut self, map: &'a Map<String, Value>) -> Vec<(&'a String, &'a Value)> {
         let mut entries: Vec<_> = map.iter().collect();
