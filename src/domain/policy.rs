@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::manifest::Object;
+use super::{BREAKGLASS_ANNOTATION, BREAKGLASS_LABEL, BROKER_PREFIX};
 
+/// Pod and image guardrails: the checks that keep a workload off the node and its identity.
 mod pods;
 
-use super::{BREAKGLASS_ANNOTATION, BREAKGLASS_LABEL, BROKER_PREFIX};
 pub use pods::image_digest;
 
 /// One reason a request cannot go ahead: which object, which field, which rule.

@@ -4,6 +4,7 @@
 // A failed expectation in a test is the test failing; helpers shared by tests count too.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod admission_policy;
 mod audit;
 mod browser;
 mod common;

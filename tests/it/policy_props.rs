@@ -17,9 +17,9 @@ use serde_json::{Map, Value, json};
 use crate::policy_env::strict_target;
 
 /// Cases per property unless `PROPTEST_CASES` says otherwise.
-const CASES: u32 = 256;
+const CASES: u32 = 512;
 /// The cheap properties (one parse per case) get more.
-const FUZZ_CASES: u32 = 1024;
+const FUZZ_CASES: u32 = 2048;
 
 fn config(cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
