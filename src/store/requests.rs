@@ -7,6 +7,8 @@ use sqlx::{FromRow, Row};
 use super::{Result, Store, Tx};
 use crate::clock::Millis;
 use crate::domain::State;
+use crate::domain::manifest::Object;
+use serde_json::Value;
 
 /// A request as stored. Immutable fields first; then what the lifecycle fills in.
 #[derive(Clone, Debug, Serialize)]
@@ -66,6 +68,32 @@ impl FromRow<'_, AnyRow> for Request {
             lease_owner: row.try_get("lease_owner")?,
             lease_until: row.try_get("lease_until")?,
         })
+    }
+}
+
+impl Request {
+    /// The normalized objects, as stored when the request was made.
+    pub fn objects(&self) -> std::result::Result<Vec<Object>, String> {
+        let bodies: Vec<Value> = serde_json::from_str(&self.objects)
+            .map_err(|e| format!("stored objects are unreadable: {e}"))?;
+        bodies
+            .into_iter()
+            .map(|body| {
+                let field = |p: &str| {
+                    body.pointer(p)
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("stored object lacks {p}"))
+                };
+                Ok(Object {
+                    api_version: field("/apiVersion")?,
+                    kind: field("/kind")?,
+                    namespace: field("/metadata/namespace")?,
+                    name: field("/metadata/name")?,
+                    body,
+                })
+            })
+            .collect()
     }
 }
 

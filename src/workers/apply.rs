@@ -48,7 +48,7 @@ impl Worker {
             );
             return self.retry_later(lease, request.attempts, &message).await;
         };
-        let objects = match objects_of(&request) {
+        let objects = match request.objects() {
             Ok(objects) => objects,
             Err(e) => return self.fail(&request, &lease, &e).await,
         };
@@ -281,28 +281,4 @@ pub(super) fn object_ref(object: &Object) -> ObjectRef {
         namespace: object.namespace.clone(),
         name: object.name.clone(),
     }
-}
-
-/// The request's normalized objects, as stored when it was made.
-pub(super) fn objects_of(request: &Request) -> Result<Vec<Object>, String> {
-    let bodies: Vec<Value> = serde_json::from_str(&request.objects)
-        .map_err(|e| format!("stored objects are unreadable: {e}"))?;
-    bodies
-        .into_iter()
-        .map(|body| {
-            let field = |p: &str| {
-                body.pointer(p)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("stored object lacks {p}"))
-            };
-            Ok(Object {
-                api_version: field("/apiVersion")?,
-                kind: field("/kind")?,
-                namespace: field("/metadata/namespace")?,
-                name: field("/metadata/name")?,
-                body,
-            })
-        })
-        .collect()
 }

@@ -11,7 +11,6 @@ use super::view::{self, DiffLine, Line};
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other};
 use crate::auth::is_requester;
 use crate::domain::approval::{describe, may_decide};
-use crate::domain::manifest::Object;
 use crate::domain::policy::{Finding, images};
 use crate::domain::stamp::{Stamp, stamped};
 use crate::domain::{ApprovalTally, State as RequestState};
@@ -457,7 +456,7 @@ async fn object_views(
     request: &Request,
     approvals: &[crate::store::Approval],
 ) -> Vec<ObjectView> {
-    let objects = objects_of(request);
+    let objects = request.objects().unwrap_or_default();
     let target = state.targets.get(&request.target).cloned();
     let approvers: Vec<String> = approvals
         .iter()
@@ -520,28 +519,6 @@ async fn object_views(
         });
     }
     views
-}
-
-fn objects_of(request: &Request) -> Vec<Object> {
-    let bodies: Vec<serde_json::Value> = serde_json::from_str(&request.objects).unwrap_or_default();
-    bodies
-        .into_iter()
-        .map(|body| {
-            let text = |p: &str| {
-                body.pointer(p)
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            Object {
-                api_version: text("/apiVersion"),
-                kind: text("/kind"),
-                namespace: text("/metadata/namespace"),
-                name: text("/metadata/name"),
-                body,
-            }
-        })
-        .collect()
 }
 
 #[derive(Deserialize)]
