@@ -153,7 +153,8 @@ pub async fn create(
             &checked.objects.iter().map(|o| &o.body).collect::<Vec<_>>(),
         )
         .map_err(anyhow::Error::from)?,
-        duration_seconds: i64::try_from(form.duration_minutes * 60).unwrap_or(i64::MAX),
+        duration_seconds: i64::try_from(form.duration_minutes.saturating_mul(60))
+            .unwrap_or(i64::MAX),
         digest: checked.digest.clone(),
         created_at: now,
         decide_by: now.saturating_add(window),

@@ -177,3 +177,17 @@ async fn health_and_readiness_answer() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn an_oversized_body_gets_413_with_a_json_error() {
+    let env = TestEnv::start().await;
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let (status, body) = env.file("alice", &huge, 60).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too large")),
+        "{body}"
+    );
+}

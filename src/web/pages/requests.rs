@@ -316,6 +316,7 @@ pub async fn submit(
                     errors.add(finding);
                 }
             }
+            Err(AppError::TooLarge(message)) => errors.manifest.push(message),
             Err(other) => return Err(other.into()),
         }
     }
