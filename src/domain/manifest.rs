@@ -243,7 +243,7 @@ fn first_line(message: &str) -> String {
 
 /// Server-populated fields that say nothing about what is asked for; dropping them makes a
 /// manifest copied from `kubectl get -o yaml` mean the same as one written by hand.
-const SERVER_METADATA: [&str; 7] = [
+pub const SERVER_METADATA: [&str; 7] = [
     "uid",
     "resourceVersion",
     "creationTimestamp",

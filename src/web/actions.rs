@@ -259,13 +259,7 @@ pub async fn decide(
     if comment.len() > 4000 {
         return Err(AppError::invalid("comment must be at most 4000 characters"));
     }
-    let mut tx = state.store.begin().await?;
-    let request = Store::lock_request(&mut tx, id)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    if !can_see(state, caller, &request) {
-        return Err(AppError::NotFound);
-    }
+    let (mut tx, request) = lock_visible(state, caller, id).await?;
     let target = state
         .config
         .target(&request.target)
@@ -384,13 +378,7 @@ async fn requester_action(
         RequesterAction::Cancel => ("cancel", "request.cancelled"),
         RequesterAction::Close => ("close", "request.close_requested"),
     };
-    let mut tx = state.store.begin().await?;
-    let request = Store::lock_request(&mut tx, id)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    if !can_see(state, caller, &request) {
-        return Err(AppError::NotFound);
-    }
+    let (mut tx, request) = lock_visible(state, caller, id).await?;
     if request.requester_subject != caller.subject {
         return Err(AppError::Forbidden(format!(
             "only the requester, {}, can {verb} this request",
@@ -423,6 +411,22 @@ async fn requester_action(
     .await?;
     commit(tx, vec![event]).await?;
     state.store.request(id).await?.ok_or(AppError::NotFound)
+}
+
+/// Opens the transaction that changes a request, with its row locked, if the caller may see it.
+async fn lock_visible(
+    state: &AppState,
+    caller: &Person,
+    id: &str,
+) -> Result<(Tx, Request), AppError> {
+    let mut tx = state.store.begin().await?;
+    let request = Store::lock_request(&mut tx, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if !can_see(state, caller, &request) {
+        return Err(AppError::NotFound);
+    }
+    Ok((tx, request))
 }
 
 /// The request fields every audit event about it carries.

@@ -5,6 +5,7 @@ use similar::{ChangeTag, TextDiff};
 
 use crate::clock::{Millis, to_utc};
 use crate::domain::State;
+use crate::domain::manifest::SERVER_METADATA;
 use crate::domain::stamp::is_broker_key;
 
 /// `2026-11-23 09:41 UTC`: minutes are what people act on at 3 a.m.
@@ -120,14 +121,7 @@ pub fn comparable(mut live: Value) -> Value {
     if let Some(map) = live.as_object_mut() {
         map.remove("status");
         if let Some(metadata) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-            for key in [
-                "uid",
-                "resourceVersion",
-                "creationTimestamp",
-                "generation",
-                "managedFields",
-                "selfLink",
-            ] {
+            for key in SERVER_METADATA {
                 metadata.remove(key);
             }
         }
