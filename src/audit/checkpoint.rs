@@ -120,9 +120,10 @@ pub fn spawn(store: Store, clock: Clock) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(store, clock))
 }
 
-/// Every [`INTERVAL`] of the clock: verify the chain up to its head, then log the head as a
-/// checkpoint if it moved. A broken chain is logged as an error each round until it is dealt
-/// with, and nothing is vouched for meanwhile.
+/// Every [`INTERVAL`] of the clock: verify the chain up to its head, record the outcome for
+/// the audit page ([`Store::record_audit_check`]), then log the head as a checkpoint if it
+/// moved. A broken chain is logged as an error each round until it is dealt with, and
+/// nothing is vouched for meanwhile.
 pub async fn run(store: Store, clock: Clock) {
     let interval = Millis::try_from(INTERVAL.as_millis()).unwrap_or(Millis::MAX);
     let mut anchor: Option<ChainHead> = None;
@@ -139,25 +140,44 @@ pub async fn run(store: Store, clock: Clock) {
         };
         round = round.wrapping_add(1);
         match verify_from(&store, from.as_ref(), &[]).await {
-            Ok(report) => match &report.problem {
-                None => {
-                    let head = report.head.clone();
-                    if head.seq > 0 && logged.as_ref() != Some(&head) {
-                        log_checkpoint(head.seq, &head.hash, "interval");
-                        logged = Some(head.clone());
-                    }
-                    anchor = Some(head);
-                }
-                Some(problem) => {
-                    tracing::error!(
-                        target: "audit",
-                        first_bad_seq = problem.first_bad_seq(),
-                        verified_through = report.verified_through,
-                        "audit chain verification failed: {problem}"
-                    );
+            Ok(report) => {
+                // Another replica's full walk found a problem behind this replica's anchor,
+                // which an incremental walk cannot see: let a full walk here decide rather
+                // than paper over it.
+                let behind = from.is_some()
+                    && report.is_intact()
+                    && matches!(store.last_audit_check().await, Ok(Some(c)) if c.problem.is_some());
+                if behind {
                     anchor = None;
+                    round = 0;
+                    continue;
                 }
-            },
+                if let Err(e) = store
+                    .record_audit_check(&report.as_check(clock.now()))
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot record the audit chain check");
+                }
+                match &report.problem {
+                    None => {
+                        let head = report.head.clone();
+                        if head.seq > 0 && logged.as_ref() != Some(&head) {
+                            log_checkpoint(head.seq, &head.hash, "interval");
+                            logged = Some(head.clone());
+                        }
+                        anchor = Some(head);
+                    }
+                    Some(problem) => {
+                        tracing::error!(
+                            target: "audit",
+                            first_bad_seq = problem.first_bad_seq(),
+                            verified_through = report.verified_through,
+                            "audit chain verification failed: {problem}"
+                        );
+                        anchor = None;
+                    }
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot verify the audit chain now; trying again next round")
             }

@@ -23,7 +23,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::checkpoint::Checkpoint;
-use crate::store::{ChainHead, ChainRow, GENESIS_HASH, Store, StoreError};
+use crate::clock::Millis;
+use crate::store::{AuditCheck, ChainHead, ChainRow, GENESIS_HASH, Store, StoreError};
 
 /// What is wrong with the chain, at the first place it goes wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -151,6 +152,18 @@ impl Report {
         self.is_intact().then(|| self.head.clone())
     }
 
+    /// The report as the record of a check made at `at`.
+    pub fn as_check(&self, at: Millis) -> AuditCheck {
+        AuditCheck {
+            checked_at: at,
+            verified_through: self.verified_through,
+            head_seq: self.head.seq,
+            head_hash: self.head.hash.clone(),
+            first_bad_seq: self.problem.as_ref().map(Problem::first_bad_seq),
+            problem: self.problem.as_ref().map(ToString::to_string),
+        }
+    }
+
     /// One line for a terminal or a page.
     pub fn summary(&self) -> String {
         match &self.problem {
@@ -236,7 +249,7 @@ impl<'c> ChainWalk<'c> {
             return Err(Problem::OutOfPlace { seq: event.seq });
         }
         let linked = event.prev_hash == self.last.hash;
-        let consistent = event.recomputed_hash().as_deref() == Some(event.hash.as_str());
+        let consistent = event.recomputed_hash() == event.hash;
         match (linked, consistent) {
             (true, true) => {}
             (true, false) => return Err(Problem::Edited { seq: event.seq }),
@@ -411,7 +424,7 @@ mod tests {
             if i > 0 {
                 events[i].prev_hash = events[i - 1].hash.clone();
             }
-            events[i].hash = events[i].recomputed_hash().expect("canonical");
+            events[i].hash = events[i].recomputed_hash();
         }
     }
 
@@ -443,7 +456,7 @@ mod tests {
     fn an_edited_event_with_a_recomputed_hash_is_named_not_its_successor() {
         let mut events = chain(5);
         events[2].actor = "mallory".into();
-        events[2].hash = events[2].recomputed_hash().expect("canonical");
+        events[2].hash = events[2].recomputed_hash();
         let report = walk(&events, &head_of(&chain(5)), &[]);
         assert_eq!(report.problem, Some(Problem::Rewritten { seq: 3 }));
     }

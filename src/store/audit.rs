@@ -142,14 +142,10 @@ impl FromRow<'_, AnyRow> for StoredEvent {
 }
 
 impl StoredEvent {
-    /// The hash this event's content, chained to its stored `prev_hash`, must have; `None`
-    /// when its `detail` is not JSON in the canonical form the broker writes, which no event
-    /// the broker wrote can be.
-    pub fn recomputed_hash(&self) -> Option<String> {
-        let detail: Value = serde_json::from_str(&self.detail).ok()?;
-        if canonical_json(&detail) != self.detail {
-            return None;
-        }
+    /// The hash this event's content, chained to its stored `prev_hash`, must have. The
+    /// stored `detail` text goes in as it is: the broker stores it in canonical form, so any
+    /// other text (re-formatted, or not JSON at all) does not reproduce the hash.
+    pub fn recomputed_hash(&self) -> String {
         let event = NewEvent {
             at: self.at,
             actor: &self.actor,
@@ -158,9 +154,9 @@ impl StoredEvent {
             ticket: self.ticket.as_deref(),
             target: self.target.as_deref(),
             namespace: self.namespace.as_deref(),
-            detail,
+            detail: Value::Null,
         };
-        Some(content_hash(&self.prev_hash, &event, self.seq))
+        chain_hash(&self.prev_hash, self.seq, &event, &self.detail)
     }
 }
 
@@ -168,18 +164,47 @@ impl StoredEvent {
 /// benchmark's bulk loader, tests that play a careful attacker) compute it exactly as the
 /// store does.
 pub fn content_hash(prev_hash: &str, event: &NewEvent<'_>, seq: i64) -> String {
-    let content = serde_json::json!({
-        "seq": seq,
-        "at": event.at,
-        "actor": event.actor,
-        "action": event.action,
-        "request_id": event.request_id,
-        "ticket": event.ticket,
-        "target": event.target,
-        "namespace": event.namespace,
-        "detail": event.detail,
-    });
-    sha256_hex(format!("{prev_hash}\n{}", canonical_json(&content)).as_bytes())
+    chain_hash(prev_hash, seq, event, &canonical_json(&event.detail))
+}
+
+/// SHA-256 over `prev_hash`, a newline, and the canonical JSON (keys sorted, no spaces) of
+/// `{seq, at, actor, action, request_id, ticket, target, namespace, detail}`, `detail` given as
+/// its canonical text.
+///
+/// The canonical form is written straight into one buffer, keys in their sorted order, rather
+/// than built as a `serde_json::Value` and sorted: verification recomputes a million of these,
+/// and splicing in the stored `detail` text as it is also means a `detail` edited in any byte
+/// (re-formatted, or no longer JSON) cannot hash as the original did. Strings are escaped by
+/// serde_json, exactly as [`canonical_json`] escapes them; a test holds the two forms equal.
+fn chain_hash(prev_hash: &str, seq: i64, event: &NewEvent<'_>, detail: &str) -> String {
+    fn text(out: &mut Vec<u8>, value: &str) {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+    fn optional(out: &mut Vec<u8>, value: Option<&str>) {
+        match value {
+            Some(value) => text(out, value),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    let mut out = Vec::with_capacity(prev_hash.len() + 256 + detail.len());
+    out.extend_from_slice(prev_hash.as_bytes());
+    out.extend_from_slice(b"\n{\"action\":");
+    text(&mut out, event.action);
+    out.extend_from_slice(b",\"actor\":");
+    text(&mut out, event.actor);
+    out.extend_from_slice(format!(",\"at\":{},\"detail\":", event.at).as_bytes());
+    out.extend_from_slice(detail.as_bytes());
+    out.extend_from_slice(b",\"namespace\":");
+    optional(&mut out, event.namespace);
+    out.extend_from_slice(b",\"request_id\":");
+    optional(&mut out, event.request_id);
+    out.extend_from_slice(format!(",\"seq\":{seq},\"target\":").as_bytes());
+    optional(&mut out, event.target);
+    out.extend_from_slice(b",\"ticket\":");
+    optional(&mut out, event.ticket);
+    out.push(b'}');
+    sha256_hex(&out)
 }
 
 /// Which events a search or an export wants. Every field narrows; none given means all.
@@ -224,6 +249,20 @@ pub struct ChainHead {
     pub hash: String,
 }
 
+/// The last verification of the chain a replica recorded (see [`Store::record_audit_check`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditCheck {
+    #[serde(serialize_with = "as_rfc3339")]
+    pub checked_at: Millis,
+    /// Every event up to this one was as the broker wrote it.
+    pub verified_through: i64,
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// Where the chain broke, if it did, and what was found there.
+    pub first_bad_seq: Option<i64>,
+    pub problem: Option<String>,
+}
+
 const EVENT_COLUMNS: &str =
     "seq, at, actor, action, request_id, ticket, target, namespace, detail, prev_hash, hash";
 
@@ -266,20 +305,30 @@ fn select_events(filter: &AuditFilter, limit: Option<i64>) -> (String, Vec<Arg>)
             add(condition, Arg::Int(value));
         }
     }
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events");
+    let mut matching = String::from("FROM audit_events");
     if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
+        matching.push_str(" WHERE ");
+        matching.push_str(&conditions.join(" AND "));
     }
-    sql.push_str(if filter.oldest_first {
-        " ORDER BY seq ASC"
+    let order = if filter.oldest_first {
+        "ORDER BY seq ASC"
     } else {
-        " ORDER BY seq DESC"
-    });
-    if let Some(limit) = limit {
-        args.push(Arg::Int(limit));
-        sql.push_str(&format!(" LIMIT ${}", args.len()));
-    }
+        "ORDER BY seq DESC"
+    };
+    let sql = match limit {
+        None => format!("SELECT {EVENT_COLUMNS} {matching} {order}"),
+        // A page: pick its seqs first, from an index that holds both the filtered column and
+        // seq, then read just those rows. Reading whole rows for every match of a wide time
+        // window only to sort them and keep a hundred is what made such searches slow.
+        Some(limit) => {
+            args.push(Arg::Int(limit));
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq IN \
+                 (SELECT seq {matching} {order} LIMIT ${}) {order}",
+                args.len()
+            )
+        }
+    };
     (sql, args)
 }
 
@@ -307,7 +356,8 @@ impl Store {
                 .await?;
         let seq: i64 = head.try_get("seq")?;
         let prev_hash: String = head.try_get("hash")?;
-        let hash = content_hash(&prev_hash, &event, seq);
+        let detail = canonical_json(&event.detail);
+        let hash = chain_hash(&prev_hash, seq, &event, &detail);
         sqlx::query(
             "INSERT INTO audit_events (seq, at, actor, action, request_id, ticket, target, namespace,
                 detail, prev_hash, hash)
@@ -321,7 +371,7 @@ impl Store {
         .bind(event.ticket)
         .bind(event.target)
         .bind(event.namespace)
-        .bind(canonical_json(&event.detail))
+        .bind(detail)
         .bind(&prev_hash)
         .bind(&hash)
         .execute(&mut **tx)
@@ -381,12 +431,18 @@ impl Store {
                 }
                 sql.push(')');
                 seq += 1;
-                let next = content_hash(&hash, event, seq);
-                rows.push((seq, std::mem::replace(&mut hash, next.clone()), next));
+                let detail = canonical_json(&event.detail);
+                let next = chain_hash(&hash, seq, event, &detail);
+                rows.push((
+                    seq,
+                    detail,
+                    std::mem::replace(&mut hash, next.clone()),
+                    next,
+                ));
             }
             // Placeholders only: the values are all bound below.
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (event, (seq, prev_hash, hash)) in chunk.iter().zip(rows) {
+            for (event, (seq, detail, prev_hash, hash)) in chunk.iter().zip(rows) {
                 query = query
                     .bind(seq)
                     .bind(event.at)
@@ -396,7 +452,7 @@ impl Store {
                     .bind(event.ticket)
                     .bind(event.target)
                     .bind(event.namespace)
-                    .bind(canonical_json(&event.detail))
+                    .bind(detail)
                     .bind(prev_hash)
                     .bind(hash);
             }
@@ -468,6 +524,51 @@ impl Store {
                 })
             })
             .boxed()
+    }
+
+    /// Records the outcome of a verification, replacing the one before: what the audit page
+    /// shows without walking the whole history each time.
+    pub async fn record_audit_check(&self, check: &AuditCheck) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_checks (id, checked_at, verified_through, head_seq, head_hash,
+                first_bad_seq, problem)
+             VALUES (1, $1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at,
+                verified_through = excluded.verified_through, head_seq = excluded.head_seq,
+                head_hash = excluded.head_hash, first_bad_seq = excluded.first_bad_seq,
+                problem = excluded.problem",
+        )
+        .bind(check.checked_at)
+        .bind(check.verified_through)
+        .bind(check.head_seq)
+        .bind(&check.head_hash)
+        .bind(check.first_bad_seq)
+        .bind(check.problem.as_deref())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The last verification any replica recorded, if one has.
+    pub async fn last_audit_check(&self) -> Result<Option<AuditCheck>> {
+        let row = sqlx::query(
+            "SELECT checked_at, verified_through, head_seq, head_hash, first_bad_seq, problem
+             FROM audit_checks WHERE id = 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(AuditCheck {
+                checked_at: row.try_get("checked_at")?,
+                verified_through: row.try_get("verified_through")?,
+                head_seq: row.try_get("head_seq")?,
+                head_hash: row.try_get("head_hash")?,
+                first_bad_seq: row.try_get("first_bad_seq")?,
+                problem: row.try_get("problem")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
     }
 
     /// Opens an existing database to read its audit history, without running migrations and
@@ -569,7 +670,9 @@ mod tests {
         let (sql, args) = select_events(&filter, Some(50));
         assert!(
             sql.ends_with(
-                "FROM audit_events WHERE ticket = $1 AND at >= $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+                "FROM audit_events WHERE seq IN (SELECT seq FROM audit_events \
+                 WHERE ticket = $1 AND at >= $2 AND seq < $3 ORDER BY seq DESC LIMIT $4) \
+                 ORDER BY seq DESC"
             ),
             "{sql}"
         );
@@ -588,9 +691,8 @@ mod tests {
         assert!(args.is_empty());
     }
 
-    #[test]
-    fn a_stored_event_whose_detail_is_not_canonical_has_no_valid_hash() {
-        let event = StoredEvent {
+    fn stored(detail: &str) -> StoredEvent {
+        StoredEvent {
             seq: 1,
             at: 0,
             actor: "a".into(),
@@ -599,15 +701,70 @@ mod tests {
             ticket: None,
             target: None,
             namespace: None,
-            detail: r#"{"b":1,"a":2}"#.into(),
+            detail: detail.into(),
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
-        };
-        assert_eq!(event.recomputed_hash(), None);
-        let canonical = StoredEvent {
-            detail: r#"{"a":2,"b":1}"#.into(),
-            ..event
-        };
-        assert!(canonical.recomputed_hash().is_some());
+        }
+    }
+
+    #[test]
+    fn a_stored_detail_reformatted_without_changing_its_meaning_no_longer_hashes_the_same() {
+        let canonical = stored(r#"{"a":2,"b":1}"#).recomputed_hash();
+        assert_ne!(stored(r#"{"b":1,"a":2}"#).recomputed_hash(), canonical);
+        assert_ne!(stored(r#"{"a": 2, "b": 1}"#).recomputed_hash(), canonical);
+    }
+
+    /// The hash as first defined: the content built as a JSON value and written out by
+    /// `canonical_json`. Every chain already written was hashed this way.
+    fn reference_hash(prev_hash: &str, event: &NewEvent<'_>, seq: i64) -> String {
+        let content = serde_json::json!({
+            "seq": seq,
+            "at": event.at,
+            "actor": event.actor,
+            "action": event.action,
+            "request_id": event.request_id,
+            "ticket": event.ticket,
+            "target": event.target,
+            "namespace": event.namespace,
+            "detail": event.detail,
+        });
+        sha256_hex(format!("{prev_hash}\n{}", canonical_json(&content)).as_bytes())
+    }
+
+    #[test]
+    fn the_chain_hash_is_byte_for_byte_the_canonical_json_hash() {
+        let details = [
+            serde_json::json!({}),
+            serde_json::json!({ "z": [3, 1.5, -2, null, true], "a": { "y": "é\u{1}\"\\\n\t", "b": "😀" } }),
+            serde_json::json!("just a string"),
+            serde_json::json!(12345678901_i64),
+        ];
+        let texts = [
+            "alice",
+            "",
+            "=cmd|' /C calc'!A0",
+            "quote \" back \\ ctl \u{7f}\u{1f}",
+            "ünïcode ✓",
+        ];
+        for (i, detail) in details.iter().enumerate() {
+            for (j, text) in texts.iter().enumerate() {
+                let event = NewEvent {
+                    at: if j % 2 == 0 { 1_700_000_000_123 } else { -5 },
+                    actor: text,
+                    action: texts[(j + 1) % texts.len()],
+                    request_id: (i % 2 == 0).then_some(*text),
+                    ticket: Some("INC-1"),
+                    target: (j % 2 == 1).then_some("prod"),
+                    namespace: None,
+                    detail: detail.clone(),
+                };
+                let seq = (i * 10 + j) as i64 + 1;
+                assert_eq!(
+                    content_hash(GENESIS_HASH, &event, seq),
+                    reference_hash(GENESIS_HASH, &event, seq),
+                    "{event:?}"
+                );
+            }
+        }
     }
 }

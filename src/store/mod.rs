@@ -12,7 +12,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::{
-    AuditEvent, AuditFilter, ChainHead, ChainRow, GENESIS_HASH, NewEvent, StoredEvent,
+    AuditCheck, AuditEvent, AuditFilter, ChainHead, ChainRow, GENESIS_HASH, NewEvent, StoredEvent,
     content_hash, log_checkpoint, log_event,
 };
 pub use requests::{AppliedObject, Approval, NewRequest, Request, RequestFilter};
