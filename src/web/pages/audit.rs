@@ -50,6 +50,41 @@ pub struct AuditPage {
     events: Vec<EventRow>,
     targets: Vec<String>,
     next_page: Option<String>,
+    verification: Verification,
+}
+
+/// How far the hash chain was last found intact, in words.
+pub struct Verification {
+    pub ok: bool,
+    pub text: String,
+}
+
+fn verification(check: Option<crate::store::AuditCheck>) -> Verification {
+    match check {
+        None => Verification {
+            ok: true,
+            text: "The history has not been verified yet; the broker checks the hash chain every 5 minutes.".into(),
+        },
+        Some(c) => match (c.first_bad_seq, c.problem) {
+            (Some(seq), problem) => Verification {
+                ok: false,
+                text: format!(
+                    "The history failed verification at event #{seq}: {} (checked {}). Verified intact through event #{}.",
+                    problem.unwrap_or_else(|| "the chain does not match".into()),
+                    view::when(c.checked_at),
+                    c.verified_through
+                ),
+            },
+            (None, _) => Verification {
+                ok: true,
+                text: format!(
+                    "History verified intact through event #{} (checked {}).",
+                    c.verified_through,
+                    view::when(c.checked_at)
+                ),
+            },
+        },
+    }
 }
 
 /// `2026-11-23` or `2026-11-23T09:30` (UTC), as date and datetime-local inputs send them.
@@ -96,6 +131,7 @@ pub async fn index(
         ..AuditFilter::default()
     };
     let events = state.store.audit_events(&filter).await?;
+    let verification = verification(state.store.last_audit_check().await?);
     let next_page = (events.len() as i64 == PAGE).then(|| {
         let last = events.last().map(|e| e.seq).unwrap_or_default();
         format!(
@@ -131,6 +167,7 @@ pub async fn index(
         filters,
         events,
         next_page,
+        verification,
     })
 }
 
