@@ -1,9 +1,4 @@
 //! The audit history: append-only, each event chained to the one before by its hash.
-//!
-//! Searches build their `WHERE` clause from the filters actually given rather than writing
-//! `($1 IS NULL OR col = $1)` for every column: both SQLite and PostgreSQL plan a prepared
-//! statement once, and a plan that must also serve "no ticket given" cannot use the ticket
-//! index, which turns a search over a million events into a scan of all of them.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,7 +10,7 @@ use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AssertSqlSafe, Executor, FromRow, Row};
 
-use super::{Backend, Result, Store, StoreError, Tx};
+use super::{Backend, Result, Store, Tx};
 use crate::clock::{Millis, rfc3339};
 use crate::domain::digest::{canonical_json, sha256_hex};
 
@@ -207,30 +202,6 @@ fn chain_hash(prev_hash: &str, seq: i64, event: &NewEvent<'_>, detail: &str) -> 
     sha256_hex(&out)
 }
 
-/// Which events a search or an export wants. Every field narrows; none given means all.
-#[derive(Clone, Debug, Default)]
-pub struct AuditFilter {
-    pub request_id: Option<String>,
-    pub ticket: Option<String>,
-    pub actor: Option<String>,
-    pub target: Option<String>,
-    pub namespace: Option<String>,
-    pub action: Option<String>,
-    /// At or after this time.
-    pub since: Option<Millis>,
-    /// Before this time.
-    pub until: Option<Millis>,
-    /// Only events older than this sequence number (for paging newest first).
-    pub before_seq: Option<i64>,
-    /// Only events newer than this sequence number (for paging oldest first).
-    pub after_seq: Option<i64>,
-    /// Oldest first (a timeline) instead of newest first (a search).
-    pub oldest_first: bool,
-    /// At most this many for [`Store::audit_events`] (0 means 100, capped at 1000); ignored by
-    /// [`Store::audit_stream`], which returns every match.
-    pub limit: i64,
-}
-
 /// One row of the chain as verification reads it: an event, or a row that is not one.
 ///
 /// SQLite keeps whatever type a statement writes into a column, so someone editing the
@@ -261,89 +232,6 @@ pub struct AuditCheck {
     /// Where the chain broke, if it did, and what was found there.
     pub first_bad_seq: Option<i64>,
     pub problem: Option<String>,
-}
-
-const EVENT_COLUMNS: &str =
-    "seq, at, actor, action, request_id, ticket, target, namespace, detail, prev_hash, hash";
-
-/// A bound value of a query built at run time.
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
-/// The `SELECT` for a filter, with its arguments in placeholder order. Only fixed SQL
-/// fragments go into the text; every value given is a bound parameter.
-fn select_events(filter: &AuditFilter, limit: Option<i64>) -> (String, Vec<Arg>) {
-    let mut conditions: Vec<String> = Vec::new();
-    let mut args = Vec::new();
-    let mut add = |condition: &str, arg: Arg| {
-        args.push(arg);
-        conditions.push(format!("{condition} ${}", args.len()));
-    };
-    let texts = [
-        ("request_id =", &filter.request_id),
-        ("ticket =", &filter.ticket),
-        ("actor =", &filter.actor),
-        ("target =", &filter.target),
-        ("namespace =", &filter.namespace),
-        ("action =", &filter.action),
-    ];
-    for (condition, value) in texts {
-        if let Some(value) = value {
-            add(condition, Arg::Text(value.clone()));
-        }
-    }
-    let numbers = [
-        ("at >=", filter.since),
-        ("at <", filter.until),
-        ("seq <", filter.before_seq),
-        ("seq >", filter.after_seq),
-    ];
-    for (condition, value) in numbers {
-        if let Some(value) = value {
-            add(condition, Arg::Int(value));
-        }
-    }
-    let mut matching = String::from("FROM audit_events");
-    if !conditions.is_empty() {
-        matching.push_str(" WHERE ");
-        matching.push_str(&conditions.join(" AND "));
-    }
-    let order = if filter.oldest_first {
-        "ORDER BY seq ASC"
-    } else {
-        "ORDER BY seq DESC"
-    };
-    let sql = match limit {
-        None => format!("SELECT {EVENT_COLUMNS} {matching} {order}"),
-        // A page: pick its seqs first, from an index that holds both the filtered column and
-        // seq, then read just those rows. Reading whole rows for every match of a wide time
-        // window only to sort them and keep a hundred is what made such searches slow.
-        Some(limit) => {
-            args.push(Arg::Int(limit));
-            format!(
-                "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq IN \
-                 (SELECT seq {matching} {order} LIMIT ${}) {order}",
-                args.len()
-            )
-        }
-    };
-    (sql, args)
-}
-
-/// Binds `args` to the query in order.
-macro_rules! bind_all {
-    ($query:expr, $args:expr) => {{
-        let mut query = $query;
-        for arg in $args {
-            query = match arg {
-                Arg::Text(text) => query.bind(text),
-                Arg::Int(number) => query.bind(number),
-            };
-        }
-        query
-    }};
 }
 
 impl Store {
@@ -464,32 +352,6 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         Ok(ChainHead { seq, hash })
-    }
-
-    /// Events matching the filter, newest first unless it asks for oldest first; at most
-    /// `filter.limit` of them (0 means 100; never more than 1000).
-    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        let limit = if filter.limit > 0 {
-            filter.limit.min(1000)
-        } else {
-            100
-        };
-        let (sql, args) = select_events(filter, Some(limit));
-        // Built from fixed fragments; every value is bound (see `select_events`).
-        let query = bind_all!(sqlx::query_as(AssertSqlSafe(sql)), args);
-        Ok(query.fetch_all(self.pool()).await?)
-    }
-
-    /// Every event matching the filter, in order, as a stream: memory stays constant however
-    /// many there are, which is what lets an export of the whole history run on a small
-    /// replica.
-    pub fn audit_stream(&self, filter: &AuditFilter) -> BoxStream<'_, Result<AuditEvent>> {
-        let (sql, args) = select_events(filter, None);
-        let query = bind_all!(sqlx::query_as(AssertSqlSafe(sql)), args);
-        query
-            .fetch(self.pool())
-            .map(|row| row.map_err(StoreError::from))
-            .boxed()
     }
 
     /// The chain's head as the database records it.
@@ -658,38 +520,6 @@ pub fn log_checkpoint(seq: i64, hash: &str, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn search_sql_names_only_the_filters_given_and_binds_every_value() {
-        let filter = AuditFilter {
-            ticket: Some("INC-1'; DROP TABLE audit_events; --".into()),
-            since: Some(5),
-            before_seq: Some(10),
-            ..AuditFilter::default()
-        };
-        let (sql, args) = select_events(&filter, Some(50));
-        assert!(
-            sql.ends_with(
-                "FROM audit_events WHERE seq IN (SELECT seq FROM audit_events \
-                 WHERE ticket = $1 AND at >= $2 AND seq < $3 ORDER BY seq DESC LIMIT $4) \
-                 ORDER BY seq DESC"
-            ),
-            "{sql}"
-        );
-        assert!(!sql.contains("DROP"), "values never enter the text");
-        assert_eq!(args.len(), 4);
-    }
-
-    #[test]
-    fn an_unfiltered_timeline_reads_oldest_first_without_a_where() {
-        let filter = AuditFilter {
-            oldest_first: true,
-            ..AuditFilter::default()
-        };
-        let (sql, args) = select_events(&filter, None);
-        assert!(sql.ends_with("FROM audit_events ORDER BY seq ASC"), "{sql}");
-        assert!(args.is_empty());
-    }
 
     fn stored(detail: &str) -> StoredEvent {
         StoredEvent {

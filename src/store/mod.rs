@@ -2,6 +2,7 @@
 //! sqlx's `Any` driver; the migrations are kept per database so each can grow its own.
 
 mod audit;
+mod audit_search;
 mod requests;
 mod sessions;
 
@@ -12,9 +13,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::{
-    AuditCheck, AuditEvent, AuditFilter, ChainHead, ChainRow, GENESIS_HASH, NewEvent, StoredEvent,
-    content_hash, log_checkpoint, log_event,
+    AuditCheck, AuditEvent, ChainHead, ChainRow, GENESIS_HASH, NewEvent, StoredEvent, content_hash,
+    log_checkpoint, log_event,
 };
+pub use audit_search::AuditFilter;
 pub use requests::{AppliedObject, Approval, NewRequest, Request, RequestFilter};
 pub use sessions::{LoginAttempt, Session};
 

@@ -477,10 +477,29 @@ async fn the_audit_page_says_how_far_the_history_is_verified() {
     let env = TestEnv::start().await;
     env.file_ok(&deployment("verified", HOTFIX_IMAGE), 60).await;
     let dave = sign_in(&env, "dave").await;
-    let before = dave.get(env.url("/audit")).send().await.expect("page").text().await.expect("html");
+    let before = dave
+        .get(env.url("/audit"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
     assert!(before.contains("has not been verified yet"), "{before}");
-    let (status, body) = env.post("dave", "/api/v1/audit/verification", serde_json::json!({})).await;
+    let (status, body) = env
+        .post("dave", "/api/v1/audit/verification", serde_json::json!({}))
+        .await;
     assert!(status.is_success(), "{status}: {body}");
-    let after = dave.get(env.url("/audit")).send().await.expect("page").text().await.expect("html");
-    assert!(after.contains("History verified intact through event #1"), "{after}");
+    let after = dave
+        .get(env.url("/audit"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        after.contains("History verified intact through event #1"),
+        "{after}"
+    );
 }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod new_request;
 mod requests;
 mod view;
 
@@ -32,7 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/logout", post(auth::logout))
         .route(
             "/requests/new",
-            get(requests::new_form).post(requests::submit),
+            get(new_request::new_form).post(new_request::submit),
         )
         .route("/requests/{id}", get(requests::show))
         .route("/requests/{id}/approve", post(requests::approve))

@@ -3,22 +3,19 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::view::{self, DiffLine, Line};
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other};
-use crate::auth::is_requester;
 use crate::domain::approval::{describe, may_decide};
-use crate::domain::policy::{Finding, images};
+use crate::domain::policy::images;
 use crate::domain::stamp::{Stamp, stamped};
 use crate::domain::{ApprovalTally, State as RequestState};
 use crate::store::{AuditEvent, AuditFilter, Request, RequestFilter};
 use crate::targets::{ObjectRef, TargetError};
 use crate::web::AppState;
-use crate::web::actions::{self, Decision, RequestForm};
-use crate::web::error::AppError;
+use crate::web::actions::{self, Decision};
 
 /// A request as a row in a list.
 pub struct Row {
@@ -122,217 +119,6 @@ pub async fn dashboard(
         to_decide,
         active,
     })
-}
-
-/// The new-request form, its values, and what is wrong with them, field by field.
-#[derive(Template, WebTemplate)]
-#[template(path = "requests/new.html")]
-pub struct NewPage {
-    nav: Nav,
-    targets: Vec<TargetChoice>,
-    form: FormValues,
-    errors: FieldErrors,
-    preview: Option<Preview>,
-}
-
-pub struct TargetChoice {
-    pub name: String,
-    pub namespaces: Vec<String>,
-    pub max_minutes: u64,
-    pub rule: String,
-}
-
-#[derive(Default, Deserialize)]
-pub struct FormValues {
-    #[serde(default)]
-    pub target: String,
-    #[serde(default)]
-    pub namespace: String,
-    #[serde(default)]
-    pub manifest: String,
-    #[serde(default)]
-    pub ticket: String,
-    #[serde(default)]
-    pub justification: String,
-    #[serde(default)]
-    pub duration_minutes: String,
-    #[serde(default)]
-    pub intent: String,
-}
-
-#[derive(Default)]
-pub struct FieldErrors {
-    pub target: Vec<String>,
-    pub namespace: Vec<String>,
-    pub manifest: Vec<String>,
-    pub ticket: Vec<String>,
-    pub justification: Vec<String>,
-    pub duration_minutes: Vec<String>,
-    pub general: Vec<String>,
-}
-
-impl FieldErrors {
-    fn any(&self) -> bool {
-        ![
-            &self.target,
-            &self.namespace,
-            &self.manifest,
-            &self.ticket,
-            &self.justification,
-            &self.duration_minutes,
-            &self.general,
-        ]
-        .iter()
-        .all(|e| e.is_empty())
-    }
-
-    /// Puts each finding beside the field it is about; manifest findings name their object.
-    fn add(&mut self, finding: &Finding) {
-        let slot = match (finding.object.is_empty(), finding.path.as_str()) {
-            (true, "target") => &mut self.target,
-            (true, "namespace") => &mut self.namespace,
-            (true, "ticket") => &mut self.ticket,
-            (true, "justification") => &mut self.justification,
-            (true, "duration_minutes") => &mut self.duration_minutes,
-            _ => &mut self.manifest,
-        };
-        let text = if finding.object.is_empty() && finding.path != "manifest" {
-            finding.message.clone()
-        } else {
-            finding.to_string()
-        };
-        slot.push(text);
-    }
-}
-
-pub struct Preview {
-    pub digest: String,
-    pub rule: String,
-    pub objects: Vec<String>,
-}
-
-fn choices(state: &AppState) -> Vec<TargetChoice> {
-    state
-        .config
-        .targets
-        .iter()
-        .map(|t| TargetChoice {
-            name: t.name.clone(),
-            namespaces: t.namespaces.clone(),
-            max_minutes: t.max_duration.as_secs() / 60,
-            rule: describe(&t.approvals),
-        })
-        .collect()
-}
-
-fn require_requester(state: &AppState, viewer: &SignedIn) -> Result<(), PageError> {
-    if is_requester(&state.config.roles, &viewer.person) {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(format!(
-            "Filing breakglass requests needs membership in one of: {}.",
-            state.config.roles.requesters.join(", ")
-        ))
-        .into())
-    }
-}
-
-pub async fn new_form(
-    State(state): State<AppState>,
-    viewer: SignedIn,
-) -> Result<NewPage, PageError> {
-    require_requester(&state, &viewer)?;
-    let targets = choices(&state);
-    let form = FormValues {
-        target: targets.first().map(|t| t.name.clone()).unwrap_or_default(),
-        namespace: targets
-            .first()
-            .and_then(|t| t.namespaces.first().cloned())
-            .unwrap_or_default(),
-        duration_minutes: "60".into(),
-        ..FormValues::default()
-    };
-    Ok(NewPage {
-        nav: viewer.nav(&state),
-        targets,
-        form,
-        errors: FieldErrors::default(),
-        preview: None,
-    })
-}
-
-/// Files the request (post, redirect, get), or shows the form again with each problem beside
-/// its field. `intent=preview` checks without filing.
-pub async fn submit(
-    State(state): State<AppState>,
-    CsrfForm { viewer, form }: CsrfForm<FormValues>,
-) -> Result<Response, PageError> {
-    require_requester(&state, &viewer)?;
-    let mut errors = FieldErrors::default();
-    let minutes = match form.duration_minutes.trim().parse::<u64>() {
-        Ok(m) => m,
-        Err(_) => {
-            errors
-                .duration_minutes
-                .push("enter a whole number of minutes".into());
-            0
-        }
-    };
-    let request = RequestForm {
-        target: form.target.clone(),
-        namespace: form.namespace.clone(),
-        manifest: form.manifest.clone(),
-        ticket: form.ticket.trim().to_owned(),
-        justification: form.justification.clone(),
-        duration_minutes: minutes,
-    };
-    let mut preview = None;
-    if !errors.any() {
-        let outcome = if form.intent == "preview" {
-            actions::check(&state, &request).map(|checked| {
-                preview = Some(Preview {
-                    digest: checked.digest,
-                    rule: checked.rule,
-                    objects: checked
-                        .objects
-                        .iter()
-                        .map(|o| view::yaml(&o.body))
-                        .collect(),
-                });
-            })
-        } else {
-            match actions::create(&state, &viewer.person, request).await {
-                Ok(created) => return Ok(see_other(&format!("/requests/{}", created.id))),
-                Err(e) => Err(e),
-            }
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(AppError::Invalid { message, findings }) => {
-                if findings.is_empty() {
-                    errors.general.push(message);
-                }
-                for finding in &findings {
-                    errors.add(finding);
-                }
-            }
-            Err(AppError::TooLarge(message)) => errors.manifest.push(message),
-            Err(other) => return Err(other.into()),
-        }
-    }
-    let status = if errors.any() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let page = NewPage {
-        nav: viewer.nav(&state),
-        targets: choices(&state),
-        form,
-        errors,
-        preview,
-    };
-    Ok((status, page).into_response())
 }
 
 /// One object on the request page: as it will be applied, and against what runs now.
