@@ -1,4 +1,4 @@
-//! Approval-gated breakglass for GKE Binary Authorization and Cloud Run.
+//! Approval-gated breakglass for GKE Binary Authorization.
 
 /// Wiring: builds the shared state from a configuration and serves it.
 pub mod app;
