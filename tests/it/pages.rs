@@ -503,3 +503,30 @@ async fn the_audit_page_says_how_far_the_history_is_verified() {
         "{after}"
     );
 }
+
+#[tokio::test]
+async fn the_ticket_page_lists_every_request_under_it_for_those_who_may_see_them() {
+    let env = TestEnv::start().await;
+    let (first, _) = env.file_ok(&deployment("one", HOTFIX_IMAGE), 60).await;
+    let (second, _) = env.file_ok(&deployment("two", HOTFIX_IMAGE), 60).await;
+    let dave = sign_in(&env, "dave").await;
+    let page = dave
+        .get(env.url("/tickets/INC-4242"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    assert!(html.contains(&first) && html.contains(&second), "{html}");
+    assert!(html.contains("request.created"));
+    let mallory = sign_in(&env, "mallory").await;
+    assert_eq!(
+        mallory
+            .get(env.url("/tickets/INC-4242"))
+            .send()
+            .await
+            .expect("page")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod new_request;
 mod requests;
+mod ticket;
 mod view;
 
 use askama::Template;
@@ -41,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/cancel", post(requests::cancel))
         .route("/requests/{id}/close", post(requests::close))
         .route("/audit", get(audit::index))
+        .route("/tickets/{ticket}", get(ticket::show))
         .route("/static/app.css", get(stylesheet))
 }
 
