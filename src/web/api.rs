@@ -12,7 +12,7 @@ use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{AppState, created};
 use crate::clock::rfc3339;
 use crate::domain::{ApprovalTally, State as RequestState};
-use crate::store::{Request, RequestFilter};
+use crate::store::{Approval, Request, RequestFilter};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -58,6 +58,18 @@ pub struct ApprovalView {
     pub comment: String,
     pub digest: String,
     pub at: String,
+}
+
+impl From<Approval> for ApprovalView {
+    fn from(a: Approval) -> Self {
+        ApprovalView {
+            approver: a.approver_name,
+            decision: a.decision,
+            comment: a.comment,
+            digest: a.digest,
+            at: rfc3339(a.at),
+        }
+    }
 }
 
 impl RequestView {
@@ -125,18 +137,7 @@ async fn show(
     let request = actions::load_visible(&state, &caller, &id).await?;
     let (tally, approvals) = actions::tally_for(&state, &request).await?;
     let mut view = RequestView::new(request);
-    view.approvals = Some(
-        approvals
-            .into_iter()
-            .map(|a| ApprovalView {
-                approver: a.approver_name,
-                decision: a.decision,
-                comment: a.comment,
-                digest: a.digest,
-                at: rfc3339(a.at),
-            })
-            .collect(),
-    );
+    view.approvals = Some(approvals.into_iter().map(ApprovalView::from).collect());
     view.approval = Some(tally);
     Ok(Json(view))
 }

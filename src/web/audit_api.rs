@@ -386,18 +386,7 @@ pub async fn ticket_view(
             })
             .await?;
         let mut view = RequestView::new(request);
-        view.approvals = Some(
-            approvals
-                .into_iter()
-                .map(|a| ApprovalView {
-                    approver: a.approver_name,
-                    decision: a.decision,
-                    comment: a.comment,
-                    digest: a.digest,
-                    at: rfc3339(a.at),
-                })
-                .collect(),
-        );
+        view.approvals = Some(approvals.into_iter().map(ApprovalView::from).collect());
         listed.push(TicketRequest {
             request: view,
             events,

@@ -77,6 +77,39 @@ async fn csrf_of(html: &str) -> String {
     html[start..].split('"').next().expect("value").to_owned()
 }
 
+/// Fills in and submits the new-request form as a signed-in browser would.
+async fn post_form(
+    env: &TestEnv,
+    client: &reqwest::Client,
+    ticket: &str,
+    manifest: &str,
+) -> reqwest::Response {
+    let page = client
+        .get(env.url("/requests/new"))
+        .send()
+        .await
+        .expect("form")
+        .text()
+        .await
+        .expect("html");
+    let csrf = csrf_of(&page).await;
+    client
+        .post(env.url("/requests/new"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("target", "dev-cluster"),
+            ("namespace", "prod"),
+            ("ticket", ticket),
+            ("justification", "the checkout service is down"),
+            ("duration_minutes", "30"),
+            ("manifest", manifest),
+            ("intent", "submit"),
+        ])
+        .send()
+        .await
+        .expect("post")
+}
+
 #[tokio::test]
 async fn signing_in_sets_a_fresh_http_only_session_and_signing_out_ends_it() {
     let env = TestEnv::start().await;
@@ -316,31 +349,8 @@ async fn script_payloads_in_justification_and_ticket_come_back_inert() {
 
     // A ticket payload is refused by the ticket pattern and echoed back escaped.
     let alice = sign_in(&env, "alice").await;
-    let form_page = alice
-        .get(env.url("/requests/new"))
-        .send()
-        .await
-        .expect("form")
-        .text()
-        .await
-        .expect("html");
-    let csrf = csrf_of(&form_page).await;
     let manifest = deployment("xss2", HOTFIX_IMAGE);
-    let response = alice
-        .post(env.url("/requests/new"))
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("target", "dev-cluster"),
-            ("namespace", "prod"),
-            ("ticket", "\"><script>alert(1)</script>"),
-            ("justification", "the checkout service is down"),
-            ("duration_minutes", "30"),
-            ("manifest", manifest.as_str()),
-            ("intent", "submit"),
-        ])
-        .send()
-        .await
-        .expect("post");
+    let response = post_form(&env, &alice, "\"><script>alert(1)</script>", &manifest).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = response.text().await.expect("html");
     assert!(!html.contains("<script>alert(1)"), "raw script in page");
@@ -351,40 +361,11 @@ async fn script_payloads_in_justification_and_ticket_come_back_inert() {
 async fn filing_from_the_form_lands_on_the_request_page_and_errors_sit_beside_their_fields() {
     let env = TestEnv::start().await;
     let alice = sign_in(&env, "alice").await;
-    let page = alice
-        .get(env.url("/requests/new"))
-        .send()
-        .await
-        .expect("form")
-        .text()
-        .await
-        .expect("html");
-    let csrf = csrf_of(&page).await;
-    let post = |manifest: String, ticket: &'static str| {
-        let alice = alice.clone();
-        let csrf = csrf.clone();
-        let url = env.url("/requests/new");
-        async move {
-            alice
-                .post(url)
-                .form(&[
-                    ("csrf", csrf.as_str()),
-                    ("target", "dev-cluster"),
-                    ("namespace", "prod"),
-                    ("ticket", ticket),
-                    ("justification", "the checkout service is down"),
-                    ("duration_minutes", "30"),
-                    ("manifest", manifest.as_str()),
-                    ("intent", "submit"),
-                ])
-                .send()
-                .await
-                .expect("post")
-        }
-    };
-    let bad = post(
-        "apiVersion: apps/v1\nkind: Deployment\n  metadata: [\n".into(),
+    let bad = post_form(
+        &env,
+        &alice,
         "INC-9",
+        "apiVersion: apps/v1\nkind: Deployment\n  metadata: [\n",
     )
     .await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -394,7 +375,7 @@ async fn filing_from_the_form_lands_on_the_request_page_and_errors_sit_beside_th
         "{html}"
     );
 
-    let good = post(deployment("formed", HOTFIX_IMAGE), "INC-9").await;
+    let good = post_form(&env, &alice, "INC-9", &deployment("formed", HOTFIX_IMAGE)).await;
     assert_eq!(good.status(), StatusCode::SEE_OTHER);
     let target = location(&good);
     assert!(target.starts_with("/requests/"));
