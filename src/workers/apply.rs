@@ -50,7 +50,7 @@ impl Worker {
         };
         let objects = match request.objects() {
             Ok(objects) => objects,
-            Err(e) => return self.fail(&request, &lease, &e).await,
+            Err(e) => return self.fail(&request, &lease, State::Failed, &e).await,
         };
         let prepared = match self.prepare(&request, &lease, &target, &objects).await {
             Ok(Some(prepared)) => prepared,
@@ -63,19 +63,17 @@ impl Worker {
                     .retry_later(lease, request.attempts, &e.to_string())
                     .await;
             }
-            Err(e) => return self.fail(&request, &lease, &e.to_string()).await,
+            Err(e) => {
+                return self
+                    .fail(&request, &lease, State::Failed, &e.to_string())
+                    .await;
+            }
         };
         let recorded = self.store.applied_objects(id).await?;
-        let approvers = self.approver_names(id).await?;
-        let expires_text = rfc3339(prepared.expires_at);
-        let stamp = Stamp {
-            request_id: &request.id,
-            ticket: &request.ticket,
-            requester: &request.requester_name,
-            approvers: &approvers,
-            expires_at: &expires_text,
-        };
-        for (position, object) in objects.iter().enumerate() {
+        let bodies = self
+            .stamped_bodies(&request, &objects, prepared.expires_at)
+            .await?;
+        for (position, (object, body)) in objects.iter().zip(&bodies).enumerate() {
             if !lease.held() {
                 tracing::warn!(request_id = %id, "lease ran out mid-apply; another replica takes over");
                 return Ok(());
@@ -88,7 +86,7 @@ impl Worker {
             };
             let result = match landed {
                 Ok(Some(version)) => Ok(version),
-                Ok(None) => target.apply(&reference, &stamped(object, &stamp)).await,
+                Ok(None) => target.apply(&reference, body).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -105,8 +103,20 @@ impl Worker {
                 }
                 Err(e) => {
                     let message = format!("{}: {e}", object.label());
-                    self.roll_back(&request, &target, &lease).await;
-                    return self.fail(&request, &lease, &message).await;
+                    return match self.roll_back(&request, &target, &lease).await {
+                        None => self.fail(&request, &lease, State::Failed, &message).await,
+                        // Something of it may still run: a person must look, never "failed".
+                        Some(left) => {
+                            tracing::error!(request_id = %id, %message, %left, "apply refused and rollback incomplete");
+                            self.fail(
+                                &request,
+                                &lease,
+                                State::NeedsAttention,
+                                &format!("{message}; {left}"),
+                            )
+                            .await
+                        }
+                    };
                 }
             }
         }
@@ -120,8 +130,8 @@ impl Worker {
         Store::set_active(&mut tx, id, self.clock.now(), prepared.expires_at).await?;
         let detail = json!({
             "objects": objects.iter().map(Object::label).collect::<Vec<_>>(),
-            "approvers": approvers,
-            "expires_at": expires_text,
+            "approvers": self.approver_names(id).await?,
+            "expires_at": rfc3339(prepared.expires_at),
             "digest": request.digest,
         });
         let event = self
@@ -201,6 +211,27 @@ impl Worker {
         result.map_err(store_unavailable)
     }
 
+    /// Each object exactly as the broker applies it: stamped with the request, ticket,
+    /// requester, approvers and expiry. The undo rebuilds the same bodies to tell its own
+    /// writes from someone else's.
+    pub(super) async fn stamped_bodies(
+        &self,
+        request: &Request,
+        objects: &[Object],
+        expires_at: Millis,
+    ) -> Result<Vec<Value>, StoreError> {
+        let approvers = self.approver_names(&request.id).await?;
+        let expires_text = rfc3339(expires_at);
+        let stamp = Stamp {
+            request_id: &request.id,
+            ticket: &request.ticket,
+            requester: &request.requester_name,
+            approvers: &approvers,
+            expires_at: &expires_text,
+        };
+        Ok(objects.iter().map(|o| stamped(o, &stamp)).collect())
+    }
+
     async fn approver_names(&self, id: &str) -> Result<Vec<String>, StoreError> {
         Ok(self
             .store
@@ -213,14 +244,27 @@ impl Worker {
     }
 
     /// A refused apply leaves nothing half-done: objects already applied are undone.
-    async fn roll_back(&self, request: &Request, target: &Target, lease: &Lease) {
-        if let Err(e) = self.undo_objects(request, target, lease).await {
-            tracing::error!(request_id = %request.id, error = %e, "rolling back a failed apply did not finish");
+    /// Returns what is left in the cluster when the rollback did not finish, in words.
+    async fn roll_back(&self, request: &Request, target: &Target, lease: &Lease) -> Option<String> {
+        match self.undo_objects(request, target, lease).await {
+            Ok(conflicts) if conflicts.is_empty() => None,
+            Ok(conflicts) => Some(format!(
+                "left in place because someone changed them: {}",
+                conflicts.join(", ")
+            )),
+            Err(e) => Some(format!("rolling back did not finish: {e}")),
         }
     }
 
-    /// Ends the request as failed, unless the lease passed to another worker meanwhile.
-    async fn fail(&self, request: &Request, lease: &Lease, error: &str) -> Result<(), StoreError> {
+    /// Ends the request as `failed` (nothing of it remains) or `needs_attention` (something
+    /// may), unless the lease passed to another worker meanwhile.
+    async fn fail(
+        &self,
+        request: &Request,
+        lease: &Lease,
+        outcome: State,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let Some(locked) = Store::lock_request(&mut tx, &request.id).await? else {
             return Ok(());
@@ -229,14 +273,14 @@ impl Worker {
             return Ok(());
         }
         Store::record_error(&mut tx, &request.id, error).await?;
-        Store::set_state(&mut tx, &request.id, State::Failed, self.clock.now()).await?;
+        Store::set_state(&mut tx, &request.id, outcome, self.clock.now()).await?;
+        let action = if outcome == State::Failed {
+            "request.failed"
+        } else {
+            "request.needs_attention"
+        };
         let event = self
-            .event(
-                &mut tx,
-                &locked,
-                "request.failed",
-                json!({ "error": error }),
-            )
+            .event(&mut tx, &locked, action, json!({ "error": error }))
             .await?;
         commit(tx, vec![event]).await
     }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use super::lease::Lease;
 use super::{Worker, commit};
 use crate::domain::State;
+use crate::domain::stamp::REQUEST_ID;
 use crate::store::{Request, Store, StoreError};
 use crate::targets::{ObjectRef, Target, TargetError};
 
@@ -35,13 +36,16 @@ impl Worker {
                 )
                 .await;
         };
-        let conflicts = match self.undo_objects(&request, &target, &lease).await {
-            Ok(conflicts) => conflicts,
-            Err(e) => {
+        // A refusal (RBAC, validation, an unreadable record) will not heal by retrying: the
+        // request goes to a person instead of sitting active past its expiry.
+        let (conflicts, refusal) = match self.undo_objects(&request, &target, &lease).await {
+            Ok(conflicts) => (conflicts, None),
+            Err(e) if e.is_transient() => {
                 return self
                     .retry_later(lease, request.attempts, &e.to_string())
                     .await;
             }
+            Err(e) => (Vec::new(), Some(e.to_string())),
         };
         let mut tx = self.store.begin().await?;
         let Some(locked) = Store::lock_request(&mut tx, &request.id).await? else {
@@ -50,22 +54,31 @@ impl Worker {
         if locked.state != State::Active || locked.lease_owner.as_deref() != Some(lease.owner()) {
             return Ok(());
         }
-        let (state, action) = match (conflicts.is_empty(), locked.end_requested.as_deref()) {
-            (false, _) => (State::NeedsAttention, "request.needs_attention"),
-            (true, Some(_)) => (State::Closed, "request.closed"),
-            (true, None) => (State::Expired, "request.expired"),
-        };
-        if !conflicts.is_empty() {
-            let message = format!(
+        let problem = match (&refusal, conflicts.is_empty()) {
+            (Some(refused), _) => Some(format!("the undo was refused: {refused}")),
+            (None, false) => Some(format!(
                 "changed by someone else since the broker applied it: {}",
                 conflicts.join(", ")
-            );
-            Store::record_error(&mut tx, &request.id, &message).await?;
-            tracing::error!(request_id = %request.id, %message, "undo left objects alone; needs attention");
+            )),
+            (None, true) => None,
+        };
+        let (state, action) = match (&problem, locked.end_requested.as_deref()) {
+            (Some(_), _) => (State::NeedsAttention, "request.needs_attention"),
+            (None, Some(_)) => (State::Closed, "request.closed"),
+            (None, None) => (State::Expired, "request.expired"),
+        };
+        if let Some(message) = &problem {
+            Store::record_error(&mut tx, &request.id, message).await?;
+            tracing::error!(request_id = %request.id, %message, "undo did not finish; needs attention");
         }
         Store::set_state(&mut tx, &request.id, state, self.clock.now()).await?;
         let event = self
-            .event(&mut tx, &locked, action, json!({ "conflicts": conflicts }))
+            .event(
+                &mut tx,
+                &locked,
+                action,
+                json!({ "conflicts": conflicts, "error": refusal }),
+            )
             .await?;
         commit(tx, vec![event]).await
     }
@@ -84,6 +97,16 @@ impl Worker {
             .applied_objects(&request.id)
             .await
             .map_err(|e| TargetError::Unavailable(e.to_string()))?;
+        // What the broker applied, rebuilt exactly, to tell its own object from someone else's
+        // when the version moved (controllers write status all the time).
+        let objects = request.objects().map_err(TargetError::Refused)?;
+        let applied = match request.expires_at {
+            Some(at) => self
+                .stamped_bodies(request, &objects, at)
+                .await
+                .map_err(|e| TargetError::Unavailable(e.to_string()))?,
+            None => Vec::new(),
+        };
         let mut conflicts = Vec::new();
         for object in recorded.iter().rev() {
             if !lease.held() {
@@ -97,16 +120,39 @@ impl Worker {
                 namespace: object.namespace.clone(),
                 name: object.name.clone(),
             };
+            let ours = usize::try_from(object.position)
+                .ok()
+                .and_then(|p| applied.get(p));
             let result = match (&object.before_apply, &object.applied_version) {
                 // Never applied (a rollback after a refusal part-way): nothing of ours is there.
                 (_, None) => Ok(()),
                 // Gone already (NotFound) counts as deleted: a takeover after a crash repeats this.
-                (None, Some(version)) => target.delete(&reference, Some(version)).await,
+                (None, Some(version)) => match target.delete(&reference, Some(version)).await {
+                    Err(TargetError::Conflict(message)) => {
+                        match still_ours(target, &reference, ours, &request.id).await? {
+                            Some(live_version) => {
+                                target.delete(&reference, Some(&live_version)).await
+                            }
+                            None => Err(TargetError::Conflict(message)),
+                        }
+                    }
+                    other => other,
+                },
                 (Some(before), Some(version)) => {
                     let before: Value = serde_json::from_str(before).map_err(|e| {
                         TargetError::Refused(format!("recorded state unreadable: {e}"))
                     })?;
-                    restore(target, &reference, &before, version).await
+                    match restore(target, &reference, &before, version).await {
+                        Err(TargetError::Conflict(message)) => {
+                            match still_ours(target, &reference, ours, &request.id).await? {
+                                Some(live_version) => {
+                                    restore(target, &reference, &before, &live_version).await
+                                }
+                                None => Err(TargetError::Conflict(message)),
+                            }
+                        }
+                        other => other,
+                    }
                 }
             };
             match result {
@@ -140,9 +186,68 @@ async fn restore(
     }
 }
 
+/// The live object's version, if it is still what the broker applied: its request label and
+/// every field of the applied spec unchanged. Fields the server added (defaults, status) and
+/// metadata others touched do not make it someone else's; a changed image or replica count does.
+async fn still_ours(
+    target: &Target,
+    reference: &ObjectRef,
+    applied: Option<&Value>,
+    request_id: &str,
+) -> Result<Option<String>, TargetError> {
+    let (Some(applied), Some(live)) = (applied, target.get(reference).await?) else {
+        return Ok(None);
+    };
+    let labelled = live.pointer(&format!(
+        "/metadata/labels/{}",
+        REQUEST_ID.replace('/', "~1")
+    )) == Some(&Value::String(request_id.to_owned()));
+    let unchanged = contains(&live["spec"], &applied["spec"]);
+    let version = live
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(version.filter(|_| labelled && unchanged))
+}
+
+/// Whether `live` holds everything in `applied`: objects may have more keys, lists must match
+/// element by element, scalars must be equal.
+fn contains(live: &Value, applied: &Value) -> bool {
+    match (live, applied) {
+        (Value::Object(live), Value::Object(applied)) => applied
+            .iter()
+            .all(|(k, v)| live.get(k).is_some_and(|l| contains(l, v))),
+        (Value::Array(live), Value::Array(applied)) => {
+            live.len() == applied.len() && live.iter().zip(applied).all(|(l, a)| contains(l, a))
+        }
+        (live, applied) => live == applied,
+    }
+}
+
 /// Same spec, labels and annotations: what a restore puts back.
 fn reads_as(live: &Value, before: &Value) -> bool {
     ["/spec", "/metadata/labels", "/metadata/annotations"]
         .iter()
         .all(|p| live.pointer(p) == before.pointer(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_defaults_do_not_hide_the_brokers_spec_but_changes_do() {
+        let applied = json!({ "replicas": 1, "template": { "spec": { "containers": [{ "name": "a", "image": "x" }] } } });
+        let defaulted = json!({
+            "replicas": 1, "revisionHistoryLimit": 10,
+            "template": { "spec": { "containers": [{ "name": "a", "image": "x", "imagePullPolicy": "IfNotPresent" }], "dnsPolicy": "ClusterFirst" } }
+        });
+        assert!(contains(&defaulted, &applied));
+        let scaled = json!({ "replicas": 5, "template": { "spec": { "containers": [{ "name": "a", "image": "x" }] } } });
+        assert!(!contains(&scaled, &applied));
+        let swapped = json!({ "replicas": 1, "template": { "spec": { "containers": [{ "name": "a", "image": "y" }] } } });
+        assert!(!contains(&swapped, &applied));
+        let sidecar = json!({ "replicas": 1, "template": { "spec": { "containers": [{ "name": "a", "image": "x" }, { "name": "b", "image": "z" }] } } });
+        assert!(!contains(&sidecar, &applied));
+    }
 }

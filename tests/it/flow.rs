@@ -255,3 +255,30 @@ async fn an_unapproved_request_lapses_when_its_window_closes() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(env.env.sim.object(&key("late")).is_none());
 }
+
+#[tokio::test]
+async fn a_version_bump_that_left_the_brokers_spec_alone_does_not_block_the_undo() {
+    let env = TestEnv::start().await;
+    let id = env.activate("noisy", 30).await;
+    // A controller-style write: metadata only, the version moves, the spec is untouched.
+    let touch = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "noisy", "annotations": { "deployment.kubernetes.io/revision": "1" } }
+    });
+    deployer(&env)
+        .await
+        .patch(
+            "noisy",
+            &PatchParams::apply("deployment-controller"),
+            &Patch::Apply(&touch),
+        )
+        .await
+        .expect("metadata write admitted");
+
+    env.clock.advance(Duration::from_secs(31 * 60));
+    env.wait_for_state(&id, "expired").await;
+    assert!(
+        env.env.sim.object(&key("noisy")).is_none(),
+        "the broker's deployment is gone"
+    );
+}

@@ -152,7 +152,11 @@ pub async fn callback(
         .insert_session(&hash_id(&id), &session, now)
         .await?;
     let jar = jar
-        .remove(Cookie::build(login_cookie).path("/"))
+        .remove(
+            Cookie::build(login_cookie)
+                .path("/")
+                .secure(state.secure_cookies),
+        )
         .add(cookie(
             &state,
             cookie_name(state.secure_cookies),
@@ -171,6 +175,11 @@ pub async fn logout(
     form: CsrfForm<Empty>,
 ) -> Result<Response, PageError> {
     state.store.delete_session(&form.viewer.id_hash).await?;
-    let jar = jar.remove(Cookie::build(cookie_name(state.secure_cookies)).path("/"));
+    // `__Host-` cookies are only replaced by a cookie that is `Secure` too.
+    let jar = jar.remove(
+        Cookie::build(cookie_name(state.secure_cookies))
+            .path("/")
+            .secure(state.secure_cookies),
+    );
     Ok((jar, see_other("/login")).into_response())
 }

@@ -229,7 +229,13 @@ pub fn urlencode(text: &str) -> String {
 /// Only local paths may be returned to after sign-in: never another site.
 pub fn safe_return_path(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        // Printable ASCII only: browsers drop tabs and newlines from URLs, so `/\t/evil` would
+        // become `//evil`, another site; control characters would also break the header.
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
             path.to_owned()
         }
         _ => "/".to_owned(),
@@ -251,5 +257,8 @@ mod tests {
         assert_eq!(safe_return_path(Some("https://evil.example")), "/");
         assert_eq!(safe_return_path(Some("/\\evil.example")), "/");
         assert_eq!(safe_return_path(None), "/");
+        assert_eq!(safe_return_path(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_return_path(Some("/x\r\nSet-Cookie: a=b")), "/");
+        assert_eq!(safe_return_path(Some("/ /evil.example")), "/");
     }
 }
