@@ -438,13 +438,7 @@ impl Store {
     /// must work against a copy or a read replica.
     pub async fn open_for_audit(url: &str) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            anyhow::bail!("the database URL must start with sqlite: or postgres:");
-        };
+        let backend = Backend::of(url)?;
         let options = AnyConnectOptions::from_str(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(2)

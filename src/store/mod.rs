@@ -78,17 +78,24 @@ pub struct Store {
 
 pub type Tx = sqlx::Transaction<'static, Any>;
 
+impl Backend {
+    /// Which database a URL names.
+    pub fn of(url: &str) -> anyhow::Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            anyhow::bail!("the database URL must start with sqlite: or postgres:")
+        }
+    }
+}
+
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            anyhow::bail!("database_url must start with sqlite: or postgres:");
-        };
+        let backend = Backend::of(url)?;
         let options = AnyConnectOptions::from_str(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })

@@ -77,6 +77,12 @@ async fn csrf_of(html: &str) -> String {
     html[start..].split('"').next().expect("value").to_owned()
 }
 
+/// GETs a page as `client` and returns its status and HTML.
+async fn page(env: &TestEnv, client: &reqwest::Client, path: &str) -> (StatusCode, String) {
+    let response = client.get(env.url(path)).send().await.expect("page");
+    (response.status(), response.text().await.expect("html"))
+}
+
 /// Fills in and submits the new-request form as a signed-in browser would.
 async fn post_form(
     env: &TestEnv,
@@ -84,15 +90,8 @@ async fn post_form(
     ticket: &str,
     manifest: &str,
 ) -> reqwest::Response {
-    let page = client
-        .get(env.url("/requests/new"))
-        .send()
-        .await
-        .expect("form")
-        .text()
-        .await
-        .expect("html");
-    let csrf = csrf_of(&page).await;
+    let html = page(env, client, "/requests/new").await.1;
+    let csrf = csrf_of(&html).await;
     client
         .post(env.url("/requests/new"))
         .form(&[
@@ -415,40 +414,18 @@ async fn someone_without_a_role_sees_no_form_and_cannot_open_others_requests() {
     let env = TestEnv::start().await;
     let (id, _) = env.file_ok(&deployment("private", HOTFIX_IMAGE), 60).await;
     let mallory = sign_in(&env, "mallory").await;
-    let dashboard = mallory
-        .get(env.url("/"))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let dashboard = page(&env, &mallory, "/").await.1;
     assert!(!dashboard.contains("New breakglass request"));
     assert_eq!(
-        mallory
-            .get(env.url("/requests/new"))
-            .send()
-            .await
-            .expect("page")
-            .status(),
+        page(&env, &mallory, "/requests/new").await.0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        mallory
-            .get(env.url(&format!("/requests/{id}")))
-            .send()
-            .await
-            .expect("page")
-            .status(),
+        page(&env, &mallory, &format!("/requests/{id}")).await.0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        mallory
-            .get(env.url("/audit"))
-            .send()
-            .await
-            .expect("page")
-            .status(),
+        page(&env, &mallory, "/audit").await.0,
         StatusCode::FORBIDDEN
     );
 }
@@ -458,27 +435,13 @@ async fn the_audit_page_says_how_far_the_history_is_verified() {
     let env = TestEnv::start().await;
     env.file_ok(&deployment("verified", HOTFIX_IMAGE), 60).await;
     let dave = sign_in(&env, "dave").await;
-    let before = dave
-        .get(env.url("/audit"))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let before = page(&env, &dave, "/audit").await.1;
     assert!(before.contains("has not been verified yet"), "{before}");
     let (status, body) = env
         .post("dave", "/api/v1/audit/verification", serde_json::json!({}))
         .await;
     assert!(status.is_success(), "{status}: {body}");
-    let after = dave
-        .get(env.url("/audit"))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let after = page(&env, &dave, "/audit").await.1;
     assert!(
         after.contains("History verified intact through event #1"),
         "{after}"
@@ -491,23 +454,13 @@ async fn the_ticket_page_lists_every_request_under_it_for_those_who_may_see_them
     let (first, _) = env.file_ok(&deployment("one", HOTFIX_IMAGE), 60).await;
     let (second, _) = env.file_ok(&deployment("two", HOTFIX_IMAGE), 60).await;
     let dave = sign_in(&env, "dave").await;
-    let page = dave
-        .get(env.url("/tickets/INC-4242"))
-        .send()
-        .await
-        .expect("page");
-    assert_eq!(page.status(), StatusCode::OK);
-    let html = page.text().await.expect("html");
+    let (status, html) = page(&env, &dave, "/tickets/INC-4242").await;
+    assert_eq!(status, StatusCode::OK);
     assert!(html.contains(&first) && html.contains(&second), "{html}");
     assert!(html.contains("request.created"));
     let mallory = sign_in(&env, "mallory").await;
     assert_eq!(
-        mallory
-            .get(env.url("/tickets/INC-4242"))
-            .send()
-            .await
-            .expect("page")
-            .status(),
+        page(&env, &mallory, "/tickets/INC-4242").await.0,
         StatusCode::NOT_FOUND
     );
 }
