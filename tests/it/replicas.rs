@@ -598,6 +598,7 @@ async fn a_broker_killed_mid_apply_is_finished_by_the_next_start_with_one_apply_
             status: Some(503),
             delay_ms: 120_000,
             writes_only: true,
+            ..Failure::default()
         }))
         .await;
     let (id, digest) = infra.file(&first.url, "crash", 60).await;

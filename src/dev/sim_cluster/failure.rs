@@ -18,7 +18,7 @@ use super::api::constant_time_eq;
 use super::status::ApiError;
 
 /// How the API misbehaves until cleared.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Failure {
     /// The HTTP status every affected request gets (e.g. 503); none makes them only slow.
@@ -32,6 +32,35 @@ pub struct Failure {
     /// Affect only writes (anything but GET and HEAD), so reads still answer.
     #[serde(default)]
     pub writes_only: bool,
+    /// Serve the request first (a write is stored), then hold the answer for `delay_ms`
+    /// and answer with `status` if one is set: the client cannot tell that its write landed.
+    /// An answer whose client went away meanwhile is dropped.
+    #[serde(default)]
+    pub after_commit: bool,
+    /// Affect only these HTTP methods (e.g. `["DELETE"]`); none means every method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Let this many affected requests through untouched before the failure starts, so a
+    /// test can let an apply's first write land and refuse the next.
+    #[serde(default)]
+    pub pass_first: u32,
+}
+
+impl Failure {
+    /// Whether this failure applies to a request with this method and path.
+    fn affects(&self, method: &Method, path: &str) -> bool {
+        if path.starts_with("/sim/") {
+            return false;
+        }
+        let read = method == Method::GET || method == Method::HEAD;
+        if self.writes_only && read {
+            return false;
+        }
+        match &self.methods {
+            Some(methods) => methods.iter().any(|m| m.eq_ignore_ascii_case(method.as_str())),
+            None => true,
+        }
+    }
 }
 
 /// `GET /sim/v1/failure`: the failure in force, and how many requests it holds right now.
@@ -63,20 +92,32 @@ pub(super) async fn inject(
     next: Next,
 ) -> Response {
     let failure = match sim.failure_mode() {
-        Some(f) if !request.uri().path().starts_with("/sim/") => f,
+        Some(f) if f.affects(request.method(), request.uri().path()) => f,
         _ => return next.run(request).await,
     };
-    let read = request.method() == Method::GET || request.method() == Method::HEAD;
-    if failure.writes_only && read {
+    if sim.pass_one_through(&failure) {
         return next.run(request).await;
     }
-    if failure.delay_ms > 0 {
-        let _held = Held::new(&sim);
-        tokio::time::sleep(Duration::from_millis(failure.delay_ms)).await;
+    if failure.after_commit {
+        let response = next.run(request).await;
+        hold(&sim, failure.delay_ms).await;
+        return match failure.status {
+            Some(code) => ApiError::injected(code).into_response(),
+            None => response,
+        };
     }
+    hold(&sim, failure.delay_ms).await;
     match failure.status {
         Some(code) => ApiError::injected(code).into_response(),
         None => next.run(request).await,
+    }
+}
+
+/// Holds a request for `delay_ms`, counted in [`FailureState::held`] while it waits.
+async fn hold(sim: &SimCluster, delay_ms: u64) {
+    if delay_ms > 0 {
+        let _held = Held::new(sim);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
 }
 

@@ -266,11 +266,28 @@ impl SimCluster {
     }
 
     fn failure_mode(&self) -> Option<Failure> {
-        *self
-            .inner
+        self.inner
             .failure
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Spends one of the failure's `pass_first` allowances, if any are left: true lets this
+    /// request through untouched.
+    fn pass_one_through(&self, failure: &Failure) -> bool {
+        let mut current = self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match current.as_mut() {
+            Some(f) if f == failure && f.pass_first > 0 => {
+                f.pass_first -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The failure in force and how many requests it holds right now.
