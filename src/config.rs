@@ -71,14 +71,7 @@ impl std::fmt::Debug for OidcConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Roles {
-    #[serde(default)]
-    pub requesters: Vec<String>,
-    #[serde(default)]
-    pub auditors: Vec<String>,
-}
+pub use crate::domain::Roles;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -150,7 +143,11 @@ pub const MAX_APPROVALS_PER_RULE: u32 = 10;
 pub const MAX_TARGET_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Largest per-target manifest limit: half the request body limit, leaving room for the JSON
 /// escaping of a manifest sent through the API.
-pub const MAX_MANIFEST_BYTES: usize = crate::web::BODY_LIMIT / 2;
+pub const MAX_MANIFEST_BYTES: usize = BODY_LIMIT / 2;
+
+/// Largest request body accepted; manifests have their own, smaller, per-target limit.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
 pub const MAX_OBJECTS: usize = 100;
 
 impl TargetConfig {

@@ -428,6 +428,32 @@ pub fn is_dns_subdomain(name: &str) -> bool {
         })
 }
 
+/// Names one object in a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl From<&Object> for ObjectRef {
+    fn from(object: &Object) -> Self {
+        ObjectRef {
+            api_version: object.api_version.clone(),
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} in {}", self.kind, self.name, self.namespace)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

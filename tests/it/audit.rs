@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use breakglass_broker::audit::export::CSV_COLUMNS;
 use breakglass_broker::clock::rfc3339;
+use breakglass_broker::domain::AuditAction;
 use breakglass_broker::store::{GENESIS_HASH, NewEvent, Store};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -426,7 +427,7 @@ async fn the_csv_export_holds_every_event_quoted_and_defused() {
         NewEvent {
             at: env.clock.now(),
             actor: "=HYPERLINK(\"http://evil.example\",\"click\")",
-            action: "request.noted",
+            action: AuditAction::Approved,
             request_id: None,
             ticket: Some("+INC-1"),
             target: Some("-x"),

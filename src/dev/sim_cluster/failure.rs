@@ -57,7 +57,9 @@ impl Failure {
             return false;
         }
         match &self.methods {
-            Some(methods) => methods.iter().any(|m| m.eq_ignore_ascii_case(method.as_str())),
+            Some(methods) => methods
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(method.as_str())),
             None => true,
         }
     }

@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::view;
 use super::{Nav, PageError, SignedIn, urlencode};
-use crate::auth::is_auditor;
 use crate::clock::Millis;
 use crate::store::AuditFilter;
 use crate::web::AppState;
@@ -117,7 +116,7 @@ pub async fn index(
     viewer: SignedIn,
     Query(filters): Query<Filters>,
 ) -> Result<AuditPage, PageError> {
-    if !is_auditor(&state.config.roles, &viewer.person) {
+    if !state.config.roles.audits(&viewer.person) {
         return Err(AppError::Forbidden("The audit history is for auditors.".into()).into());
     }
     let filter = AuditFilter {
