@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::domain::ApprovalRule;
 use crate::domain::manifest::Limits;
-use crate::domain::manifest::is_dns_subdomain;
+use crate::domain::manifest::{first_line, is_dns_subdomain};
 use crate::domain::policy::{
     AllowedKind, ImagePolicy, KNOWN_KINDS, PodPolicy, Policy, default_kinds,
 };
@@ -366,13 +366,6 @@ impl TargetConfig {
 /// An RFC 1123 label, as Kubernetes requires of namespace names.
 fn is_dns_label(name: &str) -> bool {
     name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or(text)
 }
 
 impl Config {

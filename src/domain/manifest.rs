@@ -221,10 +221,14 @@ fn parse_error(error: &serde_saphyr::Error, limits: &Limits, max_documents: usiz
     }
 }
 
-/// The first line of a message, with control characters escaped so that nothing a manifest
-/// contains can forge lines in a log or a page.
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or_default().trim();
+/// The first line of a message that says something, with control characters escaped so that
+/// nothing a manifest (or a configuration file) contains can forge lines in a log or a page.
+pub fn first_line(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
     if line.is_empty() {
         "could not be parsed".to_owned()
     } else {

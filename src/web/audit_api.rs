@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::{NaiveDate, NaiveDateTime};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -135,18 +136,26 @@ fn text_param(name: &str, value: Option<&str>) -> Result<Option<String>, AppErro
     }
 }
 
-/// An RFC 3339 time (`2026-11-23T09:30:00Z`, any offset) as milliseconds since the epoch.
+/// A time as milliseconds since the epoch: RFC 3339 (`2026-11-23T09:30:00Z`, any offset), or
+/// in UTC as the page's date and datetime-local inputs send it (`2026-11-23T09:30`,
+/// `2026-11-23`).
 pub fn time_param(name: &str, value: Option<&str>) -> Result<Option<Millis>, AppError> {
     let Some(text) = present(value) else {
         return Ok(None);
     };
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|at| Some(at.timestamp_millis()))
-        .map_err(|_| {
-            AppError::BadRequest(format!(
-                "{name} must be an RFC 3339 time such as 2026-11-23T09:30:00Z, not {text:?}"
-            ))
-        })
+    let rfc3339 = chrono::DateTime::parse_from_rfc3339(text).map(|at| at.timestamp_millis());
+    let minute = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
+        .map(|at| at.and_utc().timestamp_millis());
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|at| at.and_utc().timestamp_millis());
+    match (rfc3339, minute, day) {
+        (Ok(at), _, _) | (_, Ok(at), _) | (_, _, Some(at)) => Ok(Some(at)),
+        _ => Err(AppError::BadRequest(format!(
+            "{name} must be an RFC 3339 time such as 2026-11-23T09:30:00Z (or a UTC date, 2026-11-23), not {text:?}"
+        ))),
+    }
 }
 
 fn require_auditor(state: &AppState, caller: &Person, what: &str) -> Result<(), AppError> {

@@ -9,6 +9,7 @@ mod audit;
 mod browser;
 mod common;
 mod flow;
+mod lifecycle;
 mod pages;
 mod policy_approvals;
 mod policy_check_config;
