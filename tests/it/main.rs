@@ -19,3 +19,4 @@ mod refusals;
 mod replicas;
 mod sim_cluster;
 mod store;
+mod tokens;
