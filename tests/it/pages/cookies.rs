@@ -39,12 +39,21 @@ async fn behind_https(env: &TestEnv) -> (String, String) {
 /// `Secure`, `Path=/` and no `Domain`.
 fn assert_host_cookie(set_cookie: &str) {
     let attrs = attributes(set_cookie);
-    assert!(set_cookie.starts_with("__Host-"), "{set_cookie}");
-    assert!(attrs.iter().any(|a| a == "Secure"), "{set_cookie}");
-    assert!(attrs.iter().any(|a| a == "Path=/"), "{set_cookie}");
+    assert!(
+        set_cookie.starts_with("__Host-"),
+        "no __Host- prefix: {set_cookie}"
+    );
+    assert!(
+        attrs.iter().any(|a| a == "Secure"),
+        "not Secure: {set_cookie}"
+    );
+    assert!(
+        attrs.iter().any(|a| a == "Path=/"),
+        "not on Path=/: {set_cookie}"
+    );
     assert!(
         !attrs.iter().any(|a| a.starts_with("Domain")),
-        "{set_cookie}"
+        "has a Domain: {set_cookie}"
     );
 }
 
