@@ -20,3 +20,4 @@ mod refusals;
 mod replicas;
 mod sim_cluster;
 mod store;
+mod tokens;
