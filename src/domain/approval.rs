@@ -97,7 +97,9 @@ pub fn tally(
         })
         .collect();
     ApprovalTally {
-        satisfied: slot_holder.iter().all(Option::is_some),
+        // Fail closed: with no approval required (no rules, or a target no longer configured)
+        // nothing is ever approved, rather than everything at once.
+        satisfied: !slot_holder.is_empty() && slot_holder.iter().all(Option::is_some),
         rules: progress,
     }
 }
@@ -131,6 +133,17 @@ fn augment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_any_required_approval_nothing_is_ever_approved() {
+        let bob = Person {
+            subject: "bob".into(),
+            name: "bob".into(),
+            groups: vec!["sre".into()],
+        };
+        assert!(!tally(&[], "alice", &[]).satisfied);
+        assert!(!tally(&[], "alice", &[bob]).satisfied);
+    }
 
     fn person(name: &str, groups: &[&str]) -> Person {
         Person {

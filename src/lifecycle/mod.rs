@@ -30,7 +30,7 @@ use crate::domain::access::{self, RequestAccess};
 use crate::domain::policy::Finding;
 use crate::domain::stamp::Stamp;
 use crate::domain::{AuditAction, Person, Roles, State};
-use crate::store::{AuditEvent, NewEvent, Request, Store, StoreError, Tx};
+use crate::store::{AuditEvent, NewEvent, Request, Store, StoreError, Tx, Visibility};
 use crate::targets::Registry;
 
 /// The broker's own name in the audit history.
@@ -167,6 +167,24 @@ impl Lifecycle {
             decide_by: request.decide_by,
             rules: self.targets.rules(&request.target),
         }
+    }
+
+    /// What of the requests list this person may see: None for auditors (everything), else
+    /// their own and those on targets they approve for. The store applies it before its limit;
+    /// [`Lifecycle::may_see`] stays the rule for each request.
+    pub fn visibility(&self, person: &Person) -> Option<Visibility> {
+        if self.roles.audits(person) {
+            return None;
+        }
+        Some(Visibility {
+            subject: person.subject.clone(),
+            approver_of: self
+                .targets
+                .iter()
+                .filter(|t| t.rules().iter().any(|r| person.in_group(&r.group)))
+                .map(|t| t.name().to_owned())
+                .collect(),
+        })
     }
 
     pub fn may_see(&self, person: &Person, request: &Request) -> bool {

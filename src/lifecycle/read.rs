@@ -52,6 +52,7 @@ impl Lifecycle {
             .store
             .requests(&RequestFilter {
                 ticket: Some(ticket.to_owned()),
+                visible_to: self.visibility(person),
                 limit: MAX_TICKET_REQUESTS + 1,
                 ..RequestFilter::default()
             })

@@ -5,6 +5,7 @@ mod audit;
 mod audit_search;
 mod requests;
 mod sessions;
+mod work;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,7 +16,9 @@ use sqlx::{Any, AnyPool, Executor};
 pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
-pub use requests::{AppliedObject, Approval, NewRequest, Request, RequestFilter, approver_names};
+pub use requests::{
+    AppliedObject, Approval, NewRequest, Request, RequestFilter, Visibility, approver_names,
+};
 pub use sessions::{LoginAttempt, Session};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

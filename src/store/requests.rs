@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::{FromRow, Row};
+use sqlx::{AssertSqlSafe, FromRow, Row};
 
 use super::{Result, Store, Tx};
 use crate::clock::Millis;
@@ -183,7 +183,18 @@ pub struct RequestFilter {
     pub state: Option<State>,
     pub requester_subject: Option<String>,
     pub ticket: Option<String>,
+    /// Only what this person may see; None for everything (auditors).
+    pub visible_to: Option<Visibility>,
     pub limit: i64,
+}
+
+/// Whom a list is for: the requests they filed, and those on the targets they approve for.
+/// Applied in the query, before the limit, so that a page of others' requests never hides
+/// one's own.
+#[derive(Clone, Debug, Default)]
+pub struct Visibility {
+    pub subject: String,
+    pub approver_of: Vec<String>,
 }
 
 /// The columns a [`Request`] is read from; a macro so queries stay `&'static str`.
@@ -205,21 +216,37 @@ impl Store {
     }
 
     pub async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>> {
-        let sql = concat!(
+        let mut sql = String::from(concat!(
             "SELECT ",
             columns!(),
             " FROM requests
              WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR requester_subject = $2)
-               AND ($3 IS NULL OR ticket = $3)
-             ORDER BY created_at DESC, id DESC LIMIT $4"
-        );
-        Ok(sqlx::query_as(sql)
+               AND ($3 IS NULL OR ticket = $3)"
+        ));
+        if let Some(visible) = &filter.visible_to {
+            sql.push_str(" AND (requester_subject = $5");
+            if !visible.approver_of.is_empty() {
+                let places: Vec<String> = (0..visible.approver_of.len())
+                    .map(|i| format!("${}", i + 6))
+                    .collect();
+                sql.push_str(&format!(" OR target IN ({})", places.join(", ")));
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT $4");
+        // Placeholders only: every value is bound below.
+        let mut query = sqlx::query_as(AssertSqlSafe(sql))
             .bind(filter.state.map(State::as_str))
             .bind(filter.requester_subject.as_deref())
             .bind(filter.ticket.as_deref())
-            .bind(if filter.limit > 0 { filter.limit } else { 100 })
-            .fetch_all(self.pool())
-            .await?)
+            .bind(if filter.limit > 0 { filter.limit } else { 100 });
+        if let Some(visible) = &filter.visible_to {
+            query = query.bind(visible.subject.as_str());
+            for target in &visible.approver_of {
+                query = query.bind(target.as_str());
+            }
+        }
+        Ok(query.fetch_all(self.pool()).await?)
     }
 
     /// The pending requests this person has already decided on, in one query: what the
@@ -243,86 +270,6 @@ impl Store {
 
     pub async fn applied_objects(&self, request_id: &str) -> Result<Vec<AppliedObject>> {
         applied_objects(self.pool(), request_id).await
-    }
-
-    /// Requests a worker should act on now: approved ones to apply, active ones due to end,
-    /// pending ones whose approval window closed; none whose lease another replica holds.
-    pub async fn due_work(&self, now: Millis, limit: i64) -> Result<Vec<(String, State)>> {
-        let rows = sqlx::query(
-            "SELECT id, state FROM requests
-             WHERE ((state = 'approved')
-                 OR (state = 'active' AND (expires_at <= $1 OR end_requested IS NOT NULL))
-                 OR (state = 'pending' AND decide_by <= $1))
-               AND (lease_until IS NULL OR lease_until <= $1)
-               AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
-             ORDER BY created_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
-                Ok((
-                    r.try_get("id")?,
-                    State::parse(&state).unwrap_or(State::Pending),
-                ))
-            })
-            .collect::<sqlx::Result<_>>()
-            .map_err(Into::into)
-    }
-
-    /// The earliest moment at which [`Store::due_work`] will return a request, if any.
-    ///
-    /// A request is due when its own deadline has come (approval window, expiry; at once for
-    /// approved ones and for ones whose end was requested) *and* no lease or retry backoff
-    /// holds it back, so its due time is the latest of the three. Taking the latest, not the
-    /// earliest, keeps a worker asleep while another replica holds a lease on past-due work
-    /// instead of waking it again and again for nothing. A result at or before `now` means
-    /// work is due now.
-    pub async fn next_deadline(&self) -> Result<Option<Millis>> {
-        let row = sqlx::query(
-            "SELECT MIN(CASE WHEN own >= lease AND own >= backoff THEN own
-                             WHEN lease >= backoff THEN lease
-                             ELSE backoff END) AS next
-             FROM (
-                SELECT CASE
-                         WHEN state = 'pending' THEN decide_by
-                         WHEN state = 'active' AND end_requested IS NULL THEN COALESCE(expires_at, 0)
-                         ELSE 0
-                       END AS own,
-                       COALESCE(lease_until, 0) AS lease,
-                       COALESCE(next_attempt_at, 0) AS backoff
-                FROM requests WHERE state IN ('pending', 'approved', 'active')
-             ) AS deadlines",
-        )
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row.try_get::<Option<i64>, _>("next")?)
-    }
-
-    /// Takes the right to work on a request until `until`, unless another worker holds it.
-    pub async fn claim(
-        &self,
-        id: &str,
-        state: State,
-        owner: &str,
-        now: Millis,
-        until: Millis,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE requests SET lease_owner = $1, lease_until = $2
-             WHERE id = $3 AND state = $4 AND (lease_until IS NULL OR lease_until <= $5 OR lease_owner = $1)",
-        )
-        .bind(owner)
-        .bind(until)
-        .bind(id)
-        .bind(state.as_str())
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -473,57 +420,6 @@ impl Store {
             .bind(id)
             .execute(&mut **tx)
             .await?;
-        Ok(())
-    }
-
-    /// Extends a lease this owner still holds on a request still in `state`; false when the
-    /// lease was lost (it expired and another worker took it) or the work is done.
-    pub async fn renew(&self, id: &str, state: State, owner: &str, until: Millis) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE requests SET lease_until = $1
-             WHERE id = $2 AND state = $3 AND lease_owner = $4",
-        )
-        .bind(until)
-        .bind(id)
-        .bind(state.as_str())
-        .bind(owner)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Gives a lease up at once, so other replicas need not wait for it to expire.
-    pub async fn release(&self, id: &str, owner: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE requests SET lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Remembers a failed attempt and when to try again; the lease is given up.
-    pub async fn record_retry(
-        &self,
-        id: &str,
-        owner: &str,
-        error: &str,
-        next_attempt_at: Millis,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE requests SET last_error = $1, attempts = attempts + 1, next_attempt_at = $2,
-                lease_owner = NULL, lease_until = NULL
-             WHERE id = $3 AND lease_owner = $4",
-        )
-        .bind(error)
-        .bind(next_attempt_at)
-        .bind(id)
-        .bind(owner)
-        .execute(self.pool())
-        .await?;
         Ok(())
     }
 

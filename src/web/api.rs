@@ -101,6 +101,7 @@ async fn list(
         state: wanted,
         ticket: q.ticket,
         requester_subject: None,
+        visible_to: state.lifecycle.visibility(&caller),
         limit,
     };
     let requests = state.store.requests(&filter).await?;

@@ -588,3 +588,24 @@ async fn the_request_list_filters_by_state_and_ticket_and_limits_newest_first() 
     let (_, mallorys) = env.get("mallory", "/api/v1/requests?ticket=INC-4242").await;
     assert_eq!(mallorys, serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn the_list_limit_counts_only_requests_the_person_may_see() {
+    let env = TestEnv::start().await;
+    let (alices, _) = env.file_ok(&deployment("mine", HOTFIX_IMAGE), 60).await;
+    env.clock.advance(Duration::from_secs(1));
+    for name in ["theirs-a", "theirs-b"] {
+        let (status, body) = env.file("erin", &deployment(name, HOTFIX_IMAGE), 60).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // alice may not decide on erin's requests, so she sees only her own.
+    let (status, listed) = env.get("alice", "/api/v1/requests?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, [alices.as_str()], "{listed}");
+}

@@ -56,7 +56,9 @@ impl Double {
     }
 
     fn at_version(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError> {
-        let live = self.object(&Self::key(object)).ok_or(TargetError::NotFound)?;
+        let live = self
+            .object(&Self::key(object))
+            .ok_or(TargetError::NotFound)?;
         let live_version = live["metadata"]["resourceVersion"].as_str();
         match version {
             Some(version) if live_version != Some(version) => Err(TargetError::Conflict(format!(
@@ -94,7 +96,10 @@ impl Target for Double {
 
     async fn delete(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError> {
         self.at_version(object, version)?;
-        self.objects.lock().expect("lock").remove(&Self::key(object));
+        self.objects
+            .lock()
+            .expect("lock")
+            .remove(&Self::key(object));
         Ok(())
     }
 }
@@ -232,7 +237,13 @@ async fn the_lifecycle_takes_a_request_from_filing_to_expiry_against_a_target_do
     assert_eq!(after_carol.state, State::Approved);
 
     h.worker.process(&id).await;
-    let active = h.lifecycle.store.request(&id).await.expect("read").expect("exists");
+    let active = h
+        .lifecycle
+        .store
+        .request(&id)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(active.state, State::Active);
     let live = h.double.object("Deployment/prod/api").expect("applied");
     assert_eq!(live["metadata"]["labels"][REQUEST_ID], id.as_str());
@@ -247,7 +258,13 @@ async fn the_lifecycle_takes_a_request_from_filing_to_expiry_against_a_target_do
     assert!(h.double.object("Deployment/prod/api").is_some());
     h.clock.advance(Duration::from_secs(61));
     h.worker.process(&id).await;
-    let ended = h.lifecycle.store.request(&id).await.expect("read").expect("exists");
+    let ended = h
+        .lifecycle
+        .store
+        .request(&id)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(ended.state, State::Expired);
     assert!(
         h.double.object("Deployment/prod/api").is_none(),
@@ -267,11 +284,23 @@ async fn the_lifecycle_takes_a_request_from_filing_to_expiry_against_a_target_do
             (AuditAction::Approved, None, "carol"),
             (AuditAction::FullyApproved, Some(State::Approved), "carol"),
             (AuditAction::Applying, None, "breakglass-broker"),
-            (AuditAction::Applied, Some(State::Active), "breakglass-broker"),
-            (AuditAction::Expired, Some(State::Expired), "breakglass-broker"),
+            (
+                AuditAction::Applied,
+                Some(State::Active),
+                "breakglass-broker"
+            ),
+            (
+                AuditAction::Expired,
+                Some(State::Expired),
+                "breakglass-broker"
+            ),
         ]
     );
-    assert!(published.iter().all(|e| e.request_id == id && e.ticket == "INC-7"));
+    assert!(
+        published
+            .iter()
+            .all(|e| e.request_id == id && e.ticket == "INC-7")
+    );
 
     let history = h
         .lifecycle
@@ -285,8 +314,14 @@ async fn the_lifecycle_takes_a_request_from_filing_to_expiry_against_a_target_do
         .await
         .expect("history");
     let recorded: Vec<(&str, i64)> = history.iter().map(|e| (e.action.as_str(), e.seq)).collect();
-    let announced: Vec<(&str, i64)> = published.iter().map(|e| (e.action.as_str(), e.seq)).collect();
-    assert_eq!(recorded, announced, "every event published is the audit event it commits with");
+    let announced: Vec<(&str, i64)> = published
+        .iter()
+        .map(|e| (e.action.as_str(), e.seq))
+        .collect();
+    assert_eq!(
+        recorded, announced,
+        "every event published is the audit event it commits with"
+    );
 }
 
 #[tokio::test]
@@ -298,11 +333,23 @@ async fn a_refused_transition_publishes_nothing_and_records_nothing() {
 
     let own = h
         .lifecycle
-        .decide(&alice, &filed.id, Decision::Approve, Some(&filed.digest), "")
+        .decide(
+            &alice,
+            &filed.id,
+            Decision::Approve,
+            Some(&filed.digest),
+            "",
+        )
         .await;
     assert!(matches!(own, Err(LifecycleError::Forbidden(_))), "{own:?}");
-    let stranger = h.lifecycle.cancel(&person("bob", &["approvers"]), &filed.id).await;
-    assert!(matches!(stranger, Err(LifecycleError::Forbidden(_))), "{stranger:?}");
+    let stranger = h
+        .lifecycle
+        .cancel(&person("bob", &["approvers"]), &filed.id)
+        .await;
+    assert!(
+        matches!(stranger, Err(LifecycleError::Forbidden(_))),
+        "{stranger:?}"
+    );
 
     assert!(drain(&mut events).is_empty());
     let head = h.lifecycle.store.audit_head().await.expect("head");
@@ -313,7 +360,11 @@ async fn a_refused_transition_publishes_nothing_and_records_nothing() {
 async fn a_request_whose_target_is_no_longer_configured_cannot_be_decided_and_says_why() {
     let before = harness(&["prod"]).await;
     let alice = person("alice", &["oncall"]);
-    let filed = before.lifecycle.file(&alice, form("prod")).await.expect("filed");
+    let filed = before
+        .lifecycle
+        .file(&alice, form("prod"))
+        .await
+        .expect("filed");
     // The same database under a broker whose configuration lost the target.
     let (work, _queue) = lifecycle::queue();
     let after = Lifecycle::new(
@@ -334,19 +385,31 @@ async fn a_request_whose_target_is_no_longer_configured_cannot_be_decided_and_sa
         )
         .await;
     // Bob cannot see it either: nobody is an approver of a target that is not configured.
-    assert!(matches!(decided, Err(LifecycleError::NotFound)), "{decided:?}");
+    assert!(
+        matches!(decided, Err(LifecycleError::NotFound)),
+        "{decided:?}"
+    );
     let refiled = after.file(&alice, form("prod")).await;
     match refiled {
         Err(LifecycleError::Refused(findings)) => {
             assert!(
-                findings[0].to_string().contains("\"prod\" is not a configured target"),
+                findings[0]
+                    .to_string()
+                    .contains("\"prod\" is not a configured target"),
                 "{findings:?}"
             );
         }
         other => panic!("expected a refusal naming the target, got {other:?}"),
     }
     let (tally, _) = after
-        .tally(&after.store.request(&filed.id).await.expect("read").expect("exists"))
+        .tally(
+            &after
+                .store
+                .request(&filed.id)
+                .await
+                .expect("read")
+                .expect("exists"),
+        )
         .await
         .expect("tally");
     assert!(!tally.satisfied);

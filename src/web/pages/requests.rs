@@ -81,6 +81,7 @@ pub async fn dashboard(
         .store
         .requests(&RequestFilter {
             state: Some(RequestState::Pending),
+            visible_to: state.lifecycle.visibility(person),
             limit: 200,
             ..Default::default()
         })
@@ -98,6 +99,7 @@ pub async fn dashboard(
         .store
         .requests(&RequestFilter {
             state: Some(RequestState::Active),
+            visible_to: state.lifecycle.visibility(person),
             limit: 200,
             ..Default::default()
         })
