@@ -76,9 +76,10 @@ pub fn may_cancel(request: &RequestAccess<'_>, person: &Person) -> bool {
     request.is_requester(person)
 }
 
-/// Only the requester ends their breakglass early.
+/// The requester ends their breakglass early; any approver of the target may end it too, so
+/// that a breakglass the broker could not end (needs attention) is never a dead end.
 pub fn may_close(request: &RequestAccess<'_>, person: &Person) -> bool {
-    request.is_requester(person)
+    request.is_requester(person) || may_decide(request, person)
 }
 
 #[cfg(test)]
@@ -157,13 +158,15 @@ mod tests {
     }
 
     #[test]
-    fn only_the_requester_cancels_or_closes() {
+    fn only_the_requester_cancels_and_the_requester_or_an_approver_closes() {
         let rules = rules();
         let r = request(Some(&rules));
         assert!(may_cancel(&r, &person("alice", &[])));
-        assert!(may_close(&r, &person("alice", &[])));
         assert!(!may_cancel(&r, &person("bob", &["sre"])));
+        assert!(may_close(&r, &person("alice", &[])));
+        assert!(may_close(&r, &person("bob", &["sre"])));
         assert!(!may_close(&r, &person("dave", &["audit"])));
+        assert!(!may_close(&r, &person("mallory", &["oncall"])));
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod action;
 pub mod approval;
 pub mod chain;
 pub mod digest;
+pub mod end;
 pub mod manifest;
 pub mod person;
 pub mod policy;

@@ -90,9 +90,10 @@ pub fn check_cancellable(state: State) -> Result<(), String> {
     }
 }
 
+/// A breakglass can be ended while it runs, and again when its end did not finish.
 pub fn check_closable(state: State) -> Result<(), String> {
     match state {
-        State::Active => Ok(()),
+        State::Active | State::NeedsAttention => Ok(()),
         other => Err(refuse("close", other)),
     }
 }
@@ -119,8 +120,9 @@ mod tests {
     }
 
     #[test]
-    fn only_active_requests_can_be_closed() {
+    fn only_running_or_unfinished_breakglasses_can_be_closed() {
         assert!(check_closable(State::Active).is_ok());
+        assert!(check_closable(State::NeedsAttention).is_ok());
         assert!(check_closable(State::Pending).is_err());
         assert!(check_closable(State::Expired).is_err());
     }

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{Actor, Change, Lifecycle, LifecycleError, RequestRef};
 use crate::domain::access::{self, may_decide};
 use crate::domain::approval::{self, tally};
+use crate::domain::manifest::ObjectRef;
 use crate::domain::state::{check_cancellable, check_closable, check_decidable};
 use crate::domain::{ApprovalTally, AuditAction, Person};
 use crate::store::{Approval, Request, Store};
@@ -135,6 +136,12 @@ impl Lifecycle {
                 let approvals = Store::approvals_in(change.tx(), id).await?;
                 let tally = self.tally_of(&request, &approvals);
                 if tally.satisfied {
+                    let objects = objects_of(&request)?;
+                    if let Some(holder) =
+                        Store::hold_objects(change.tx(), &request, &objects).await?
+                    {
+                        return Err(held_by(&holder));
+                    }
                     let counted: Vec<&String> =
                         tally.rules.iter().flat_map(|r| &r.counted).collect();
                     let detail =
@@ -172,11 +179,33 @@ impl Lifecycle {
         self.reload(id).await
     }
 
-    /// The requester ends an active breakglass early; the workers undo it at once.
-    pub async fn close(&self, caller: &Person, id: &str) -> Result<Request, LifecycleError> {
+    /// Ends a breakglass now: the requester, early; an approver of the target, too, and also
+    /// one whose end did not finish (needs attention), which runs the end again. The workers
+    /// start at once; the audit names who ended it and why.
+    pub async fn close(
+        &self,
+        caller: &Person,
+        id: &str,
+        comment: &str,
+    ) -> Result<Request, LifecycleError> {
+        if comment.len() > MAX_COMMENT {
+            return Err(LifecycleError::Invalid(format!(
+                "comment must be at most {MAX_COMMENT} characters"
+            )));
+        }
         let (mut change, request) = self.lock_visible(caller, id).await?;
-        if !access::may_close(&self.access(&request), caller) {
-            return Err(only_the_requester(&request, "close"));
+        let access = self.access(&request);
+        if !access::may_close(&access, caller) {
+            return Err(LifecycleError::Forbidden(format!(
+                "only the requester, {}, or an approver of {} can end this breakglass",
+                request.requester_name, request.target
+            )));
+        }
+        let requester = request.requester_subject == caller.subject;
+        if !requester && comment.trim().is_empty() {
+            return Err(LifecycleError::Invalid(
+                "say why you end someone else's breakglass: a comment is required".into(),
+            ));
         }
         check_closable(request.state).map_err(LifecycleError::Conflict)?;
         if request.end_requested.is_some() {
@@ -190,7 +219,7 @@ impl Lifecycle {
                 RequestRef::from(&request),
                 Actor::Person(caller),
                 AuditAction::CloseRequested,
-                json!({}),
+                json!({ "comment": comment, "state": request.state }),
             )
             .await?;
         change.commit().await?;
@@ -220,6 +249,21 @@ impl Lifecycle {
             .await?
             .ok_or(LifecycleError::NotFound)
     }
+}
+
+/// The request's objects, as the holds and the one-breakglass-per-object rule name them.
+pub(super) fn objects_of(request: &Request) -> Result<Vec<ObjectRef>, LifecycleError> {
+    let objects = request
+        .objects()
+        .map_err(|e| LifecycleError::Internal(anyhow::anyhow!(e)))?;
+    Ok(objects.iter().map(ObjectRef::from).collect())
+}
+
+/// The refusal when another breakglass holds one of the objects.
+pub(super) fn held_by(holder: &str) -> LifecycleError {
+    LifecycleError::Conflict(format!(
+        "an object of this request is held by breakglass request {holder} (/requests/{holder}) until it ends; one breakglass per object"
+    ))
 }
 
 fn only_the_requester(request: &Request, verb: &str) -> LifecycleError {

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{Actor, Lifecycle, LifecycleError, RequestRef};
 use crate::domain::approval;
 use crate::domain::digest::{Subject, digest};
-use crate::domain::manifest::{self, Object, ParseError};
+use crate::domain::manifest::{self, Object, ObjectRef, ParseError};
 use crate::domain::policy::{Finding, RequestFields};
 use crate::domain::{AuditAction, Person};
 use crate::store::{NewRequest, Request, Store};
@@ -117,6 +117,10 @@ impl Lifecycle {
             )));
         }
         let checked = self.check(&form)?;
+        let objects: Vec<ObjectRef> = checked.objects.iter().map(ObjectRef::from).collect();
+        if let Some(holder) = self.store.holder(&form.target, &objects).await? {
+            return Err(super::decide::held_by(&holder));
+        }
         let target = &self
             .targets
             .get(&form.target)

@@ -268,9 +268,44 @@ impl Store {
         approvals(self.pool(), request_id).await
     }
 
+    /// The request that holds one of these objects for a breakglass, if one does.
+    pub async fn holder(&self, target: &str, objects: &[ObjectRef]) -> Result<Option<String>> {
+        for object in objects {
+            if let Some(holder) = holder_of(self.pool(), target, object, None).await? {
+                return Ok(Some(holder));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn applied_objects(&self, request_id: &str) -> Result<Vec<AppliedObject>> {
         applied_objects(self.pool(), request_id).await
     }
+}
+
+/// The request holding this object for a breakglass, other than `except`.
+async fn holder_of<'e, E>(
+    executor: E,
+    target: &str,
+    object: &ObjectRef,
+    except: Option<&str>,
+) -> Result<Option<String>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query(
+        "SELECT request_id FROM object_holds
+         WHERE target = $1 AND namespace = $2 AND kind = $3 AND name = $4
+           AND ($5 IS NULL OR request_id <> $5)",
+    )
+    .bind(target)
+    .bind(&object.namespace)
+    .bind(&object.kind)
+    .bind(&object.name)
+    .bind(except)
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|row| row.try_get("request_id")).transpose()?)
 }
 
 async fn approvals<'e, E>(executor: E, request_id: &str) -> Result<Vec<Approval>>
@@ -391,6 +426,66 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    /// The end was tried and did not finish: it runs again only when a person asks again.
+    pub async fn clear_end_requested(tx: &mut Tx, id: &str) -> Result<()> {
+        sqlx::query("UPDATE requests SET end_requested = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes hold of the request's objects for its breakglass. Returns the request already
+    /// holding one of them, if any, and then takes nothing: one breakglass per object.
+    pub async fn hold_objects(
+        tx: &mut Tx,
+        request: &Request,
+        objects: &[ObjectRef],
+    ) -> Result<Option<String>> {
+        if let Some(holder) = Self::holder_in(tx, request, objects).await? {
+            return Ok(Some(holder));
+        }
+        for object in objects {
+            sqlx::query(
+                "INSERT INTO object_holds (target, namespace, kind, name, request_id)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&request.target)
+            .bind(&object.namespace)
+            .bind(&object.kind)
+            .bind(&object.name)
+            .bind(&request.id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        // A concurrent holder that committed between the look and the insert shows up here.
+        Self::holder_in(tx, request, objects).await
+    }
+
+    /// The breakglass's objects are free again.
+    pub async fn release_holds(tx: &mut Tx, request_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM object_holds WHERE request_id = $1")
+            .bind(request_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn holder_in(
+        tx: &mut Tx,
+        request: &Request,
+        objects: &[ObjectRef],
+    ) -> Result<Option<String>> {
+        for object in objects {
+            if let Some(holder) =
+                holder_of(&mut **tx, &request.target, object, Some(&request.id)).await?
+            {
+                return Ok(Some(holder));
+            }
+        }
+        Ok(None)
     }
 
     /// Marks the request active from `applied_at` until `expires_at`.

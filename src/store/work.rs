@@ -9,12 +9,14 @@ use crate::domain::State;
 
 impl Store {
     /// Requests a worker should act on now: approved ones to apply, active ones due to end,
-    /// pending ones whose approval window closed; none whose lease another replica holds.
+    /// ones that need attention and whose end a person asked for again, pending ones whose
+    /// approval window closed; none whose lease another replica holds.
     pub async fn due_work(&self, now: Millis, limit: i64) -> Result<Vec<(String, State)>> {
         let rows = sqlx::query(
             "SELECT id, state FROM requests
              WHERE ((state = 'approved')
                  OR (state = 'active' AND (expires_at <= $1 OR end_requested IS NOT NULL))
+                 OR (state = 'needs_attention' AND end_requested IS NOT NULL)
                  OR (state = 'pending' AND decide_by <= $1))
                AND (lease_until IS NULL OR lease_until <= $1)
                AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
@@ -58,6 +60,7 @@ impl Store {
                        COALESCE(lease_until, 0) AS lease,
                        COALESCE(next_attempt_at, 0) AS backoff
                 FROM requests WHERE state IN ('pending', 'approved', 'active')
+                   OR (state = 'needs_attention' AND end_requested IS NOT NULL)
              ) AS deadlines",
         )
         .fetch_one(self.pool())

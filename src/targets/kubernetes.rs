@@ -7,10 +7,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
-use super::{ObjectRef, Target, TargetError};
+use super::{Expect, ObjectRef, Target, TargetError};
 
-/// The field manager every broker write is made under.
-pub const FIELD_MANAGER: &str = "breakglass-broker";
+pub use crate::domain::end::FIELD_MANAGER;
 
 pub struct KubernetesTarget {
     client: kube::Client,
@@ -57,14 +56,38 @@ impl Target for KubernetesTarget {
         }
     }
 
-    async fn apply(&self, object: &ObjectRef, body: &Value) -> Result<String, TargetError> {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let applied = self
-            .api(object)
-            .patch(&object.name, &params, &Patch::Apply(body))
-            .await
-            .map_err(classify)?;
-        Ok(applied.metadata.resource_version.unwrap_or_default())
+    async fn apply(
+        &self,
+        object: &ObjectRef,
+        body: &Value,
+        expect: Expect<'_>,
+    ) -> Result<String, TargetError> {
+        let written = match expect {
+            Expect::Absent => {
+                let created: DynamicObject = serde_json::from_value(body.clone())
+                    .map_err(|e| TargetError::Refused(format!("the object cannot be read: {e}")))?;
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                self.api(object).create(&params, &created).await
+            }
+            Expect::Version(version) => {
+                // A resourceVersion in an apply is a precondition: the write lands only while
+                // the object is still at the version the broker recorded.
+                let mut body = body.clone();
+                body["metadata"]["resourceVersion"] = Value::String(version.to_owned());
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                self.api(object)
+                    .patch(&object.name, &params, &Patch::Apply(&body))
+                    .await
+            }
+        };
+        Ok(written
+            .map_err(classify)?
+            .metadata
+            .resource_version
+            .unwrap_or_default())
     }
 
     async fn dry_run(&self, object: &ObjectRef, body: &Value) -> Result<(), TargetError> {
@@ -102,11 +125,13 @@ impl Target for KubernetesTarget {
     }
 
     async fn delete(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError> {
+        // Its pods and ReplicaSets go with it, as a controller's dependents.
         let params = DeleteParams {
             preconditions: version.map(|v| Preconditions {
                 resource_version: Some(v.to_owned()),
                 uid: None,
             }),
+            propagation_policy: Some(kube::api::PropagationPolicy::Background),
             ..Default::default()
         };
         match self.api(object).delete(&object.name, &params).await {

@@ -12,6 +12,16 @@ pub use crate::domain::manifest::ObjectRef;
 pub use kubernetes::KubernetesTarget;
 pub use registry::{Registry, TargetEntry, UnknownTarget};
 
+/// What the broker recorded of an object before its first write, and so the only state in
+/// which it may write it: it never takes over an object it did not record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// Recorded as absent: create it, and fail if it appeared meanwhile.
+    Absent,
+    /// Recorded as existing at this version: write it only while it is still at it.
+    Version(&'a str),
+}
+
 /// What went wrong, sorted by what the broker does next.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -42,8 +52,14 @@ pub trait Target: Send + Sync {
     /// The object as it stands, or None when it does not exist.
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError>;
 
-    /// Applies `body` and returns the object's version afterwards.
-    async fn apply(&self, object: &ObjectRef, body: &Value) -> Result<String, TargetError>;
+    /// Writes `body` only as `expect` allows, and returns the object's version afterwards; an
+    /// object that is not as expected is a [`TargetError::Conflict`] and is left untouched.
+    async fn apply(
+        &self,
+        object: &ObjectRef,
+        body: &Value,
+        expect: Expect<'_>,
+    ) -> Result<String, TargetError>;
 
     /// Asks the target whether it would admit `body` as it stands, changing nothing: how the
     /// request page tells approvers whether an image needs breakglass at all.

@@ -171,12 +171,28 @@ async fn cancel(
     )))
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    #[serde(default)]
+    comment: String,
+}
+
+/// Ends a breakglass now. The body `{"comment": "..."}` may be left out by the requester; an
+/// approver ending someone else's breakglass must say why.
 async fn close(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<RequestView>, AppError> {
+    let body: CloseBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CloseBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AppError::BadRequest(format!("the body could not be read: {e}")))?
+    };
     Ok(Json(RequestView::new(
-        state.lifecycle.close(&caller, &id).await?,
+        state.lifecycle.close(&caller, &id, &body.comment).await?,
     )))
 }

@@ -19,7 +19,7 @@ use crate::domain::stamp::{REQUEST_ID, stamped};
 use crate::domain::{AuditAction, State};
 use crate::lifecycle::{Actor, RequestRef, stamp_of};
 use crate::store::{AppliedObject, Request, Store, StoreError, approver_names};
-use crate::targets::{ObjectRef, Target, TargetError};
+use crate::targets::{Expect, ObjectRef, Target, TargetError};
 
 /// What step 2 left for step 3.
 struct Prepared {
@@ -50,6 +50,14 @@ impl Worker {
             Ok(objects) => objects,
             Err(e) => return self.fail(&request, &lease, State::Failed, &e).await,
         };
+        // One breakglass per object, checked again now: the approval took the holds, unless
+        // it was given before holds existed.
+        if let Some(holder) = self.hold(&lease, &objects).await? {
+            let message = format!(
+                "an object of this request is held by breakglass request {holder}; one breakglass per object"
+            );
+            return self.fail(&request, &lease, State::Failed, &message).await;
+        }
         let prepared = match self.prepare(&request, &lease, &*target, &objects).await {
             Ok(Some(prepared)) => prepared,
             Ok(None) => {
@@ -82,9 +90,26 @@ impl Worker {
             } else {
                 Ok(None)
             };
+            let record = recorded.get(position);
+            let before_version = record
+                .and_then(|r| r.before_apply.as_deref())
+                .map(|before| {
+                    serde_json::from_str::<Value>(before)
+                        .ok()
+                        .and_then(|b| {
+                            b.pointer("/metadata/resourceVersion")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                        })
+                        .unwrap_or_default()
+                });
+            let expect = match &before_version {
+                None => Expect::Absent,
+                Some(version) => Expect::Version(version),
+            };
             let result = match landed {
                 Ok(Some(version)) => Ok(version),
-                Ok(None) => target.apply(&reference, body).await,
+                Ok(None) => target.apply(&reference, body, expect).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -100,7 +125,19 @@ impl Worker {
                         .await;
                 }
                 Err(e) => {
-                    let message = format!("{}: {e}", object.label());
+                    let message = match (e, expect) {
+                        (TargetError::Conflict(_), Expect::Absent) => format!(
+                            "{} appeared in {} after the request was approved; the broker did not touch it",
+                            object.label(),
+                            object.namespace
+                        ),
+                        (TargetError::Conflict(_), Expect::Version(_)) => format!(
+                            "{} in {} changed after the request was approved; the broker did not touch it",
+                            object.label(),
+                            object.namespace
+                        ),
+                        (e, _) => format!("{}: {e}", object.label()),
+                    };
                     return match self.roll_back(&request, &*target, &lease).await {
                         None => self.fail(&request, &lease, State::Failed, &message).await,
                         // Something of it may still run: a person must look, never "failed".
@@ -138,6 +175,18 @@ impl Worker {
             )
             .await?;
         change.commit().await
+    }
+
+    /// Takes hold of the request's objects, if no other breakglass holds one; returns the
+    /// request that does.
+    async fn hold(&self, lease: &Lease, objects: &[Object]) -> Result<Option<String>, StoreError> {
+        let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Approved).await? else {
+            return Ok(None);
+        };
+        let references: Vec<ObjectRef> = objects.iter().map(ObjectRef::from).collect();
+        let holder = Store::hold_objects(change.tx(), &locked, &references).await?;
+        change.commit().await?;
+        Ok(holder)
     }
 
     /// Records the objects' current state and the expiry, once; returns the expiry, or None
@@ -234,13 +283,9 @@ impl Worker {
         target: &dyn Target,
         lease: &Lease,
     ) -> Option<String> {
-        match self.undo_objects(request, target, lease).await {
-            Ok(conflicts) if conflicts.is_empty() => None,
-            Ok(conflicts) => Some(format!(
-                "left in place because someone changed them: {}",
-                conflicts.join(", ")
-            )),
-            Err(e) => Some(format!("rolling back did not finish: {e}")),
+        match self.end_objects(request, target, lease).await {
+            (_, None) => None,
+            (_, Some(e)) => Some(format!("rolling back did not finish: {e}")),
         }
     }
 
@@ -258,6 +303,8 @@ impl Worker {
         };
         Store::record_error(change.tx(), &request.id, error).await?;
         let action = if outcome == State::Failed {
+            // Nothing of it remains: its objects are free for another breakglass.
+            Store::release_holds(change.tx(), &request.id).await?;
             AuditAction::Failed
         } else {
             AuditAction::NeedsAttention

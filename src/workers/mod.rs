@@ -129,6 +129,9 @@ impl Worker {
             Ok(Some(request)) => match request.state {
                 State::Approved => self.apply(id).await,
                 State::Active => self.undo(&request).await,
+                State::NeedsAttention if request.end_requested.is_some() => {
+                    self.undo(&request).await
+                }
                 State::Pending if request.decide_by <= self.clock.now() => self.lapse(id).await,
                 _ => Ok(()),
             },

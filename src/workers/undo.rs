@@ -1,28 +1,59 @@
-//! Ending an active request: delete what the broker created, restore what it changed, and
-//! never clobber a change someone else made since.
+//! Ending a breakglass: nothing outlives its approval. Each object the broker applied is
+//! deleted (it created it) or gets its prior pod template back (it existed), while the
+//! breakglass still runs on it; once others replaced it with their own images, only the
+//! broker's stamps go ([`crate::domain::end`] decides). Every write is made at the version the
+//! broker just read, so nobody's concurrent change is overwritten unseen.
 
 use serde_json::{Value, json};
 
 use super::Worker;
 use super::lease::Lease;
-use crate::domain::stamp::REQUEST_ID;
+use crate::domain::end::{self, EndAction};
 use crate::domain::{AuditAction, State};
 use crate::lifecycle::{Actor, RequestRef};
 use crate::store::{Request, Store, StoreError};
 use crate::targets::{ObjectRef, Target, TargetError};
 
+/// How many times the end is tried against an unreachable or failing cluster before a person
+/// is called (with backoff that is about ten minutes).
+const UNDO_ATTEMPTS: i64 = 10;
+/// How many times one object is read again and its end planned again when someone wrote it
+/// between the broker's read and its write.
+const RACES: usize = 5;
+
+/// What the end did to one object, for the audit event.
+pub(super) struct Outcome {
+    object: String,
+    did: &'static str,
+    changed_by_others: Vec<String>,
+}
+
+impl Outcome {
+    fn to_json(&self) -> Value {
+        json!({
+            "object": self.object,
+            "did": self.did,
+            "changed_by_others": self.changed_by_others,
+        })
+    }
+}
+
 impl Worker {
+    /// Ends a breakglass that is due (expired, or closed by a person), or runs the end again
+    /// for a request that needs attention when a person asked to end it.
     pub(super) async fn undo(&self, request: &Request) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let due = request.end_requested.is_some() || request.expires_at.is_some_and(|at| at <= now);
+        let state = request.state;
+        let due = request.end_requested.is_some()
+            || (state == State::Active && request.expires_at.is_some_and(|at| at <= now));
         if !due {
             return Ok(());
         }
-        let Some(lease) = self.claim(&request.id, State::Active).await? else {
+        let Some(lease) = self.claim(&request.id, state).await? else {
             return Ok(());
         };
         let request = match self.store.request(&request.id).await? {
-            Some(request) if request.state == State::Active => request,
+            Some(request) if request.state == state => request,
             _ => {
                 lease.release().await;
                 return Ok(());
@@ -32,208 +63,166 @@ impl Worker {
             Ok(target) => target,
             Err(message) => return self.retry_later(lease, request.attempts, &message).await,
         };
-        // A refusal (RBAC, validation, an unreadable record) will not heal by retrying: the
-        // request goes to a person instead of sitting active past its expiry.
-        let (conflicts, refusal) = match self.undo_objects(&request, &*target, &lease).await {
-            Ok(conflicts) => (conflicts, None),
-            Err(e) if e.is_transient() => {
-                return self
-                    .retry_later(lease, request.attempts, &e.to_string())
-                    .await;
-            }
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        };
-        let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Active).await? else {
+        let (outcomes, error) = self.end_objects(&request, &*target, &lease).await;
+        // A cluster that stays unreachable is retried for a while, then a person is called; a
+        // refusal (RBAC, validation, an unreadable record) will not heal by retrying.
+        if let Some(e) = &error
+            && e.is_transient()
+            && request.attempts + 1 < UNDO_ATTEMPTS
+        {
+            return self
+                .retry_later(lease, request.attempts, &e.to_string())
+                .await;
+        }
+        let Some((mut change, locked)) = lease.lock(&self.lifecycle, state).await? else {
             return Ok(());
         };
-        let problem = match (&refusal, conflicts.is_empty()) {
-            (Some(refused), _) => Some(format!("the undo was refused: {refused}")),
-            (None, false) => Some(format!(
-                "changed by someone else since the broker applied it: {}",
-                conflicts.join(", ")
-            )),
-            (None, true) => None,
-        };
-        let action = match (&problem, locked.end_requested.as_deref()) {
+        let action = match (&error, locked.end_requested.as_deref()) {
             (Some(_), _) => AuditAction::NeedsAttention,
             (None, Some(_)) => AuditAction::Closed,
             (None, None) => AuditAction::Expired,
         };
-        if let Some(message) = &problem {
-            Store::record_error(change.tx(), &request.id, message).await?;
-            tracing::error!(request_id = %request.id, %message, "undo did not finish; needs attention");
+        match &error {
+            Some(e) => {
+                let message = if e.is_transient() {
+                    format!("the undo did not finish after {UNDO_ATTEMPTS} tries: {e}")
+                } else {
+                    format!("the undo was refused: {e}")
+                };
+                Store::record_error(change.tx(), &request.id, &message).await?;
+                // Ended again only when a person asks again.
+                Store::clear_end_requested(change.tx(), &request.id).await?;
+                tracing::error!(request_id = %request.id, %message, "breakglass end did not finish; needs attention");
+            }
+            None => Store::release_holds(change.tx(), &request.id).await?,
         }
+        let detail = json!({
+            "objects": outcomes.iter().map(Outcome::to_json).collect::<Vec<_>>(),
+            "error": error.as_ref().map(ToString::to_string),
+        });
         change
-            .transition(
-                RequestRef::from(&locked),
-                Actor::Broker,
-                action,
-                json!({ "conflicts": conflicts, "error": refusal }),
-            )
+            .transition(RequestRef::from(&locked), Actor::Broker, action, detail)
             .await?;
         change.commit().await
     }
 
-    /// Undoes every recorded object, last first. Returns the objects left alone because
-    /// someone else changed them; stops at the first transient failure, and before any write
-    /// once the lease may have passed to another worker.
-    pub(super) async fn undo_objects(
+    /// Ends every recorded object, last first, as [`end::plan`] decides. Returns what was
+    /// done, and the error that stopped it, if one did; it stops before any write once the
+    /// lease may have passed to another worker.
+    pub(super) async fn end_objects(
         &self,
         request: &Request,
         target: &dyn Target,
         lease: &Lease,
-    ) -> Result<Vec<String>, TargetError> {
-        let recorded = self
-            .store
-            .applied_objects(&request.id)
-            .await
-            .map_err(|e| TargetError::Unavailable(e.to_string()))?;
-        // What the broker applied, rebuilt exactly, to tell its own object from someone else's
-        // when the version moved (controllers write status all the time).
-        let objects = request.objects().map_err(TargetError::Refused)?;
-        let applied = match request.expires_at {
-            Some(at) => self
-                .stamped_bodies(request, &objects, at)
-                .await
-                .map_err(|e| TargetError::Unavailable(e.to_string()))?,
-            None => Vec::new(),
+    ) -> (Vec<Outcome>, Option<TargetError>) {
+        let mut outcomes = Vec::new();
+        let prepared = async {
+            let recorded = self.store.applied_objects(&request.id).await?;
+            let objects = request.objects().map_err(StoreFailure::Record)?;
+            let applied = match request.expires_at {
+                Some(at) => self.stamped_bodies(request, &objects, at).await?,
+                None => Vec::new(),
+            };
+            Ok::<_, StoreFailure>((recorded, applied))
+        }
+        .await;
+        let (recorded, applied) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return (outcomes, Some(e.into())),
         };
-        let mut conflicts = Vec::new();
         for object in recorded.iter().rev() {
             if !lease.held() {
-                return Err(TargetError::Unavailable(
+                let e = TargetError::Unavailable(
                     "the lease on this request ran out; another replica takes over".into(),
-                ));
+                );
+                return (outcomes, Some(e));
             }
-            let reference = object.object_ref();
-            let ours = usize::try_from(object.position)
-                .ok()
-                .and_then(|p| applied.get(p));
-            let result = match (&object.before_apply, &object.applied_version) {
-                // Never applied (a rollback after a refusal part-way): nothing of ours is there.
-                (_, None) => Ok(()),
-                // Gone already (NotFound) counts as deleted: a takeover after a crash repeats this.
-                (None, Some(version)) => match target.delete(&reference, Some(version)).await {
-                    Err(TargetError::Conflict(message)) => {
-                        match still_ours(target, &reference, ours, &request.id).await? {
-                            Some(live_version) => {
-                                target.delete(&reference, Some(&live_version)).await
-                            }
-                            None => Err(TargetError::Conflict(message)),
-                        }
-                    }
-                    other => other,
-                },
-                (Some(before), Some(version)) => {
-                    let before: Value = serde_json::from_str(before).map_err(|e| {
-                        TargetError::Refused(format!("recorded state unreadable: {e}"))
-                    })?;
-                    match restore(target, &reference, &before, version).await {
-                        Err(TargetError::Conflict(message)) => {
-                            match still_ours(target, &reference, ours, &request.id).await? {
-                                Some(live_version) => {
-                                    restore(target, &reference, &before, &live_version).await
-                                }
-                                None => Err(TargetError::Conflict(message)),
-                            }
-                        }
-                        other => other,
-                    }
+            let label = format!("{}/{}", object.kind, object.name);
+            if object.applied_version.is_none() {
+                // Never written (a rollback after a refusal part-way): nothing of ours is there.
+                continue;
+            }
+            let before = match object.before_apply.as_deref().map(serde_json::from_str) {
+                None => None,
+                Some(Ok(before)) => Some(before),
+                Some(Err(e)) => {
+                    let e =
+                        TargetError::Refused(format!("{label}: recorded state unreadable: {e}"));
+                    return (outcomes, Some(e));
                 }
             };
-            match result {
-                Ok(()) => {}
-                Err(TargetError::Conflict(_)) => {
-                    conflicts.push(format!("{}/{}", object.kind, object.name))
-                }
-                Err(e) => return Err(e),
+            let ours = usize::try_from(object.position)
+                .ok()
+                .and_then(|p| applied.get(p))
+                .cloned()
+                .unwrap_or(Value::Null);
+            match end_one(target, &object.object_ref(), &ours, before.as_ref()).await {
+                Ok((did, changed_by_others)) => outcomes.push(Outcome {
+                    object: label,
+                    did,
+                    changed_by_others,
+                }),
+                Err(e) => return (outcomes, Some(e)),
             }
         }
-        Ok(conflicts)
+        (outcomes, None)
     }
 }
 
-/// Puts back what stood before, if the object is still at the version the broker left. An
-/// object that already reads as it did before (restored by an earlier holder of the lease that
-/// died before recording it) is done, not a conflict: restoring it again would change nothing.
-async fn restore(
+/// Ends one object: reads it, plans its end, and writes at the version it read; when someone
+/// wrote it in between, reads and plans again.
+async fn end_one(
     target: &dyn Target,
     reference: &ObjectRef,
-    before: &Value,
-    version: &str,
-) -> Result<(), TargetError> {
-    match target.restore(reference, before, version).await {
-        Err(TargetError::NotFound) => Err(TargetError::Conflict("deleted by someone else".into())),
-        Err(TargetError::Conflict(message)) => match target.get(reference).await? {
-            Some(live) if reads_as(&live, before) => Ok(()),
-            _ => Err(TargetError::Conflict(message)),
-        },
-        other => other,
-    }
-}
-
-/// The live object's version, if it is still what the broker applied: its request label and
-/// every field of the applied spec unchanged. Fields the server added (defaults, status) and
-/// metadata others touched do not make it someone else's; a changed image or replica count does.
-async fn still_ours(
-    target: &dyn Target,
-    reference: &ObjectRef,
-    applied: Option<&Value>,
-    request_id: &str,
-) -> Result<Option<String>, TargetError> {
-    let (Some(applied), Some(live)) = (applied, target.get(reference).await?) else {
-        return Ok(None);
-    };
-    let labelled = live.pointer(&format!(
-        "/metadata/labels/{}",
-        REQUEST_ID.replace('/', "~1")
-    )) == Some(&Value::String(request_id.to_owned()));
-    let unchanged = contains(&live["spec"], &applied["spec"]);
-    let version = live
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    Ok(version.filter(|_| labelled && unchanged))
-}
-
-/// Whether `live` holds everything in `applied`: objects may have more keys, lists must match
-/// element by element, scalars must be equal.
-fn contains(live: &Value, applied: &Value) -> bool {
-    match (live, applied) {
-        (Value::Object(live), Value::Object(applied)) => applied
-            .iter()
-            .all(|(k, v)| live.get(k).is_some_and(|l| contains(l, v))),
-        (Value::Array(live), Value::Array(applied)) => {
-            live.len() == applied.len() && live.iter().zip(applied).all(|(l, a)| contains(l, a))
+    applied: &Value,
+    before: Option<&Value>,
+) -> Result<(&'static str, Vec<String>), TargetError> {
+    for _ in 0..RACES {
+        let live = target.get(reference).await?;
+        let changed_by_others = end::changed_by_others(before, live.as_ref());
+        let version = live
+            .as_ref()
+            .and_then(|l| l.pointer("/metadata/resourceVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let action = end::plan(&reference.kind, applied, before, live.as_ref());
+        let written = match &action {
+            EndAction::Gone | EndAction::Nothing => Ok(()),
+            EndAction::Delete => target.delete(reference, Some(&version)).await,
+            EndAction::Restore(body) | EndAction::Unmark(body) => {
+                target.restore(reference, body, &version).await
+            }
+        };
+        match written {
+            Ok(()) => return Ok((action.describe(), changed_by_others)),
+            // Written by someone between the read and the write, or deleted: look again.
+            Err(TargetError::Conflict(_) | TargetError::NotFound) => continue,
+            Err(e) => return Err(e),
         }
-        (live, applied) => live == applied,
+    }
+    Err(TargetError::Unavailable(format!(
+        "{reference} kept changing while the broker ended it"
+    )))
+}
+
+/// Why the record of what was applied could not be read.
+enum StoreFailure {
+    Store(StoreError),
+    Record(String),
+}
+
+impl From<StoreError> for StoreFailure {
+    fn from(e: StoreError) -> Self {
+        StoreFailure::Store(e)
     }
 }
 
-/// Same spec, labels and annotations: what a restore puts back.
-fn reads_as(live: &Value, before: &Value) -> bool {
-    ["/spec", "/metadata/labels", "/metadata/annotations"]
-        .iter()
-        .all(|p| live.pointer(p) == before.pointer(p))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_defaults_do_not_hide_the_brokers_spec_but_changes_do() {
-        let applied = json!({ "replicas": 1, "template": { "spec": { "containers": [{ "name": "a", "image": "x" }] } } });
-        let defaulted = json!({
-            "replicas": 1, "revisionHistoryLimit": 10,
-            "template": { "spec": { "containers": [{ "name": "a", "image": "x", "imagePullPolicy": "IfNotPresent" }], "dnsPolicy": "ClusterFirst" } }
-        });
-        assert!(contains(&defaulted, &applied));
-        let scaled = json!({ "replicas": 5, "template": { "spec": { "containers": [{ "name": "a", "image": "x" }] } } });
-        assert!(!contains(&scaled, &applied));
-        let swapped = json!({ "replicas": 1, "template": { "spec": { "containers": [{ "name": "a", "image": "y" }] } } });
-        assert!(!contains(&swapped, &applied));
-        let sidecar = json!({ "replicas": 1, "template": { "spec": { "containers": [{ "name": "a", "image": "x" }, { "name": "b", "image": "z" }] } } });
-        assert!(!contains(&sidecar, &applied));
+impl From<StoreFailure> for TargetError {
+    fn from(e: StoreFailure) -> Self {
+        match e {
+            StoreFailure::Store(e) => TargetError::Unavailable(e.to_string()),
+            StoreFailure::Record(e) => TargetError::Refused(e),
+        }
     }
 }

@@ -109,7 +109,7 @@ async fn breakglass_request_is_approved_applied_expired_and_audited() {
         "the deployment is gone"
     );
     let writes = env.env.sim.write_count(&key("payments-api"));
-    assert_eq!((writes.applies, writes.deletes), (1, 1));
+    assert_eq!((writes.applied(), writes.deletes), (1, 1));
 
     // The audit lists every step with its actor.
     let (status, events) = env
@@ -191,128 +191,6 @@ async fn closing_early_restores_what_ran_before() {
         restored["spec"]["template"]["metadata"]["labels"]
             .get("image-policy.k8s.io/break-glass")
             .is_none()
-    );
-}
-
-#[tokio::test]
-async fn undo_leaves_an_object_someone_else_changed_and_needs_attention() {
-    let env = TestEnv::start().await;
-    let id = env.activate("ledger", 30).await;
-    // Someone edits the live object after the broker applied it.
-    let mut changed: serde_json::Value =
-        serde_saphyr::from_str(&deployment("ledger", HOTFIX_IMAGE)).expect("manifest");
-    changed["spec"]["replicas"] = serde_json::json!(5);
-    changed["spec"]["template"]["metadata"]["labels"]["image-policy.k8s.io/break-glass"] =
-        serde_json::json!("true");
-    deployer(&env)
-        .await
-        .patch(
-            "ledger",
-            &PatchParams::apply("someone-else").force(),
-            &Patch::Apply(&changed),
-        )
-        .await
-        .expect("edit admitted");
-
-    env.clock.advance(Duration::from_secs(31 * 60));
-    let body = undo_finished(&env, &id).await;
-    // First what the other person sees in the cluster, then what the broker says.
-    let left = env
-        .env
-        .sim
-        .object(&key("ledger"))
-        .expect("the broker did not delete the changed object");
-    assert_eq!(
-        left["spec"]["replicas"], 5,
-        "the other person's change survived: {left}"
-    );
-    assert_eq!(
-        left["spec"]["template"]["spec"]["containers"][0]["image"],
-        HOTFIX_IMAGE
-    );
-    assert_eq!(env.env.sim.write_count(&key("ledger")).deletes, 0);
-    assert_eq!(body["state"], "needs_attention", "{body}");
-    assert!(
-        body["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("Deployment/ledger")),
-        "{body}"
-    );
-}
-
-/// Waits for the undo of an active request to end, however it ended; returns the request.
-/// Normally well under a second; the deadline is for a busy CI machine.
-async fn undo_finished(env: &TestEnv, id: &str) -> serde_json::Value {
-    let token = env.token("dave").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, body) = env
-            .call(
-                reqwest::Method::GET,
-                Some(&token),
-                &format!("/api/v1/requests/{id}"),
-                None,
-            )
-            .await;
-        if body["state"] != "active" {
-            return body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the undo never finished: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-#[tokio::test]
-async fn undo_does_not_restore_over_a_change_someone_made_to_an_object_that_existed_before() {
-    let env = TestEnv::start().await;
-    let attested = "us-docker.pkg.dev/acme/release/api@sha256:2222222222222222222222222222222222222222222222222222222222222222";
-    let before: serde_json::Value =
-        serde_saphyr::from_str(&deployment("orders", attested)).expect("manifest");
-    deployer(&env)
-        .await
-        .patch(
-            "orders",
-            &PatchParams::apply("ci").force(),
-            &Patch::Apply(&before),
-        )
-        .await
-        .expect("attested image is admitted");
-    let id = env.activate("orders", 30).await;
-
-    // During the breakglass, someone scales the hotfix up to 5.
-    let mut scaled: serde_json::Value =
-        serde_saphyr::from_str(&deployment("orders", HOTFIX_IMAGE)).expect("manifest");
-    scaled["spec"]["replicas"] = serde_json::json!(5);
-    scaled["spec"]["template"]["metadata"]["labels"]["image-policy.k8s.io/break-glass"] =
-        serde_json::json!("true");
-    deployer(&env)
-        .await
-        .patch(
-            "orders",
-            &PatchParams::apply("someone-else").force(),
-            &Patch::Apply(&scaled),
-        )
-        .await
-        .expect("scale admitted");
-
-    env.clock.advance(Duration::from_secs(31 * 60));
-    let body = undo_finished(&env, &id).await;
-    // Putting back what ran before would silently undo their scale-up: the broker leaves it.
-    let left = env.env.sim.object(&key("orders")).expect("still exists");
-    assert_eq!(left["spec"]["replicas"], 5, "{left}");
-    assert_eq!(
-        left["spec"]["template"]["spec"]["containers"][0]["image"], HOTFIX_IMAGE,
-        "{left}"
-    );
-    assert_eq!(body["state"], "needs_attention", "{body}");
-    assert!(
-        body["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("Deployment/orders")),
-        "{body}"
     );
 }
 

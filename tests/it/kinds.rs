@@ -197,7 +197,7 @@ fn assert_created_then_deleted(env: &TestEnv, objects: &[Expect]) {
         );
         let writes = env.env.sim.write_count(&expected.key);
         assert_eq!(
-            (writes.applies, writes.deletes, writes.total()),
+            (writes.applied(), writes.deletes, writes.total()),
             (1, 1, 2),
             "{:?}: one apply, one delete",
             expected.key

@@ -19,7 +19,7 @@ use breakglass_broker::lifecycle::{
     self, Decision, Lifecycle, LifecycleError, LifecycleEvent, RequestForm,
 };
 use breakglass_broker::store::{AuditFilter, Store};
-use breakglass_broker::targets::{ObjectRef, Registry, Target, TargetEntry, TargetError};
+use breakglass_broker::targets::{Expect, ObjectRef, Registry, Target, TargetEntry, TargetError};
 use breakglass_broker::workers::Worker;
 use serde_json::Value;
 use std::sync::Arc;
@@ -75,8 +75,23 @@ impl Target for Double {
         Ok(self.object(&Self::key(object)))
     }
 
-    async fn apply(&self, object: &ObjectRef, body: &Value) -> Result<String, TargetError> {
-        Ok(self.store(object, body))
+    async fn apply(
+        &self,
+        object: &ObjectRef,
+        body: &Value,
+        expect: Expect<'_>,
+    ) -> Result<String, TargetError> {
+        let live = self.object(&Self::key(object));
+        let live_version = live
+            .as_ref()
+            .and_then(|l| l["metadata"]["resourceVersion"].as_str());
+        match (expect, live_version) {
+            (Expect::Absent, None) => Ok(self.store(object, body)),
+            (Expect::Version(want), Some(have)) if want == have => Ok(self.store(object, body)),
+            _ => Err(TargetError::Conflict(format!(
+                "{object} is not as recorded"
+            ))),
+        }
     }
 
     async fn dry_run(&self, _object: &ObjectRef, _body: &Value) -> Result<(), TargetError> {

@@ -8,6 +8,7 @@ mod admission_policy;
 mod audit;
 mod browser;
 mod common;
+mod end;
 mod flow;
 mod kinds;
 mod lifecycle;

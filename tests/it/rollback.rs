@@ -73,7 +73,7 @@ async fn an_apply_refused_part_way_deletes_what_it_created_and_fails_with_the_re
     // The cluster takes the first write and refuses the second (as admission or RBAC would).
     env.env.sim.set_failure_mode(Some(Failure {
         status: Some(422),
-        methods: Some(vec!["PATCH".into()]),
+        methods: Some(vec!["POST".into()]),
         pass_first: 1,
         ..Failure::default()
     }));
@@ -93,7 +93,7 @@ async fn an_apply_refused_part_way_deletes_what_it_created_and_fails_with_the_re
         "rolled back"
     );
     let first = env.env.sim.write_count(&key("cart-web"));
-    assert_eq!((first.applies, first.deletes), (1, 1), "{first:?}");
+    assert_eq!((first.applied(), first.deletes), (1, 1), "{first:?}");
     assert!(env.env.sim.object(&key("cart-db")).is_none());
     assert_eq!(env.env.sim.write_count(&key("cart-db")).total(), 0);
 
@@ -130,7 +130,7 @@ async fn an_apply_refused_part_way_puts_back_an_object_it_had_already_changed() 
     let (id, digest) = file_with_one_approval(&env, &two("cart-web", "cart-db")).await;
     env.env.sim.set_failure_mode(Some(Failure {
         status: Some(403),
-        methods: Some(vec!["PATCH".into()]),
+        methods: Some(vec!["PATCH".into(), "POST".into()]),
         pass_first: 1,
         ..Failure::default()
     }));

@@ -120,6 +120,11 @@ pub struct WriteCount {
 }
 
 impl WriteCount {
+    /// Writes of a whole object: creates and server-side applies.
+    pub fn applied(&self) -> u64 {
+        self.creates + self.applies
+    }
+
     pub fn total(&self) -> u64 {
         self.creates + self.applies + self.patches + self.replaces + self.deletes
     }

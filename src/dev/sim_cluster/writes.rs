@@ -148,8 +148,10 @@ fn spec_of(object: &Value) -> Value {
     spec
 }
 
-/// Puts server-owned metadata on an object: fresh for a create, carried over otherwise.
-fn stamp(object: &mut Value, w: &Write, name: &str, existing: Option<&Value>) {
+/// Puts server-owned metadata on an object: fresh for a create, carried over otherwise, and
+/// the writer in `managedFields` (one entry per manager and operation, with the time of its
+/// last write), as a real API server keeps them.
+fn stamp(object: &mut Value, w: &Write, name: &str, existing: Option<&Value>, operation: &str) {
     let generation = match existing {
         None => 1,
         Some(old) => {
@@ -181,7 +183,35 @@ fn stamp(object: &mut Value, w: &Write, name: &str, existing: Option<&Value>) {
         meta.insert("uid".to_owned(), uid);
         meta.insert("creationTimestamp".to_owned(), created);
         meta.insert("generation".to_owned(), json!(generation));
+        meta.insert(
+            "managedFields".to_owned(),
+            managed_fields(existing, w.manager, operation),
+        );
     }
+}
+
+/// The object's `managedFields` after a write by `manager`.
+fn managed_fields(existing: Option<&Value>, manager: &str, operation: &str) -> Value {
+    let manager = if manager.is_empty() {
+        "unknown"
+    } else {
+        manager
+    };
+    let mut entries: Vec<Value> = existing
+        .and_then(|o| o.pointer("/metadata/managedFields"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    entries.retain(|e| !(e["manager"] == manager && e["operation"] == operation));
+    entries.push(json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": "v1",
+        "time": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {},
+    }));
+    Value::Array(entries)
 }
 
 /// Runs admission on the object as it would be stored, then stores it unless dry-run.
@@ -258,7 +288,7 @@ pub(crate) fn create(store: &mut Store, w: &Write, body: Value) -> Result<Value,
     if store.stored(&key_for(w.res, w.namespace, &name)).is_some() {
         return Err(ApiError::already_exists(w.res, &name));
     }
-    stamp(&mut object, w, &name, None);
+    stamp(&mut object, w, &name, None, "Update");
     admit_and_commit(store, w, &name, WriteKind::Create, object, Owners::new())
 }
 
@@ -285,7 +315,13 @@ pub(crate) fn apply(
     };
     merge::apply(&mut object, &mut owners, &applied, w.manager, force)
         .map_err(|message| ApiError::apply_conflict(w.res, name, message))?;
-    stamp(&mut object, w, name, existing.as_ref().map(|s| &s.object));
+    stamp(
+        &mut object,
+        w,
+        name,
+        existing.as_ref().map(|s| &s.object),
+        "Apply",
+    );
     let object = admit_and_commit(store, w, name, WriteKind::Apply, object, owners)?;
     Ok((object, existing.is_none()))
 }
@@ -302,7 +338,7 @@ pub(crate) fn replace(
         return Err(ApiError::not_found(w.res, name));
     };
     check_resource_version(w, name, &object, &stored.object)?;
-    stamp(&mut object, w, name, Some(&stored.object));
+    stamp(&mut object, w, name, Some(&stored.object), "Update");
     let mut owners = stored.owners;
     merge::disown_changed(&mut owners, &stored.object, &object);
     admit_and_commit(store, w, name, WriteKind::Replace, object, owners)
@@ -322,7 +358,7 @@ pub(crate) fn patch(
     let mut object = stored.object.clone();
     merge::merge_patch(&mut object, &patch);
     let mut object = check_body(w, object, Some(name))?;
-    stamp(&mut object, w, name, Some(&stored.object));
+    stamp(&mut object, w, name, Some(&stored.object), "Update");
     let mut owners = stored.owners;
     merge::disown_changed(&mut owners, &stored.object, &object);
     admit_and_commit(store, w, name, WriteKind::Patch, object, owners)

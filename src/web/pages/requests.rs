@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::view::{self, DiffLine, Line};
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other};
-use crate::domain::access::{awaits_decision_from, may_cancel, may_close};
+use crate::domain::access::{awaits_decision_from, may_cancel, may_close, may_decide};
 use crate::domain::approval::describe;
 use crate::domain::policy::images;
 use crate::domain::stamp::stamped;
@@ -53,6 +53,7 @@ fn row(request: &Request, now: i64) -> Row {
 #[template(path = "dashboard.html")]
 pub struct Dashboard {
     nav: Nav,
+    attention: Vec<Row>,
     mine: Vec<Row>,
     to_decide: Vec<Row>,
     active: Vec<Row>,
@@ -109,8 +110,24 @@ pub async fn dashboard(
         .filter(|r| lifecycle.may_see(person, r))
         .map(|r| row(r, now))
         .collect();
+    // Breakglasses the broker could not end are an alarm for the target's approvers and for
+    // auditors: first on their dashboard.
+    let attention = state
+        .store
+        .requests(&RequestFilter {
+            state: Some(RequestState::NeedsAttention),
+            visible_to: lifecycle.visibility(person),
+            limit: 200,
+            ..Default::default()
+        })
+        .await?
+        .iter()
+        .filter(|r| state.config.roles.audits(person) || may_decide(&lifecycle.access(r), person))
+        .map(|r| row(r, now))
+        .collect();
     Ok(Dashboard {
         nav: viewer.nav(&state),
+        attention,
         mine,
         to_decide,
         active,
@@ -165,6 +182,7 @@ pub struct ShowPage {
     can_decide: bool,
     can_cancel: bool,
     can_close: bool,
+    viewer_subject: String,
     refresh: bool,
 }
 
@@ -188,7 +206,11 @@ pub async fn show(
     let access = lifecycle.access(&request);
     let can_decide = awaits_decision_from(&access, person, decided, now);
     let can_cancel = request.state == RequestState::Pending && may_cancel(&access, person);
-    let can_close = request.state == RequestState::Active && may_close(&access, person);
+    let can_close = matches!(
+        request.state,
+        RequestState::Active | RequestState::NeedsAttention
+    ) && request.end_requested.is_none()
+        && may_close(&access, person);
     let objects = object_views(&state, &request, &approvals).await;
     let events = state
         .store
@@ -224,6 +246,7 @@ pub async fn show(
         can_decide,
         can_cancel,
         can_close,
+        viewer_subject: person.subject.clone(),
         refresh: request.state == RequestState::Approved,
         r: request,
     })
@@ -365,7 +388,7 @@ pub async fn close(
 ) -> Result<Response, PageError> {
     state
         .lifecycle
-        .close(&f.viewer.person, &id)
+        .close(&f.viewer.person, &id, &f.form.comment)
         .await
         .map_err(AppError::from)?;
     Ok(see_other(&format!("/requests/{id}")))

@@ -88,10 +88,15 @@ async fn kubectl_json_and_yaml_output_round_trip_the_stored_object() -> TestResu
     .await?;
     let printed: Value = serde_json::from_str(&json_out)?;
 
-    let stored = sim
+    let mut stored = sim
         .cluster
         .object(&deployment_key("api"))
         .ok_or("object should exist")?;
+    // kubectl leaves managedFields out unless asked with --show-managed-fields.
+    stored["metadata"]
+        .as_object_mut()
+        .ok_or("metadata")?
+        .remove("managedFields");
     assert_eq!(printed, stored);
     assert!(yaml_out.contains("kind: Deployment"), "{yaml_out}");
     assert!(
