@@ -32,6 +32,9 @@ pub enum EndAction {
     Unmark(Value),
     /// Neither a breakglass nor a stamp of the broker's is left on it.
     Nothing,
+    /// The object under that name is not the one the broker wrote (it was deleted and made
+    /// again, with another UID): left alone, for the detector to judge.
+    NotOurs,
 }
 
 impl EndAction {
@@ -43,21 +46,29 @@ impl EndAction {
             EndAction::Restore(_) => "restored its prior pod template",
             EndAction::Unmark(_) => "replaced by others since; removed only the broker's stamps",
             EndAction::Nothing => "nothing of the breakglass left",
+            EndAction::NotOurs => "deleted and made again by someone else; left alone",
         }
     }
 }
 
-/// Decides the end of one object of `kind`: `applied` is the body the broker applied,
-/// `before` what stood there before (None when the broker created it), `live` what stands now.
+/// Decides the end of one object of `kind`: `applied` is the body the broker applied, `uid`
+/// the UID its write left (when known), `before` what stood there before (None when the
+/// broker created it), `live` what stands now.
 pub fn plan(
     kind: &str,
     applied: &Value,
+    uid: Option<&str>,
     before: Option<&Value>,
     live: Option<&Value>,
 ) -> EndAction {
     let Some(live) = live else {
         return EndAction::Gone;
     };
+    if let Some(uid) = uid
+        && live.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+    {
+        return EndAction::NotOurs;
+    }
     let template = template_pointer(kind);
     let ours = images_at(applied, &template);
     let live_template = live.pointer(&template);
@@ -274,7 +285,7 @@ mod tests {
         let applied = deployment(HOTFIX, 1, true);
         let live = deployment(HOTFIX, 5, true);
         assert_eq!(
-            plan("Deployment", &applied, None, Some(&live)),
+            plan("Deployment", &applied, None, None, Some(&live)),
             EndAction::Delete
         );
     }
@@ -284,7 +295,7 @@ mod tests {
         let applied = deployment(HOTFIX, 1, true);
         let live = deployment(THEIRS, 1, true);
         assert_eq!(
-            plan("Deployment", &applied, None, Some(&live)),
+            plan("Deployment", &applied, None, None, Some(&live)),
             EndAction::Delete
         );
     }
@@ -295,7 +306,8 @@ mod tests {
         let applied = deployment(HOTFIX, 3, true);
         let mut live = deployment(HOTFIX, 5, true);
         live["metadata"]["labels"]["added-by-others"] = json!("yes");
-        let EndAction::Restore(body) = plan("Deployment", &applied, Some(&before), Some(&live))
+        let EndAction::Restore(body) =
+            plan("Deployment", &applied, None, Some(&before), Some(&live))
         else {
             panic!("expected a restore");
         };
@@ -318,7 +330,8 @@ mod tests {
         let applied = deployment(HOTFIX, 3, true);
         let mut live = deployment(THEIRS, 3, false);
         live["metadata"]["labels"][format!("{BROKER_PREFIX}ticket")] = json!("INC-1");
-        let EndAction::Unmark(body) = plan("Deployment", &applied, Some(&before), Some(&live))
+        let EndAction::Unmark(body) =
+            plan("Deployment", &applied, None, Some(&before), Some(&live))
         else {
             panic!("expected only the stamps to go");
         };
@@ -336,6 +349,7 @@ mod tests {
                 "Deployment",
                 &applied,
                 None,
+                None,
                 Some(&deployment(THEIRS, 3, false))
             ),
             EndAction::Nothing
@@ -349,7 +363,7 @@ mod tests {
         live["spec"]["template"]["metadata"]["annotations"] =
             json!({ BREAKGLASS_ANNOTATION: "true" });
         assert_eq!(
-            plan("Deployment", &applied, None, Some(&live)),
+            plan("Deployment", &applied, None, None, Some(&live)),
             EndAction::Delete
         );
     }
@@ -359,7 +373,7 @@ mod tests {
         let applied = deployment(HOTFIX, 1, true);
         let mut live = deployment(THEIRS, 1, false);
         live["metadata"]["labels"][BREAKGLASS_LABEL] = json!("true");
-        let EndAction::Unmark(body) = plan("Deployment", &applied, None, Some(&live)) else {
+        let EndAction::Unmark(body) = plan("Deployment", &applied, None, None, Some(&live)) else {
             panic!("expected only the marks to go");
         };
         assert!(body["metadata"]["labels"].get(BREAKGLASS_LABEL).is_none());
@@ -382,23 +396,51 @@ mod tests {
         };
         let applied = pod(HOTFIX, true);
         assert_eq!(
-            plan("Pod", &applied, None, Some(&pod(HOTFIX, false))),
+            plan("Pod", &applied, None, None, Some(&pod(HOTFIX, false))),
             EndAction::Delete
         );
         assert_eq!(
-            plan("Pod", &applied, None, Some(&pod(THEIRS, true))),
+            plan("Pod", &applied, None, None, Some(&pod(THEIRS, true))),
             EndAction::Delete
         );
         assert_eq!(
-            plan("Pod", &applied, None, Some(&pod(THEIRS, false))),
+            plan("Pod", &applied, None, None, Some(&pod(THEIRS, false))),
             EndAction::Nothing
+        );
+    }
+
+    #[test]
+    fn an_object_made_again_under_the_same_name_is_not_the_brokers_to_end() {
+        let applied = deployment(HOTFIX, 1, true);
+        let mut live = deployment(HOTFIX, 1, true);
+        live["metadata"]["uid"] = json!("someone-elses");
+        assert_eq!(
+            plan(
+                "Deployment",
+                &applied,
+                Some("the-brokers"),
+                None,
+                Some(&live)
+            ),
+            EndAction::NotOurs
+        );
+        live["metadata"]["uid"] = json!("the-brokers");
+        assert_eq!(
+            plan(
+                "Deployment",
+                &applied,
+                Some("the-brokers"),
+                None,
+                Some(&live)
+            ),
+            EndAction::Delete
         );
     }
 
     #[test]
     fn an_object_already_gone_needs_nothing() {
         assert_eq!(
-            plan("Deployment", &deployment(HOTFIX, 1, true), None, None),
+            plan("Deployment", &deployment(HOTFIX, 1, true), None, None, None),
             EndAction::Gone
         );
     }

@@ -441,6 +441,30 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+/// What a write left: the object's version, and its UID (which a delete and a create under the
+/// same name change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub version: String,
+    pub uid: Option<String>,
+}
+
+impl Written {
+    /// The version and UID of an object as read back.
+    pub fn of(object: &serde_json::Value) -> Written {
+        let text = |pointer: &str| {
+            object
+                .pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        Written {
+            version: text("/metadata/resourceVersion").unwrap_or_default(),
+            uid: text("/metadata/uid"),
+        }
+    }
+}
+
 impl From<&Object> for ObjectRef {
     fn from(object: &Object) -> Self {
         ObjectRef {

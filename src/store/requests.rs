@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, FromRow, Row};
 
 use super::{Result, Store, Tx};
 use crate::clock::Millis;
-use crate::domain::manifest::{Object, ObjectRef};
+use crate::domain::manifest::{Object, ObjectRef, Written};
 use crate::domain::{Person, State};
 use serde_json::Value;
 
@@ -176,6 +176,8 @@ pub struct AppliedObject {
     pub name: String,
     pub before_apply: Option<String>,
     pub applied_version: Option<String>,
+    /// The object's UID after the broker's write.
+    pub applied_uid: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -326,7 +328,7 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     Ok(sqlx::query_as(
-        "SELECT position, api_version, kind, namespace, name, before_apply, applied_version
+        "SELECT position, api_version, kind, namespace, name, before_apply, applied_version, applied_uid
          FROM applied_objects WHERE request_id = $1 ORDER BY position",
     )
     .bind(request_id)
@@ -552,10 +554,11 @@ impl Store {
         &self,
         request_id: &str,
         position: i64,
-        version: &str,
+        written: &Written,
     ) -> Result<()> {
-        sqlx::query("UPDATE applied_objects SET applied_version = $1 WHERE request_id = $2 AND position = $3")
-            .bind(version)
+        sqlx::query("UPDATE applied_objects SET applied_version = $1, applied_uid = $2 WHERE request_id = $3 AND position = $4")
+            .bind(&written.version)
+            .bind(written.uid.as_deref())
             .bind(request_id)
             .bind(position)
             .execute(self.pool())

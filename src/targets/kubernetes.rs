@@ -7,7 +7,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
-use super::{Expect, ObjectRef, Target, TargetError};
+use super::{Expect, ObjectRef, Target, TargetError, Written};
 
 pub use crate::domain::end::FIELD_MANAGER;
 
@@ -61,7 +61,7 @@ impl Target for KubernetesTarget {
         object: &ObjectRef,
         body: &Value,
         expect: Expect<'_>,
-    ) -> Result<String, TargetError> {
+    ) -> Result<Written, TargetError> {
         let written = match expect {
             Expect::Absent => {
                 let created: DynamicObject = serde_json::from_value(body.clone())
@@ -83,11 +83,11 @@ impl Target for KubernetesTarget {
                     .await
             }
         };
-        Ok(written
-            .map_err(classify)?
-            .metadata
-            .resource_version
-            .unwrap_or_default())
+        let written = written.map_err(classify)?;
+        Ok(Written {
+            version: written.metadata.resource_version.unwrap_or_default(),
+            uid: written.metadata.uid,
+        })
     }
 
     async fn dry_run(&self, object: &ObjectRef, body: &Value) -> Result<(), TargetError> {

@@ -8,7 +8,7 @@ mod registry;
 use async_trait::async_trait;
 use serde_json::Value;
 
-pub use crate::domain::manifest::ObjectRef;
+pub use crate::domain::manifest::{ObjectRef, Written};
 pub use kubernetes::KubernetesTarget;
 pub use registry::{Registry, TargetEntry, UnknownTarget};
 
@@ -52,14 +52,15 @@ pub trait Target: Send + Sync {
     /// The object as it stands, or None when it does not exist.
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError>;
 
-    /// Writes `body` only as `expect` allows, and returns the object's version afterwards; an
-    /// object that is not as expected is a [`TargetError::Conflict`] and is left untouched.
+    /// Writes `body` only as `expect` allows, and returns the object's version and UID
+    /// afterwards; an object that is not as expected is a [`TargetError::Conflict`] and is
+    /// left untouched.
     async fn apply(
         &self,
         object: &ObjectRef,
         body: &Value,
         expect: Expect<'_>,
-    ) -> Result<String, TargetError>;
+    ) -> Result<Written, TargetError>;
 
     /// Asks the target whether it would admit `body` as it stands, changing nothing: how the
     /// request page tells approvers whether an image needs breakglass at all.

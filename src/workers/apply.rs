@@ -19,7 +19,7 @@ use crate::domain::stamp::{REQUEST_ID, stamped};
 use crate::domain::{AuditAction, State};
 use crate::lifecycle::{Actor, RequestRef, stamp_of};
 use crate::store::{AppliedObject, Request, Store, StoreError, approver_names};
-use crate::targets::{Expect, ObjectRef, Target, TargetError};
+use crate::targets::{Expect, ObjectRef, Target, TargetError, Written};
 
 /// What step 2 left for step 3.
 struct Prepared {
@@ -108,15 +108,15 @@ impl Worker {
                 Some(version) => Expect::Version(version),
             };
             let result = match landed {
-                Ok(Some(version)) => Ok(version),
+                Ok(Some(written)) => Ok(written),
                 Ok(None) => target.apply(&reference, body, expect).await,
                 Err(e) => Err(e),
             };
             match result {
                 // Recorded at once, so that a rollback or an undo knows exactly what is ours.
-                Ok(version) => {
+                Ok(written) => {
                     self.store
-                        .record_applied_version(id, position as i64, &version)
+                        .record_applied_version(id, position as i64, &written)
                         .await?
                 }
                 Err(e) if e.is_transient() => {
@@ -232,6 +232,7 @@ impl Worker {
                     name: object.name.clone(),
                     before_apply: before.as_ref().map(|b| b.to_string()),
                     applied_version: None,
+                    applied_uid: None,
                 };
                 Store::insert_applied_object(change.tx(), &request.id, &record).await?;
             }
@@ -323,22 +324,19 @@ impl Worker {
 
 /// Whether an earlier holder's write of this object landed: the object still stands at the
 /// version it recorded, or (when it died before recording one) carries this request's stamp.
-/// Returns the version to record, or None when the object must be applied.
+/// Returns the version and UID to record, or None when the object must be applied.
 async fn already_applied(
     target: &dyn Target,
     reference: &ObjectRef,
     recorded: Option<&AppliedObject>,
     request_id: &str,
-) -> Result<Option<String>, TargetError> {
+) -> Result<Option<Written>, TargetError> {
     let Some(live) = target.get(reference).await? else {
         return Ok(None);
     };
-    let version = live
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let written = Written::of(&live);
     let ours = match recorded.and_then(|r| r.applied_version.as_deref()) {
-        Some(recorded) => recorded == version,
+        Some(recorded) => recorded == written.version,
         None => {
             live.pointer("/metadata/labels")
                 .and_then(|labels| labels.get(REQUEST_ID))
@@ -346,7 +344,7 @@ async fn already_applied(
                 == Some(request_id)
         }
     };
-    Ok(ours.then(|| version.to_owned()))
+    Ok(ours.then_some(written))
 }
 
 fn store_unavailable(e: StoreError) -> TargetError {

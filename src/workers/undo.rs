@@ -156,7 +156,8 @@ impl Worker {
                 .and_then(|p| applied.get(p))
                 .cloned()
                 .unwrap_or(Value::Null);
-            match end_one(target, &object.object_ref(), &ours, before.as_ref()).await {
+            let uid = object.applied_uid.as_deref();
+            match end_one(target, &object.object_ref(), &ours, uid, before.as_ref()).await {
                 Ok((did, changed_by_others)) => outcomes.push(Outcome {
                     object: label,
                     did,
@@ -175,6 +176,7 @@ async fn end_one(
     target: &dyn Target,
     reference: &ObjectRef,
     applied: &Value,
+    uid: Option<&str>,
     before: Option<&Value>,
 ) -> Result<(&'static str, Vec<String>), TargetError> {
     for _ in 0..RACES {
@@ -186,9 +188,9 @@ async fn end_one(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let action = end::plan(&reference.kind, applied, before, live.as_ref());
+        let action = end::plan(&reference.kind, applied, uid, before, live.as_ref());
         let written = match &action {
-            EndAction::Gone | EndAction::Nothing => Ok(()),
+            EndAction::Gone | EndAction::Nothing | EndAction::NotOurs => Ok(()),
             EndAction::Delete => target.delete(reference, Some(&version)).await,
             EndAction::Restore(body) | EndAction::Unmark(body) => {
                 target.restore(reference, body, &version).await

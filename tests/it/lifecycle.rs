@@ -19,7 +19,9 @@ use breakglass_broker::lifecycle::{
     self, Decision, Lifecycle, LifecycleError, LifecycleEvent, RequestForm,
 };
 use breakglass_broker::store::{AuditFilter, Store};
-use breakglass_broker::targets::{Expect, ObjectRef, Registry, Target, TargetEntry, TargetError};
+use breakglass_broker::targets::{
+    Expect, ObjectRef, Registry, Target, TargetEntry, TargetError, Written,
+};
 use breakglass_broker::workers::Worker;
 use serde_json::Value;
 use std::sync::Arc;
@@ -48,6 +50,7 @@ impl Double {
         let version = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
         let mut body = body.clone();
         body["metadata"]["resourceVersion"] = Value::String(version.to_string());
+        body["metadata"]["uid"] = Value::String(format!("uid-{}", Self::key(object)));
         self.objects
             .lock()
             .expect("lock")
@@ -80,18 +83,24 @@ impl Target for Double {
         object: &ObjectRef,
         body: &Value,
         expect: Expect<'_>,
-    ) -> Result<String, TargetError> {
+    ) -> Result<Written, TargetError> {
         let live = self.object(&Self::key(object));
         let live_version = live
             .as_ref()
             .and_then(|l| l["metadata"]["resourceVersion"].as_str());
-        match (expect, live_version) {
-            (Expect::Absent, None) => Ok(self.store(object, body)),
-            (Expect::Version(want), Some(have)) if want == have => Ok(self.store(object, body)),
-            _ => Err(TargetError::Conflict(format!(
-                "{object} is not as recorded"
-            ))),
-        }
+        let version = match (expect, live_version) {
+            (Expect::Absent, None) => self.store(object, body),
+            (Expect::Version(want), Some(have)) if want == have => self.store(object, body),
+            _ => {
+                return Err(TargetError::Conflict(format!(
+                    "{object} is not as recorded"
+                )));
+            }
+        };
+        Ok(Written {
+            version,
+            uid: Some(format!("uid-{}", Self::key(object))),
+        })
     }
 
     async fn dry_run(&self, _object: &ObjectRef, _body: &Value) -> Result<(), TargetError> {

@@ -9,6 +9,7 @@ mod audit;
 mod browser;
 mod common;
 mod end;
+mod end_props;
 mod flow;
 mod kinds;
 mod lifecycle;
