@@ -1,23 +1,30 @@
-//! Several replicas, crashes and outages: the real binary as separate processes on loopback
-//! (`serve` from a configuration file, a standalone `sim-cluster` and `dev-idp`), PostgreSQL
-//! underneath. Whatever happens, each request is applied once and undone once, and nothing is
-//! lost.
+//! Several replicas, crashes, leases and outages: the real binary as separate processes on
+//! loopback (`serve` from a configuration file, a standalone `sim-cluster` and `dev-idp`),
+//! SQLite or PostgreSQL underneath; where a test must move time, brokers in this process with
+//! a manual clock on the same shared cluster. Whatever happens, each request is applied once
+//! and undone once, and nothing is lost.
+
+mod crashes;
+mod failure_knob;
+mod leases;
+mod outages;
+mod postgres;
+mod racing;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use breakglass_broker::clock::Clock;
 use breakglass_broker::dev::sim_cluster::{
     Failure, FailureState, ObjectKey, WriteCount, WriteRecord,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::task::JoinSet;
 
-use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
-use crate::store::FreshPostgres;
+use crate::common::{HOTFIX_IMAGE, deployment};
 
 const BIN: &str = env!("CARGO_BIN_EXE_breakglass-broker");
 
@@ -251,6 +258,35 @@ ticket_pattern = "^[A-Z][A-Z0-9]*-[0-9]+$"
         }
     }
 
+    /// A SQLite database in this test's temp dir, for brokers that restart on the same file.
+    fn sqlite_url(&self, name: &str) -> String {
+        format!(
+            "sqlite://{}?mode=rwc",
+            self.dir.path().join(format!("{name}.db")).display()
+        )
+    }
+
+    /// A broker in this process on the shared cluster and issuer, with `clock` for its time,
+    /// so that a test can move its leases forward. Its worker runs as in `serve`.
+    async fn broker_in_process(&self, config: &Path, clock: Clock) -> InProcess {
+        let config = breakglass_broker::config::Config::load(config).expect("config loads");
+        let mut broker = breakglass_broker::app::Broker::build(config, clock)
+            .await
+            .expect("broker builds");
+        broker.start_worker();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let router = broker.router();
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        InProcess {
+            url,
+            _broker: broker,
+            server,
+        }
+    }
+
     async fn call(
         &self,
         broker: &str,
@@ -259,11 +295,25 @@ ticket_pattern = "^[A-Z][A-Z0-9]*-[0-9]+$"
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.call_within(broker, method, persona, path, body, Duration::from_secs(60))
+            .await
+    }
+
+    /// Like [`Infra::call`], failing the test unless the broker answers within `limit`.
+    async fn call_within(
+        &self,
+        broker: &str,
+        method: Method,
+        persona: &str,
+        path: &str,
+        body: Option<Value>,
+        limit: Duration,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
             .request(method, format!("{broker}{path}"))
             .bearer_auth(&self.tokens[persona])
-            .timeout(Duration::from_secs(30));
+            .timeout(limit);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -278,6 +328,12 @@ ticket_pattern = "^[A-Z][A-Z0-9]*-[0-9]+$"
 
     /// Files a request for a Deployment `name` as alice; returns (id, digest).
     async fn file(&self, broker: &str, name: &str, minutes: u64) -> (String, String) {
+        self.file_manifest(broker, &deployment(name, HOTFIX_IMAGE), minutes)
+            .await
+    }
+
+    /// Files a request for whatever `manifest` holds as alice; returns (id, digest).
+    async fn file_manifest(&self, broker: &str, manifest: &str, minutes: u64) -> (String, String) {
         let (status, body) = self
             .call(
                 broker,
@@ -287,7 +343,7 @@ ticket_pattern = "^[A-Z][A-Z0-9]*-[0-9]+$"
                 Some(json!({
                     "target": "dev-cluster",
                     "namespace": "prod",
-                    "manifest": deployment(name, HOTFIX_IMAGE),
+                    "manifest": manifest,
                     "ticket": "INC-5",
                     "justification": "replicas under test",
                     "duration_minutes": minutes,
@@ -457,548 +513,115 @@ ticket_pattern = "^[A-Z][A-Z0-9]*-[0-9]+$"
     }
 }
 
+/// A broker served from this process (see [`Infra::broker_in_process`]); stops when dropped.
+struct InProcess {
+    url: String,
+    _broker: breakglass_broker::app::Broker,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Infra {
+    /// Files and approves (bob and carol) a request on `broker`; returns its id.
+    async fn file_and_approve(&self, broker: &str, manifest: &str, minutes: u64) -> String {
+        let (id, digest) = self.file_manifest(broker, manifest, minutes).await;
+        for persona in ["bob", "carol"] {
+            let (status, body) = self.approve(broker, persona, &id, &digest).await;
+            assert_eq!(status, StatusCode::OK, "{persona}: {body}");
+        }
+        id
+    }
+
+    /// Waits until the simulated cluster holds at least `count` requests (a write stored and
+    /// its answer held, with `after_commit`), failing the test after a generous minute.
+    async fn wait_for_held(&self, count: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = self.failure_state().await;
+            if state.held >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: the cluster never held {count} requests: {state:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the writes to `names` are exactly `expected` (see [`Infra::write_counts`]),
+    /// failing the test after a generous minute.
+    async fn wait_for_writes(&self, names: &[String], expected: &[(u64, u64, u64)], what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let counts = self.write_counts(names).await;
+            if counts == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: the writes to {names:?} are {counts:?}, never {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A request's state as `dave` sees it.
+    async fn state_of(&self, broker: &str, id: &str) -> String {
+        self.show(broker, id).await["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// (applies, deletes, every write) for each of `names`, as the simulated cluster counted.
+    async fn write_counts(&self, names: &[String]) -> Vec<(u64, u64, u64)> {
+        let writes = self.writes().await;
+        names
+            .iter()
+            .map(|name| {
+                writes
+                    .get(name)
+                    .map_or((0, 0, 0), |c| (c.applies, c.deletes, c.total()))
+            })
+            .collect()
+    }
+}
+
 fn count(actions: &[String], action: &str) -> usize {
     actions.iter().filter(|a| *a == action).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_apply_and_undo_each_of_fifty_racing_requests_exactly_once() {
-    const TOTAL: usize = 50;
-    /// These run for a minute and expire, with all three workers waking for the deadline;
-    /// the others are closed early by their requester.
-    const EXPIRING: usize = 5;
-    let infra = Infra::start().await;
-    let database = FreshPostgres::create().await;
-    let config = infra.config("replica", &database.url);
-    // Started together, so they also race to migrate the fresh database.
-    let (a, b, c) = tokio::join!(
-        infra.broker(&config, "replica-a"),
-        infra.broker(&config, "replica-b"),
-        infra.broker(&config, "replica-c"),
-    );
-    let replicas: Vec<String> = [&a, &b, &c].iter().map(|b| b.url.clone()).collect();
-    let infra = std::sync::Arc::new(infra);
-
-    // Each request is filed on one replica and its two approvals race on the two others; a
-    // dozen requests at a time, enough to overlap everywhere without drowning a CI machine.
-    let mut filing = JoinSet::new();
-    let at_once = std::sync::Arc::new(tokio::sync::Semaphore::new(12));
-    for i in 0..TOTAL {
-        let infra = infra.clone();
-        let replicas = replicas.clone();
-        let at_once = at_once.clone();
-        filing.spawn(async move {
-            let _turn = at_once.acquire().await.expect("semaphore");
-            let minutes = if i < EXPIRING { 1 } else { 60 };
-            let (id, digest) = infra
-                .file(&replicas[i % 3], &format!("race-{i}"), minutes)
-                .await;
-            let (bob, carol) = tokio::join!(
-                infra.approve(&replicas[(i + 1) % 3], "bob", &id, &digest),
-                infra.approve(&replicas[(i + 2) % 3], "carol", &id, &digest),
-            );
-            assert_eq!(bob.0, StatusCode::OK, "{}", bob.1);
-            assert_eq!(carol.0, StatusCode::OK, "{}", carol.1);
-            (i, id)
-        });
-    }
-    let mut ids = vec![String::new(); TOTAL];
-    while let Some(done) = filing.join_next().await {
-        let (i, id) = done.expect("filing task");
-        ids[i] = id;
-    }
-    let all_active: HashMap<String, &str> = ids.iter().map(|id| (id.clone(), "active")).collect();
-    infra
-        .wait_for_states(&replicas[0], &all_active, Duration::from_secs(30))
-        .await;
-
-    // The requester closes the others, half of them twice at once on two replicas.
-    let mut closing = JoinSet::new();
-    for (i, id) in ids.iter().enumerate().skip(EXPIRING) {
-        let infra = infra.clone();
-        let replicas = replicas.clone();
-        let id = id.clone();
-        closing.spawn(async move {
-            if i % 2 == 0 {
-                let (status, body) = infra.close(&replicas[i % 3], &id).await;
-                assert_eq!(status, StatusCode::OK, "{body}");
-            } else {
-                let (first, second) = tokio::join!(
-                    infra.close(&replicas[i % 3], &id),
-                    infra.close(&replicas[(i + 1) % 3], &id),
-                );
-                let mut statuses = [first.0, second.0];
-                statuses.sort();
-                assert_eq!(
-                    statuses,
-                    [StatusCode::OK, StatusCode::CONFLICT],
-                    "one close wins: {} / {}",
-                    first.1,
-                    second.1
-                );
-            }
-        });
-    }
-    while let Some(done) = closing.join_next().await {
-        done.expect("closing task");
-    }
-    let ended: HashMap<String, &str> = ids
+/// A manifest of `n` Deployments named `{prefix}-0` ... `{prefix}-{n-1}`, and their names.
+fn deployments(prefix: &str, n: usize) -> (String, Vec<String>) {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let manifest = names
         .iter()
-        .enumerate()
-        .map(|(i, id)| (id.clone(), if i < EXPIRING { "expired" } else { "closed" }))
-        .collect();
-    infra
-        .wait_for_states(&replicas[1], &ended, Duration::from_secs(120))
-        .await;
-
-    let writes = infra.writes().await;
-    assert_eq!(writes.len(), TOTAL, "one object per request: {writes:?}");
-    for i in 0..TOTAL {
-        let written = writes[&format!("race-{i}")];
-        assert_eq!(
-            (written.applies, written.deletes, written.total()),
-            (1, 1, 2),
-            "race-{i} was applied once and undone once"
-        );
-    }
-    for (i, id) in ids.iter().enumerate() {
-        let actions = infra.audit_actions(&replicas[i % 3], id).await;
-        let end = if i < EXPIRING {
-            "request.expired"
-        } else {
-            "request.closed"
-        };
-        for (action, times) in [
-            ("request.approved", 2),
-            ("request.fully_approved", 1),
-            ("request.applying", 1),
-            ("request.applied", 1),
-            (end, 1),
-        ] {
-            assert_eq!(count(&actions, action), times, "{action} in {actions:?}");
-        }
-    }
-    for broker in [a, b, c] {
-        let mut proc = broker.proc;
-        assert!(proc.is_running(), "{} is still up", proc.name);
-    }
+        .map(|name| deployment(name, HOTFIX_IMAGE))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    (manifest, names)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_killed_mid_apply_is_finished_by_the_next_start_with_one_apply_and_a_complete_audit()
- {
-    let infra = Infra::start().await;
-    let database = FreshPostgres::create().await;
-    let config = infra.config("broker", &database.url);
-    let mut first = infra.broker(&config, "broker-first").await;
-
-    // The cluster reads normally but holds every write for two minutes, then fails it.
-    infra
-        .set_failure(Some(Failure {
-            status: Some(503),
-            delay_ms: 120_000,
-            writes_only: true,
-            ..Failure::default()
-        }))
-        .await;
-    let (id, digest) = infra.file(&first.url, "crash", 60).await;
-    assert_eq!(
-        infra.approve(&first.url, "bob", &id, &digest).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        infra.approve(&first.url, "carol", &id, &digest).await.0,
-        StatusCode::OK
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while infra.failure_state().await.held == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broker never wrote"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Mid-apply: `applying` is recorded and the server-side apply is in flight.
-    let actions = infra.audit_actions(&first.url, &id).await;
-    assert_eq!(actions.last().map(String::as_str), Some("request.applying"));
-    first.proc.kill().await;
-    infra.set_failure(None).await;
-
-    let second = infra.broker(&config, "broker-second").await;
-    let expected = HashMap::from([(id.clone(), "active")]);
-    infra
-        .wait_for_states(&second.url, &expected, Duration::from_secs(60))
-        .await;
-    let writes = infra.writes().await;
-    assert_eq!(
-        writes.get("crash").map(|c| (c.applies, c.total())),
-        Some((1, 1)),
-        "applied once: {writes:?}"
-    );
-    let shown = infra.show(&second.url, &id).await;
-    assert!(shown["applied_at"].is_string(), "{shown}");
-    assert_eq!(
-        infra.audit_actions(&second.url, &id).await,
-        [
-            "request.created",
-            "request.approved",
-            "request.approved",
-            "request.fully_approved",
-            "request.applying",
-            "request.applied",
-        ]
-    );
-
-    assert_eq!(infra.close(&second.url, &id).await.0, StatusCode::OK);
-    let expected = HashMap::from([(id.clone(), "closed")]);
-    infra
-        .wait_for_states(&second.url, &expected, Duration::from_secs(30))
-        .await;
-    let writes = infra.writes().await;
-    assert_eq!(
-        writes.get("crash").map(|c| (c.applies, c.deletes)),
-        Some((1, 1))
-    );
-}
-
-/// A PostgreSQL server of this test's own, in a temp dir on a free port, so that it can be
-/// stopped without disturbing anything else. PostgreSQL refuses to run as root; as root, it
-/// runs as the `postgres` user the server packages create.
-struct PrivatePostgres {
-    dir: TempDir,
-    bin: PathBuf,
-    port: u16,
-    as_postgres: bool,
-}
-
-impl PrivatePostgres {
-    fn start() -> PrivatePostgres {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let as_postgres = std::fs::metadata(dir.path()).expect("temp dir").uid() == 0;
-        if as_postgres {
-            let status = std::process::Command::new("chown")
-                .args(["postgres:"])
-                .arg(dir.path())
-                .status()
-                .expect("chown");
-            assert!(status.success(), "the temp dir is handed to postgres");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let postgres = PrivatePostgres {
-            bin: postgres_bin(),
-            port,
-            as_postgres,
-            dir,
-        };
-        postgres.run(
-            "initdb",
-            &[
-                OsStr::new("-D"),
-                postgres.data().as_os_str(),
-                OsStr::new("-U"),
-                OsStr::new("postgres"),
-                OsStr::new("-A"),
-                OsStr::new("trust"),
-                OsStr::new("--no-sync"),
-            ],
-        );
-        postgres.up();
-        postgres
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn up(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("postgres.log");
-        self.run(
-            "pg_ctl",
-            &[
-                OsStr::new("-D"),
-                self.data().as_os_str(),
-                OsStr::new("-o"),
-                OsStr::new(&options),
-                OsStr::new("-l"),
-                log.as_os_str(),
-                OsStr::new("-w"),
-                OsStr::new("start"),
-            ],
-        );
-    }
-
-    /// Stops the server the way an operator (or a failover) would: sessions are cut.
-    fn down(&self) {
-        self.run(
-            "pg_ctl",
-            &[
-                OsStr::new("-D"),
-                self.data().as_os_str(),
-                OsStr::new("-m"),
-                OsStr::new("fast"),
-                OsStr::new("-w"),
-                OsStr::new("stop"),
-            ],
-        );
-    }
-
-    fn command(&self, program: &str) -> std::process::Command {
-        let program = self.bin.join(program);
-        if self.as_postgres {
-            let mut command = std::process::Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            std::process::Command::new(program)
-        }
-    }
-
-    fn run(&self, program: &str, args: &[&OsStr]) {
-        let output = self
-            .command(program)
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("PostgreSQL tools run");
-        assert!(
-            output.status.success(),
-            "{program} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-/// The newest installed PostgreSQL's server programs (Debian keeps them out of PATH).
-fn postgres_bin() -> PathBuf {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .expect("PostgreSQL server programs under /usr/lib/postgresql/*/bin")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_database_down_the_api_answers_503_and_applies_nothing_then_carries_on() {
-    let postgres = PrivatePostgres::start();
-    let infra = Infra::start().await;
-    let config = infra.config("broker", &postgres.url());
-    let mut broker = infra.broker(&config, "broker").await;
-    let url = broker.url.clone();
-
-    let (live, live_digest) = infra.file(&url, "live", 60).await;
-    assert_eq!(
-        infra.approve(&url, "bob", &live, &live_digest).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        infra.approve(&url, "carol", &live, &live_digest).await.0,
-        StatusCode::OK
-    );
-    let (waiting, waiting_digest) = infra.file(&url, "waiting", 60).await;
-    assert_eq!(
-        infra
-            .approve(&url, "bob", &waiting, &waiting_digest)
-            .await
-            .0,
-        StatusCode::OK
-    );
-    infra
-        .wait_for_states(
-            &url,
-            &HashMap::from([(live.clone(), "active"), (waiting.clone(), "pending")]),
-            Duration::from_secs(10),
-        )
-        .await;
-
-    postgres.down();
-    let ready = infra
-        .http
-        .get(format!("{url}/readyz"))
-        .send()
+/// A connection to a broker's PostgreSQL database, for what only the database can show or do
+/// (a lease's expiry, a row lock that stalls a worker's renewals).
+async fn pg(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
         .await
-        .expect("answers");
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let (status, body) = infra
-        .approve(&url, "carol", &waiting, &waiting_digest)
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("database is unavailable")),
-        "{body}"
-    );
-    let (status, body) = infra
-        .call(
-            &url,
-            Method::POST,
-            "alice",
-            "/api/v1/requests",
-            Some(json!({
-                "target": "dev-cluster",
-                "namespace": "prod",
-                "manifest": deployment("during", HOTFIX_IMAGE),
-                "ticket": "INC-5",
-                "justification": "filed while the database is down",
-                "duration_minutes": 60,
-            })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(
-        infra.close(&url, &live).await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    let writes = infra.writes().await;
-    assert!(
-        !writes.contains_key("waiting"),
-        "nothing applied: {writes:?}"
-    );
-    assert_eq!(writes.get("live").map(|c| c.total()), Some(1), "{writes:?}");
-
-    postgres.up();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = infra
-            .http
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .expect("answers");
-        if ready.status() == StatusCode::OK {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // The approval that got 503 changed nothing: it is still needed, and now it counts.
-    let (status, body) = infra
-        .approve(&url, "carol", &waiting, &waiting_digest)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (after, after_digest) = infra.file(&url, "after", 60).await;
-    assert_eq!(
-        infra.approve(&url, "bob", &after, &after_digest).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        infra.approve(&url, "carol", &after, &after_digest).await.0,
-        StatusCode::OK
-    );
-    infra
-        .wait_for_states(
-            &url,
-            &HashMap::from([(waiting.clone(), "active"), (after.clone(), "active")]),
-            Duration::from_secs(30),
-        )
-        .await;
-    for id in [&live, &waiting, &after] {
-        assert_eq!(infra.close(&url, id).await.0, StatusCode::OK);
-    }
-    infra
-        .wait_for_states(
-            &url,
-            &HashMap::from([
-                (live.clone(), "closed"),
-                (waiting.clone(), "closed"),
-                (after.clone(), "closed"),
-            ]),
-            Duration::from_secs(30),
-        )
-        .await;
-    let writes = infra.writes().await;
-    for name in ["live", "waiting", "after"] {
-        assert_eq!(
-            writes.get(name).map(|c| (c.applies, c.deletes)),
-            Some((1, 1)),
-            "{name}: {writes:?}"
-        );
-    }
-    assert!(!writes.contains_key("during"));
-    assert!(
-        broker.proc.is_running(),
-        "the same broker process carried on"
-    );
+        .expect("the test database answers")
 }
 
-/// One replica in-process with a manual clock: the cluster answering 5xx is retried with
-/// backoff, the request shows why it waits, and once the cluster is back it is applied once.
-#[tokio::test]
-async fn a_failing_cluster_is_retried_with_backoff_and_the_request_shows_the_last_error() {
-    let env = TestEnv::start().await;
-    env.env.sim.set_failure(Some(503));
-    let id = {
-        let (id, digest) = env.file_ok(&deployment("flaky", HOTFIX_IMAGE), 60).await;
-        assert_eq!(env.approve("bob", &id, &digest).await.0, StatusCode::OK);
-        assert_eq!(env.approve("carol", &id, &digest).await.0, StatusCode::OK);
-        id
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let waiting = loop {
-        let (_, body) = env.get("dave", &format!("/api/v1/requests/{id}")).await;
-        if body["last_error"].is_string() {
-            break body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no error shown: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(waiting["state"], "approved");
-    assert!(
-        waiting["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("503")),
-        "{waiting}"
-    );
-    let key = ObjectKey::new("apps/v1", "Deployment", "prod", "flaky");
-    assert_eq!(env.env.sim.write_count(&key).total(), 0);
-
-    // Still failing at the next attempts; the request waits, nothing is lost.
-    env.clock.advance(Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, body) = env.get("dave", &format!("/api/v1/requests/{id}")).await;
-    assert_eq!(body["state"], "approved", "{body}");
-
-    env.env.sim.set_failure(None);
-    env.clock.advance(Duration::from_secs(120));
-    let active = env.wait_for_state(&id, "active").await;
-    assert!(active["last_error"].is_null(), "{active}");
-    assert_eq!(env.env.sim.write_count(&key).applies, 1);
+/// A request's lease, as the database holds it: (owner, until).
+async fn lease_of(conn: &mut sqlx::PgConnection, id: &str) -> (Option<String>, Option<i64>) {
+    sqlx::query_as("SELECT lease_owner, lease_until FROM requests WHERE id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+        .expect("the request row")
 }
