@@ -317,7 +317,10 @@ ticket_pattern = "^[A-Z][A-Z0-9]*-[0-9]+$"
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("broker answers");
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the broker did not answer within {limit:?}: {e}"));
         let status = response.status();
         let text = response.text().await.expect("body");
         (

@@ -95,7 +95,12 @@ async fn with_the_database_down_the_api_answers_503_and_applies_nothing_then_car
         .timeout(UNAVAILABLE_WITHIN * 2)
         .send()
         .await
-        .expect("answers");
+        .unwrap_or_else(|e| {
+            panic!(
+                "/readyz did not answer within {:?}: {e}",
+                UNAVAILABLE_WITHIN * 2
+            )
+        });
     let took = started.elapsed();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(
