@@ -53,7 +53,7 @@ async fn until_mid_apply(
     infra
         .wait_for_writes(names, &[(1, 0, 1), (1, 0, 1), (0, 0, 0)], "mid-apply")
         .await;
-    assert!(infra.failure_state().await.held >= 1);
+    infra.wait_for_held(1, "its answer").await;
     assert_eq!(infra.state_of(&holder.url, &id).await, "approved");
     let actions = infra.audit_actions(&holder.url, &id).await;
     assert_eq!(actions.last().map(String::as_str), Some("request.applying"));
@@ -72,7 +72,7 @@ async fn until_mid_undo(infra: &Infra, holder: &Broker, id: &str, names: &[Strin
     infra
         .wait_for_writes(names, &[(1, 0, 1), (1, 1, 2), (1, 1, 2)], "mid-undo")
         .await;
-    assert!(infra.failure_state().await.held >= 1);
+    infra.wait_for_held(1, "its answer").await;
     assert_eq!(infra.state_of(&holder.url, id).await, "active");
 }
 
