@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use breakglass_broker::domain::AuditAction;
 use breakglass_broker::store::{NewEvent, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,14 +34,14 @@ const START: i64 = 1_735_689_600_000;
 const STEP_MS: i64 = 30_000;
 const TICKETS: u64 = 20_000;
 const PEOPLE: u64 = 2_000;
-const STEPS: [&str; 7] = [
-    "request.created",
-    "request.approved",
-    "request.approved",
-    "request.fully_approved",
-    "request.applying",
-    "request.applied",
-    "request.expired",
+const STEPS: [AuditAction; 7] = [
+    AuditAction::Created,
+    AuditAction::Approved,
+    AuditAction::Approved,
+    AuditAction::FullyApproved,
+    AuditAction::Applying,
+    AuditAction::Applied,
+    AuditAction::Expired,
 ];
 const TARGETS: [&str; 5] = ["prod-gke", "staging-gke", "run-eu", "run-us", "batch"];
 const SEARCHES: usize = 200;
@@ -162,7 +163,7 @@ async fn load(store: &Store, from: u64, to: u64) -> anyhow::Result<()> {
 struct Row {
     at: i64,
     actor: String,
-    action: &'static str,
+    action: AuditAction,
     request_id: String,
     ticket: String,
     target: &'static str,

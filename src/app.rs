@@ -1,6 +1,5 @@
 //! Wiring: one configuration in, a router and its worker out.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,11 +10,12 @@ use tokio::sync::mpsc;
 use crate::auth::Verifier;
 use crate::auth::login::Login;
 use crate::clock::Clock;
-use crate::config::{Config, Credentials, TargetConfig};
+use crate::config::Config;
+use crate::lifecycle::{self, Lifecycle};
 use crate::store::Store;
-use crate::targets::{KubernetesTarget, Target};
+use crate::targets::Registry;
 use crate::web::{self, AppState};
-use crate::workers::{self, Worker};
+use crate::workers::Worker;
 
 /// Several dependencies bring both rustls crypto providers; the process picks one, once.
 pub fn install_crypto() {
@@ -40,22 +40,34 @@ impl Broker {
     }
 
     pub async fn with_store(config: Config, clock: Clock, store: Store) -> anyhow::Result<Broker> {
+        let targets = Registry::connect(&config.targets).await?;
+        Self::with_targets(config, clock, store, targets).await
+    }
+
+    /// A broker whose targets are already built: how tests put a double behind the target
+    /// interface.
+    pub async fn with_targets(
+        config: Config,
+        clock: Clock,
+        store: Store,
+        targets: Registry,
+    ) -> anyhow::Result<Broker> {
         install_crypto();
-        let mut policies = HashMap::new();
-        let mut targets = HashMap::new();
-        for target in &config.targets {
-            policies.insert(target.name.clone(), target.policy()?);
-            targets.insert(target.name.clone(), Arc::new(connect_target(target).await?));
-        }
         let verifier = Verifier::new(
             &config.oidc.issuer,
             &config.oidc.client_id,
             &config.oidc.groups_claim,
             clock.clone(),
         )?;
-        let (work, queue) = workers::queue();
-        let targets = Arc::new(targets);
-        let worker = Worker::new(store.clone(), clock.clone(), targets.clone());
+        let (work, queue) = lifecycle::queue();
+        let lifecycle = Lifecycle::new(
+            store.clone(),
+            clock.clone(),
+            targets,
+            config.roles.clone(),
+            work,
+        );
+        let worker = Worker::new(lifecycle.clone());
         let callback = format!(
             "{}/auth/callback",
             config.public_url.as_str().trim_end_matches('/')
@@ -68,9 +80,7 @@ impl Broker {
             clock,
             verifier: Arc::new(verifier),
             login: Arc::new(login),
-            policies: Arc::new(policies),
-            targets,
-            work,
+            lifecycle,
         };
         Ok(Broker {
             state,
@@ -90,26 +100,6 @@ impl Broker {
         crate::audit::checkpoint::spawn(self.state.store.clone(), self.state.clock.clone());
         Some(tokio::spawn(self.worker.clone().run(queue)))
     }
-}
-
-async fn connect_target(target: &TargetConfig) -> anyhow::Result<Target> {
-    let kube = match (target.credentials, &target.kubeconfig) {
-        (Credentials::Kubeconfig, Some(path)) => {
-            KubernetesTarget::from_kubeconfig(path, target.context.as_deref())
-                .await
-                .with_context(|| {
-                    format!(
-                        "target {}: loading kubeconfig {}",
-                        target.name,
-                        path.display()
-                    )
-                })?
-        }
-        (Credentials::InCluster, _) => KubernetesTarget::in_cluster()
-            .with_context(|| format!("target {}: in-cluster credentials", target.name))?,
-        _ => anyhow::bail!("target {}: unsupported credentials", target.name),
-    };
-    Ok(Target::Kubernetes(kube))
 }
 
 /// Serves `router` until the process is asked to stop.

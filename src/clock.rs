@@ -91,17 +91,39 @@ pub fn rfc3339(at: Millis) -> String {
 mod tests {
     use super::*;
 
+    /// Lets every other task on this (current-thread) runtime run until it waits again.
+    async fn let_others_run() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
-    async fn manual_clock_wakes_sleepers_when_advanced() {
+    async fn manual_clock_wakes_sleepers_when_advanced_and_not_before_their_deadline() {
         let clock = Clock::manual(1_000);
-        let waiter = tokio::spawn({
+        let mut waiter = tokio::spawn({
             let clock = clock.clone();
             async move { clock.sleep_until(61_000).await }
         });
-        clock.advance(std::time::Duration::from_secs(30));
+        // The waiter has run and is parked on the clock.
+        let_others_run().await;
+        assert_eq!(clock.inner.moved.receiver_count(), 1, "the waiter waits");
         assert!(!waiter.is_finished());
+
+        // Woken by a move that falls short of its deadline, it goes back to waiting.
         clock.advance(std::time::Duration::from_secs(30));
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        let_others_run().await;
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut waiter)
+                .await
+                .is_err(),
+            "the waiter finished 30 s before its deadline"
+        );
+        assert!(!waiter.is_finished());
+        assert_eq!(clock.inner.moved.receiver_count(), 1, "still waiting");
+
+        clock.advance(std::time::Duration::from_secs(30));
+        tokio::time::timeout(std::time::Duration::from_secs(60), waiter)
             .await
             .expect("sleeper woke")
             .expect("task ran");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::domain::ApprovalRule;
 use crate::domain::manifest::Limits;
-use crate::domain::manifest::is_dns_subdomain;
+use crate::domain::manifest::{first_line, is_dns_subdomain};
 use crate::domain::policy::{
     AllowedKind, ImagePolicy, KNOWN_KINDS, PodPolicy, Policy, default_kinds,
 };
@@ -71,14 +71,7 @@ impl std::fmt::Debug for OidcConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Roles {
-    #[serde(default)]
-    pub requesters: Vec<String>,
-    #[serde(default)]
-    pub auditors: Vec<String>,
-}
+pub use crate::domain::Roles;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -150,7 +143,11 @@ pub const MAX_APPROVALS_PER_RULE: u32 = 10;
 pub const MAX_TARGET_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Largest per-target manifest limit: half the request body limit, leaving room for the JSON
 /// escaping of a manifest sent through the API.
-pub const MAX_MANIFEST_BYTES: usize = crate::web::BODY_LIMIT / 2;
+pub const MAX_MANIFEST_BYTES: usize = BODY_LIMIT / 2;
+
+/// Largest request body accepted; manifests have their own, smaller, per-target limit.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
 pub const MAX_OBJECTS: usize = 100;
 
 impl TargetConfig {
@@ -369,13 +366,6 @@ impl TargetConfig {
 /// An RFC 1123 label, as Kubernetes requires of namespace names.
 fn is_dns_label(name: &str) -> bool {
     name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or(text)
 }
 
 impl Config {

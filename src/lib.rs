@@ -14,15 +14,18 @@ pub mod clock;
 pub mod config;
 /// The development OIDC issuer and the simulated cluster behind `dev` mode and the tests.
 pub mod dev;
-/// Pure rules: ids, states, approval rules, manifests, policy, stamps and digests.
+/// Pure rules: ids, states, access, approval rules, manifests, policy, stamps, digests and
+/// the audit chain's hash format.
 pub mod domain;
+/// The request lifecycle: every transition, its audit event and the event it publishes.
+pub mod lifecycle;
 /// Structured log lines in the shape Cloud Logging reads.
 pub mod logging;
 /// Everything SQL: requests, approvals and the audit chain on SQLite or PostgreSQL.
 pub mod store;
-/// Where approved workloads go: Kubernetes and GKE through kube-rs.
+/// Where approved workloads go: the target interface, its registry, Kubernetes and GKE.
 pub mod targets;
-/// The HTTP surface: JSON API, health, and the router that ties them together.
+/// The HTTP surface: pages, JSON API, health, and the router that ties them together.
 pub mod web;
 /// Background work driven by the store and the clock: apply, undo, lapse.
 pub mod workers;

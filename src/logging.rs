@@ -139,8 +139,10 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::audit::log_event;
     use crate::audit::read_checkpoints;
-    use crate::store::{AuditEvent, log_event};
+    use crate::domain::AuditAction;
+    use crate::store::AuditEvent;
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -177,7 +179,7 @@ mod tests {
             seq,
             at: 0,
             actor: "breakglass-broker".into(),
-            action: "request.applied".into(),
+            action: AuditAction::Applied.as_str().into(),
             request_id: Some("r1".into()),
             ticket: Some("INC-7".into()),
             target: Some("prod-gke".into()),
@@ -218,7 +220,10 @@ mod tests {
         assert_eq!(line["detail"], r#"{"approvers":["bob","carol"]}"#);
         assert_eq!(
             line["message"],
-            "audit: request.applied by breakglass-broker (INC-7)"
+            format!(
+                "audit: {} by breakglass-broker (INC-7)",
+                AuditAction::Applied
+            )
         );
         assert_eq!(lines[1]["checkpoint"], true);
         assert_eq!(lines[1]["severity"], "NOTICE");
@@ -239,7 +244,7 @@ mod tests {
     #[test]
     fn an_ordinary_event_leaves_no_checkpoint_until_the_count_comes_round() {
         let mut event = applied(999);
-        event.action = "request.created".into();
+        event.action = AuditAction::Created.as_str().into();
         assert_eq!(logged(|| log_event(&event)).len(), 1);
         event.seq = 1000;
         let lines = logged(|| log_event(&event));

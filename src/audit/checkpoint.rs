@@ -1,9 +1,8 @@
 //! Checkpoints: points of the chain (an event's place and hash) written to the structured log,
 //! which is shipped to a store that someone with only database access cannot rewrite.
 //!
-//! The broker writes one after every breakglass apply and every
-//! [`crate::store::CHECKPOINT_EVERY_EVENTS`] events (both from
-//! [`crate::store::log_event`]), and every [`INTERVAL`] from [`run`], which first verifies the
+//! The broker writes one after every breakglass apply and every [`EVERY_EVENTS`] events (both
+//! from [`log_event`]), and every [`INTERVAL`] from [`run`], which first verifies the
 //! chain up to the head it is about to vouch for and logs an error if it is broken. `audit
 //! verify --checkpoints FILE` reads them back from the log.
 
@@ -13,11 +12,71 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::verify::verify_from;
-use crate::clock::{Clock, Millis};
-use crate::store::{ChainHead, Store, log_checkpoint};
+use crate::clock::{Clock, Millis, rfc3339};
+use crate::domain::AuditAction;
+use crate::domain::digest::canonical_json;
+use crate::store::{AuditEvent, ChainHead, Store};
 
 /// How often the head is verified and logged.
 pub const INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// Every this many events, the event that lands on the multiple is also logged as a
+/// checkpoint, so a busy broker leaves checkpoints between the periodic ones.
+pub const EVERY_EVENTS: i64 = 1000;
+
+/// Why a committed event is also a checkpoint, if it is one: a breakglass went live, or the
+/// count came round.
+pub fn checkpoint_reason(event: &AuditEvent) -> Option<&'static str> {
+    if event.action == AuditAction::Applied.as_str() {
+        Some("breakglass applied")
+    } else if event.seq % EVERY_EVENTS == 0 {
+        Some("event count")
+    } else {
+        None
+    }
+}
+
+/// Writes the event to the structured log once it has committed, with everything needed to
+/// recompute its hash, so that a log store outside the database holds a second copy of the
+/// history; and a checkpoint after it when [`checkpoint_reason`] says so.
+pub fn log_event(event: &AuditEvent) {
+    tracing::info!(
+        target: "audit",
+        seq = event.seq,
+        at = %rfc3339(event.at),
+        action = %event.action,
+        actor = %event.actor,
+        request_id = event.request_id.as_deref().unwrap_or(""),
+        ticket = event.ticket.as_deref().unwrap_or(""),
+        target_name = event.target.as_deref().unwrap_or(""),
+        namespace = event.namespace.as_deref().unwrap_or(""),
+        detail = %canonical_json(&event.detail),
+        prev_hash = %event.prev_hash,
+        hash = %event.hash,
+        "audit: {} by {}{}",
+        event.action,
+        event.actor,
+        event.ticket.as_deref().map(|t| format!(" ({t})")).unwrap_or_default(),
+    );
+    if let Some(reason) = checkpoint_reason(event) {
+        log_checkpoint(event.seq, &event.hash, reason);
+    }
+}
+
+/// Writes a point of the chain (an event's place and hash) to the structured log. Someone
+/// who can rewrite the database cannot rewrite the log store these lines go to, so
+/// `audit verify --checkpoints` catches even a chain rewritten consistently from some event
+/// on. The line is recognised by `"checkpoint": true`.
+pub fn log_checkpoint(seq: i64, hash: &str, reason: &str) {
+    tracing::info!(
+        target: "audit",
+        checkpoint = true,
+        seq,
+        hash,
+        reason,
+        "audit checkpoint at seq {seq}"
+    );
+}
 
 /// Every this many rounds the walk starts from the genesis again rather than from the last
 /// head it verified: an incremental walk notices a rewrite behind it only when the rewrite
@@ -199,7 +258,7 @@ mod tests {
              {{\"severity\":\"INFO\",\"message\":\"breakglass-broker serving\"}}\n\
              {{\"severity\":\"NOTICE\",\"checkpoint\":true,\"seq\":9,\"hash\":\"{HASH_B}\"}}\n\
              {{\"jsonPayload\":{{\"checkpoint\":true,\"seq\":3,\"hash\":\"{HASH_A}\"}}}}\n\
-             {{\"target\":\"audit\",\"action\":\"request.created\",\"seq\":9,\"hash\":\"{HASH_B}\"}}\n"
+             {{\"target\":\"audit\",\"action\":\"created\",\"seq\":9,\"hash\":\"{HASH_B}\"}}\n"
         );
         let checkpoints = read_checkpoints(log.as_bytes()).expect("reads");
         assert_eq!(

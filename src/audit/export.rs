@@ -153,7 +153,7 @@ mod tests {
             seq: 7,
             at: 0,
             actor: actor.into(),
-            action: "request.created".into(),
+            action: crate::domain::AuditAction::Created.as_str().into(),
             request_id: Some("r1".into()),
             ticket: Some("INC-1".into()),
             target: None,

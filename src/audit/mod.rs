@@ -9,5 +9,5 @@ pub mod cli;
 pub mod export;
 pub mod verify;
 
-pub use checkpoint::{Checkpoint, read_checkpoints};
+pub use checkpoint::{Checkpoint, log_checkpoint, log_event, read_checkpoints};
 pub use verify::{Problem, Report, verify_from, verify_store};

@@ -356,6 +356,7 @@ pub async fn verify_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::AuditAction;
     use crate::store::{NewEvent, StoredEvent, content_hash};
 
     /// A chain of `n` events as the store writes them.
@@ -367,7 +368,7 @@ mod tests {
                 let event = NewEvent {
                     at: 1_000 * seq,
                     actor: "alice",
-                    action: "request.created",
+                    action: AuditAction::Created,
                     request_id: Some("r"),
                     ticket: Some("INC-1"),
                     target: Some("t"),
@@ -379,7 +380,7 @@ mod tests {
                     seq,
                     at: event.at,
                     actor: "alice".into(),
-                    action: "request.created".into(),
+                    action: AuditAction::Created.as_str().into(),
                     request_id: Some("r".into()),
                     ticket: Some("INC-1".into()),
                     target: Some("t".into()),

@@ -55,6 +55,15 @@ struct Inner {
     clock: Clock,
     /// Codes handed to browsers and not yet exchanged; each works once, for a minute.
     grants: Mutex<HashMap<String, Grant>>,
+    /// Set by tests to make the code exchange answer wrongly on purpose.
+    misbehaviour: Mutex<Option<Misbehaviour>>,
+}
+
+/// A way for the code exchange to go wrong, so tests can watch the broker refuse it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// The ID token carries another nonce than the one the browser brought.
+    WrongNonce,
 }
 
 struct Grant {
@@ -77,9 +86,15 @@ pub struct TokenSpec<'a> {
 impl DevIdp {
     /// `issuer` is the URL the provider is served at, e.g. `http://127.0.0.1:8080/dev/idp`.
     pub fn new(issuer: &str, clock: Clock) -> anyhow::Result<Self> {
+        Self::with_key_id(issuer, "dev-1", clock)
+    }
+
+    /// A provider with a fresh key published under `key_id`. Tests make a second one to sign
+    /// tokens with a key the broker's issuer does not publish.
+    pub fn with_key_id(issuer: &str, key_id: &str, clock: Clock) -> anyhow::Result<Self> {
         let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)?;
         let pem = private.to_pkcs1_pem(LineEnding::LF)?;
-        let key = CoreRsaPrivateSigningKey::from_pem(&pem, Some(JsonWebKeyId::new("dev-1".into())))
+        let key = CoreRsaPrivateSigningKey::from_pem(&pem, Some(JsonWebKeyId::new(key_id.into())))
             .map_err(anyhow::Error::msg)?;
         let jwks = CoreJsonWebKeySet::new(vec![key.as_verification_key()]);
         Ok(Self {
@@ -89,6 +104,7 @@ impl DevIdp {
                 jwks,
                 clock,
                 grants: Mutex::new(HashMap::new()),
+                misbehaviour: Mutex::new(None),
             }),
         })
     }
@@ -104,8 +120,30 @@ impl DevIdp {
             .map(|(_, groups)| *groups)
     }
 
+    /// Makes every later code exchange misbehave this way (`None`: behave again).
+    pub fn misbehave(&self, misbehaviour: Option<Misbehaviour>) {
+        *self
+            .inner
+            .misbehaviour
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = misbehaviour;
+    }
+
+    fn misbehaviour(&self) -> Option<Misbehaviour> {
+        *self
+            .inner
+            .misbehaviour
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A signed ID token for a persona, or None if there is no such persona.
     pub fn token(&self, spec: &TokenSpec<'_>) -> anyhow::Result<Option<String>> {
+        self.token_from(spec, &self.inner.issuer)
+    }
+
+    /// [`DevIdp::token`] with another `iss` claim, signed with this provider's own key.
+    pub fn token_from(&self, spec: &TokenSpec<'_>, issuer: &str) -> anyhow::Result<Option<String>> {
         let Some(groups) = Self::groups(spec.persona) else {
             return Ok(None);
         };
@@ -117,7 +155,7 @@ impl DevIdp {
             claims: [("groups".to_owned(), json!(groups))].into_iter().collect(),
         };
         let claims = openidconnect::IdTokenClaims::new(
-            IssuerUrl::new(self.inner.issuer.clone())?,
+            IssuerUrl::new(issuer.to_owned())?,
             vec![Audience::new(spec.audience.into())],
             now + spec.ttl,
             now,
@@ -425,7 +463,10 @@ async fn exchange(State(idp): State<DevIdp>, Form(form): Form<TokenForm>) -> Res
             "the PKCE code_verifier does not match the code_challenge",
         );
     }
-    let nonce = grant.nonce.map(Nonce::new);
+    let nonce = match idp.misbehaviour() {
+        Some(Misbehaviour::WrongNonce) => Some(Nonce::new("not-the-nonce-you-sent".into())),
+        None => grant.nonce.map(Nonce::new),
+    };
     let spec = TokenSpec {
         persona: &grant.persona,
         audience: CLIENT_ID,

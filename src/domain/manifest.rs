@@ -221,10 +221,14 @@ fn parse_error(error: &serde_saphyr::Error, limits: &Limits, max_documents: usiz
     }
 }
 
-/// The first line of a message, with control characters escaped so that nothing a manifest
-/// contains can forge lines in a log or a page.
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or_default().trim();
+/// The first line of a message that says something, with control characters escaped so that
+/// nothing a manifest (or a configuration file) contains can forge lines in a log or a page.
+pub fn first_line(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
     if line.is_empty() {
         "could not be parsed".to_owned()
     } else {
@@ -426,6 +430,32 @@ pub fn is_dns_subdomain(name: &str) -> bool {
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
+}
+
+/// Names one object in a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl From<&Object> for ObjectRef {
+    fn from(object: &Object) -> Self {
+        ObjectRef {
+            api_version: object.api_version.clone(),
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} in {}", self.kind, self.name, self.namespace)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! The rules of breakglass, free of I/O so that every one of them is tested directly.
 
+pub mod access;
+pub mod action;
 pub mod approval;
+pub mod chain;
 pub mod digest;
 pub mod manifest;
 pub mod person;
@@ -8,6 +11,8 @@ pub mod policy;
 pub mod stamp;
 pub mod state;
 
+pub use access::Roles;
+pub use action::AuditAction;
 pub use approval::{ApprovalRule, ApprovalTally};
 pub use person::Person;
 pub use state::State;

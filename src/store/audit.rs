@@ -1,35 +1,24 @@
 //! The audit history: append-only, each event chained to the one before by its hash.
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AssertSqlSafe, Executor, FromRow, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, FromRow, Row};
 
-use super::{Backend, Result, Store, Tx};
+use super::{Result, Store, Tx};
 use crate::clock::{Millis, rfc3339};
-use crate::domain::digest::{canonical_json, sha256_hex};
-
-/// The `prev_hash` of the first event.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Every this many events, the event that lands on the multiple is also logged as a
-/// checkpoint, so a busy broker leaves checkpoints between the periodic ones.
-pub const CHECKPOINT_EVERY_EVENTS: i64 = 1000;
-
-/// The action whose commit is always followed by a checkpoint: a breakglass went live.
-pub const APPLIED_ACTION: &str = "request.applied";
+use crate::domain::AuditAction;
+use crate::domain::chain::{self, Fields};
+use crate::domain::digest::canonical_json;
 
 /// An event about to be written; the store gives it its place in the chain.
 #[derive(Clone, Debug)]
 pub struct NewEvent<'a> {
     pub at: Millis,
     pub actor: &'a str,
-    pub action: &'a str,
+    pub action: AuditAction,
     pub request_id: Option<&'a str>,
     pub ticket: Option<&'a str>,
     pub target: Option<&'a str>,
@@ -81,11 +70,11 @@ impl FromRow<'_, AnyRow> for AuditEvent {
 impl AuditEvent {
     /// The hash an event must carry: over the previous hash and the event's canonical content.
     pub fn expected_hash(&self) -> String {
-        content_hash(&self.prev_hash, &self.as_new(), self.seq)
+        chain::hash(&self.prev_hash, self.seq, &self.fields(), &self.detail)
     }
 
-    fn as_new(&self) -> NewEvent<'_> {
-        NewEvent {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
             at: self.at,
             actor: &self.actor,
             action: &self.action,
@@ -93,7 +82,20 @@ impl AuditEvent {
             ticket: self.ticket.as_deref(),
             target: self.target.as_deref(),
             namespace: self.namespace.as_deref(),
-            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl NewEvent<'_> {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            at: self.at,
+            actor: self.actor,
+            action: self.action.as_str(),
+            request_id: self.request_id,
+            ticket: self.ticket,
+            target: self.target,
+            namespace: self.namespace,
         }
     }
 }
@@ -141,7 +143,7 @@ impl StoredEvent {
     /// stored `detail` text goes in as it is: the broker stores it in canonical form, so any
     /// other text (re-formatted, or not JSON at all) does not reproduce the hash.
     pub fn recomputed_hash(&self) -> String {
-        let event = NewEvent {
+        let fields = Fields {
             at: self.at,
             actor: &self.actor,
             action: &self.action,
@@ -149,57 +151,15 @@ impl StoredEvent {
             ticket: self.ticket.as_deref(),
             target: self.target.as_deref(),
             namespace: self.namespace.as_deref(),
-            detail: Value::Null,
         };
-        chain_hash(&self.prev_hash, self.seq, &event, &self.detail)
+        chain::hash_text(&self.prev_hash, self.seq, &fields, &self.detail)
     }
 }
 
-/// The hash of an event at `seq` with `prev_hash` before it. Public so that tools (the
-/// benchmark's bulk loader, tests that play a careful attacker) compute it exactly as the
-/// store does.
+/// The hash of a new event at `seq` with `prev_hash` before it, exactly as the store computes
+/// it: for tools (the benchmark's bulk loader, tests that play a careful attacker).
 pub fn content_hash(prev_hash: &str, event: &NewEvent<'_>, seq: i64) -> String {
-    chain_hash(prev_hash, seq, event, &canonical_json(&event.detail))
-}
-
-/// SHA-256 over `prev_hash`, a newline, and the canonical JSON (keys sorted, no spaces) of
-/// `{seq, at, actor, action, request_id, ticket, target, namespace, detail}`, `detail` given as
-/// its canonical text.
-///
-/// The canonical form is written straight into one buffer, keys in their sorted order, rather
-/// than built as a `serde_json::Value` and sorted: verification recomputes a million of these,
-/// and splicing in the stored `detail` text as it is also means a `detail` edited in any byte
-/// (re-formatted, or no longer JSON) cannot hash as the original did. Strings are escaped by
-/// serde_json, exactly as [`canonical_json`] escapes them; a test holds the two forms equal.
-fn chain_hash(prev_hash: &str, seq: i64, event: &NewEvent<'_>, detail: &str) -> String {
-    fn text(out: &mut Vec<u8>, value: &str) {
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, value);
-    }
-    fn optional(out: &mut Vec<u8>, value: Option<&str>) {
-        match value {
-            Some(value) => text(out, value),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-    let mut out = Vec::with_capacity(prev_hash.len() + 256 + detail.len());
-    out.extend_from_slice(prev_hash.as_bytes());
-    out.extend_from_slice(b"\n{\"action\":");
-    text(&mut out, event.action);
-    out.extend_from_slice(b",\"actor\":");
-    text(&mut out, event.actor);
-    out.extend_from_slice(format!(",\"at\":{},\"detail\":", event.at).as_bytes());
-    out.extend_from_slice(detail.as_bytes());
-    out.extend_from_slice(b",\"namespace\":");
-    optional(&mut out, event.namespace);
-    out.extend_from_slice(b",\"request_id\":");
-    optional(&mut out, event.request_id);
-    out.extend_from_slice(format!(",\"seq\":{seq},\"target\":").as_bytes());
-    optional(&mut out, event.target);
-    out.extend_from_slice(b",\"ticket\":");
-    optional(&mut out, event.ticket);
-    out.push(b'}');
-    sha256_hex(&out)
+    chain::hash(prev_hash, seq, &event.fields(), &event.detail)
 }
 
 /// One row of the chain as verification reads it: an event, or a row that is not one.
@@ -245,7 +205,7 @@ impl Store {
         let seq: i64 = head.try_get("seq")?;
         let prev_hash: String = head.try_get("hash")?;
         let detail = canonical_json(&event.detail);
-        let hash = chain_hash(&prev_hash, seq, &event, &detail);
+        let hash = chain::hash_text(&prev_hash, seq, &event.fields(), &detail);
         sqlx::query(
             "INSERT INTO audit_events (seq, at, actor, action, request_id, ticket, target, namespace,
                 detail, prev_hash, hash)
@@ -254,7 +214,7 @@ impl Store {
         .bind(seq)
         .bind(event.at)
         .bind(event.actor)
-        .bind(event.action)
+        .bind(event.action.as_str())
         .bind(event.request_id)
         .bind(event.ticket)
         .bind(event.target)
@@ -272,7 +232,7 @@ impl Store {
             seq,
             at: event.at,
             actor: event.actor.to_owned(),
-            action: event.action.to_owned(),
+            action: event.action.as_str().to_owned(),
             request_id: event.request_id.map(str::to_owned),
             ticket: event.ticket.map(str::to_owned),
             target: event.target.map(str::to_owned),
@@ -320,7 +280,7 @@ impl Store {
                 sql.push(')');
                 seq += 1;
                 let detail = canonical_json(&event.detail);
-                let next = chain_hash(&hash, seq, event, &detail);
+                let next = chain::hash_text(&hash, seq, &event.fields(), &detail);
                 rows.push((
                     seq,
                     detail,
@@ -335,7 +295,7 @@ impl Store {
                     .bind(seq)
                     .bind(event.at)
                     .bind(event.actor)
-                    .bind(event.action)
+                    .bind(event.action.as_str())
                     .bind(event.request_id)
                     .bind(event.ticket)
                     .bind(event.target)
@@ -431,164 +391,5 @@ impl Store {
         })
         .transpose()
         .map_err(|e: sqlx::Error| e.into())
-    }
-
-    /// Opens an existing database to read its audit history, without running migrations and
-    /// with the session set read-only: verification must never change what it verifies, and
-    /// must work against a copy or a read replica.
-    pub async fn open_for_audit(url: &str) -> anyhow::Result<Store> {
-        sqlx::any::install_default_drivers();
-        let backend = Backend::of(url)?;
-        let options = AnyConnectOptions::from_str(url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    match backend {
-                        Backend::Sqlite => {
-                            conn.execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 10000;")
-                                .await?
-                        }
-                        Backend::Postgres => {
-                            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-                                .await?
-                        }
-                    };
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
-        Ok(Store { pool, backend })
-    }
-}
-
-/// Writes the event to the structured log once it has committed, with everything needed to
-/// recompute its hash, so that a log store outside the database holds a second copy of the
-/// history.
-pub fn log_event(event: &AuditEvent) {
-    tracing::info!(
-        target: "audit",
-        seq = event.seq,
-        at = %rfc3339(event.at),
-        action = %event.action,
-        actor = %event.actor,
-        request_id = event.request_id.as_deref().unwrap_or(""),
-        ticket = event.ticket.as_deref().unwrap_or(""),
-        target_name = event.target.as_deref().unwrap_or(""),
-        namespace = event.namespace.as_deref().unwrap_or(""),
-        detail = %canonical_json(&event.detail),
-        prev_hash = %event.prev_hash,
-        hash = %event.hash,
-        "audit: {} by {}{}",
-        event.action,
-        event.actor,
-        event.ticket.as_deref().map(|t| format!(" ({t})")).unwrap_or_default(),
-    );
-    if event.action == APPLIED_ACTION || event.seq % CHECKPOINT_EVERY_EVENTS == 0 {
-        let reason = if event.action == APPLIED_ACTION {
-            "breakglass applied"
-        } else {
-            "event count"
-        };
-        log_checkpoint(event.seq, &event.hash, reason);
-    }
-}
-
-/// Writes a point of the chain (an event's place and hash) to the structured log. Someone
-/// who can rewrite the database cannot rewrite the log store these lines go to, so
-/// `audit verify --checkpoints` catches even a chain rewritten consistently from some event
-/// on. The line is recognised by `"checkpoint": true`.
-pub fn log_checkpoint(seq: i64, hash: &str, reason: &str) {
-    tracing::info!(
-        target: "audit",
-        checkpoint = true,
-        seq,
-        hash,
-        reason,
-        "audit checkpoint at seq {seq}"
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stored(detail: &str) -> StoredEvent {
-        StoredEvent {
-            seq: 1,
-            at: 0,
-            actor: "a".into(),
-            action: "x".into(),
-            request_id: None,
-            ticket: None,
-            target: None,
-            namespace: None,
-            detail: detail.into(),
-            prev_hash: GENESIS_HASH.into(),
-            hash: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_stored_detail_reformatted_without_changing_its_meaning_no_longer_hashes_the_same() {
-        let canonical = stored(r#"{"a":2,"b":1}"#).recomputed_hash();
-        assert_ne!(stored(r#"{"b":1,"a":2}"#).recomputed_hash(), canonical);
-        assert_ne!(stored(r#"{"a": 2, "b": 1}"#).recomputed_hash(), canonical);
-    }
-
-    /// The hash as first defined: the content built as a JSON value and written out by
-    /// `canonical_json`. Every chain already written was hashed this way.
-    fn reference_hash(prev_hash: &str, event: &NewEvent<'_>, seq: i64) -> String {
-        let content = serde_json::json!({
-            "seq": seq,
-            "at": event.at,
-            "actor": event.actor,
-            "action": event.action,
-            "request_id": event.request_id,
-            "ticket": event.ticket,
-            "target": event.target,
-            "namespace": event.namespace,
-            "detail": event.detail,
-        });
-        sha256_hex(format!("{prev_hash}\n{}", canonical_json(&content)).as_bytes())
-    }
-
-    #[test]
-    fn the_chain_hash_is_byte_for_byte_the_canonical_json_hash() {
-        let details = [
-            serde_json::json!({}),
-            serde_json::json!({ "z": [3, 1.5, -2, null, true], "a": { "y": "é\u{1}\"\\\n\t", "b": "😀" } }),
-            serde_json::json!("just a string"),
-            serde_json::json!(12345678901_i64),
-        ];
-        let texts = [
-            "alice",
-            "",
-            "=cmd|' /C calc'!A0",
-            "quote \" back \\ ctl \u{7f}\u{1f}",
-            "ünïcode ✓",
-        ];
-        for (i, detail) in details.iter().enumerate() {
-            for (j, text) in texts.iter().enumerate() {
-                let event = NewEvent {
-                    at: if j % 2 == 0 { 1_700_000_000_123 } else { -5 },
-                    actor: text,
-                    action: texts[(j + 1) % texts.len()],
-                    request_id: (i % 2 == 0).then_some(*text),
-                    ticket: Some("INC-1"),
-                    target: (j % 2 == 1).then_some("prod"),
-                    namespace: None,
-                    detail: detail.clone(),
-                };
-                let seq = (i * 10 + j) as i64 + 1;
-                assert_eq!(
-                    content_hash(GENESIS_HASH, &event, seq),
-                    reference_hash(GENESIS_HASH, &event, seq),
-                    "{event:?}"
-                );
-            }
-        }
     }
 }

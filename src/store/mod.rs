@@ -12,12 +12,10 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
-pub use audit::{
-    AuditCheck, AuditEvent, ChainHead, ChainRow, GENESIS_HASH, NewEvent, StoredEvent, content_hash,
-    log_checkpoint, log_event,
-};
+pub use crate::domain::chain::GENESIS_HASH;
+pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
-pub use requests::{AppliedObject, Approval, NewRequest, Request, RequestFilter};
+pub use requests::{AppliedObject, Approval, NewRequest, Request, RequestFilter, approver_names};
 pub use sessions::{LoginAttempt, Session};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -78,6 +76,13 @@ pub struct Store {
 
 pub type Tx = sqlx::Transaction<'static, Any>;
 
+/// Whether a connection may change the database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
 impl Backend {
     /// Which database a URL names.
     pub fn of(url: &str) -> anyhow::Result<Backend> {
@@ -94,30 +99,59 @@ impl Backend {
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let store = Self::open(url, Access::ReadWrite).await?;
+        match store.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&store.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&store.pool).await?,
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing database to read its audit history, without running migrations and
+    /// with the session set read-only: verification must never change what it verifies, and
+    /// must work against a copy or a read replica.
+    pub async fn open_for_audit(url: &str) -> anyhow::Result<Store> {
+        Self::open(url, Access::ReadOnly).await
+    }
+
+    async fn open(url: &str, access: Access) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of(url)?;
         let options = AnyConnectOptions::from_str(url)?;
+        let setup = match (backend, access) {
+            (Backend::Sqlite, Access::ReadWrite) => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+            }
+            (Backend::Sqlite, Access::ReadOnly) => {
+                "PRAGMA query_only = ON; PRAGMA busy_timeout = 10000;"
+            }
+            (Backend::Postgres, Access::ReadWrite) => "",
+            (Backend::Postgres, Access::ReadOnly) => {
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+            }
+        };
+        let (connections, acquire_timeout) = match (backend, access) {
+            (_, Access::ReadOnly) => (2, Duration::from_secs(10)),
+            (Backend::Sqlite, Access::ReadWrite) => (8, Duration::from_secs(3)),
+            (Backend::Postgres, Access::ReadWrite) => (16, Duration::from_secs(3)),
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .max_connections(connections)
             // With the database gone, callers get a 503 within seconds instead of hanging.
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(acquire_timeout)
             // Connections a restarted or failed-over server dropped are found and replaced
             // before use: this is how the broker carries on without a restart.
             .test_before_acquire(true)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;").await?;
+                    if !setup.is_empty() {
+                        conn.execute(setup).await?;
                     }
                     Ok(())
                 })
             })
             .connect_with(options)
             .await?;
-        match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
-        }
         Ok(Store { pool, backend })
     }
 

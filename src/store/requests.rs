@@ -1,13 +1,15 @@
 //! Requests, decisions on them, and what the broker applied for them.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::{Result, Store, Tx};
 use crate::clock::Millis;
-use crate::domain::State;
-use crate::domain::manifest::Object;
+use crate::domain::manifest::{Object, ObjectRef};
+use crate::domain::{Person, State};
 use serde_json::Value;
 
 /// A request as stored. Immutable fields first; then what the lifecycle fills in.
@@ -127,6 +129,43 @@ pub struct Approval {
     pub at: Millis,
 }
 
+impl AppliedObject {
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl Approval {
+    /// An approval rather than a rejection.
+    pub fn is_approval(&self) -> bool {
+        self.decision == "approve"
+    }
+
+    /// The approver as they were when they decided: the groups they decided with count.
+    pub fn person(&self) -> Person {
+        Person {
+            subject: self.approver_subject.clone(),
+            name: self.approver_name.clone(),
+            groups: serde_json::from_str(&self.approver_groups).unwrap_or_default(),
+        }
+    }
+}
+
+/// The names of those who approved, in the order they did: what the broker stamps on the
+/// objects and shows on the request page.
+pub fn approver_names(approvals: &[Approval]) -> Vec<String> {
+    approvals
+        .iter()
+        .filter(|a| a.is_approval())
+        .map(|a| a.approver_name.clone())
+        .collect()
+}
+
 /// One object of an applied request: what stood there before, and the version the broker left.
 #[derive(Clone, Debug, FromRow)]
 pub struct AppliedObject {
@@ -183,14 +222,23 @@ impl Store {
             .await?)
     }
 
-    pub async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>> {
-        Ok(sqlx::query_as(
-            "SELECT approver_subject, approver_name, approver_groups, decision, digest, comment, at
-             FROM approvals WHERE request_id = $1 ORDER BY at, approver_subject",
+    /// The pending requests this person has already decided on, in one query: what the
+    /// dashboard needs to leave out of "waiting for you".
+    pub async fn pending_decided_by(&self, subject: &str) -> Result<HashSet<String>> {
+        let rows = sqlx::query(
+            "SELECT a.request_id FROM approvals a JOIN requests r ON r.id = a.request_id
+             WHERE a.approver_subject = $1 AND r.state = 'pending'",
         )
-        .bind(request_id)
+        .bind(subject)
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<String, _>("request_id")?))
+            .collect()
+    }
+
+    pub async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>> {
+        approvals(self.pool(), request_id).await
     }
 
     pub async fn applied_objects(&self, request_id: &str) -> Result<Vec<AppliedObject>> {
@@ -278,7 +326,20 @@ impl Store {
     }
 }
 
-pub async fn applied_objects<'e, E>(executor: E, request_id: &str) -> Result<Vec<AppliedObject>>
+async fn approvals<'e, E>(executor: E, request_id: &str) -> Result<Vec<Approval>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    Ok(sqlx::query_as(
+        "SELECT approver_subject, approver_name, approver_groups, decision, digest, comment, at
+         FROM approvals WHERE request_id = $1 ORDER BY at, approver_subject",
+    )
+    .bind(request_id)
+    .fetch_all(executor)
+    .await?)
+}
+
+async fn applied_objects<'e, E>(executor: E, request_id: &str) -> Result<Vec<AppliedObject>>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
@@ -330,14 +391,9 @@ impl Store {
             .await?)
     }
 
+    /// The decisions on a request as this transaction sees them.
     pub async fn approvals_in(tx: &mut Tx, request_id: &str) -> Result<Vec<Approval>> {
-        Ok(sqlx::query_as(
-            "SELECT approver_subject, approver_name, approver_groups, decision, digest, comment, at
-             FROM approvals WHERE request_id = $1 ORDER BY at, approver_subject",
-        )
-        .bind(request_id)
-        .fetch_all(&mut **tx)
-        .await?)
+        approvals(&mut **tx, request_id).await
     }
 
     /// Records a decision; false when this person already decided on this request.
@@ -499,10 +555,6 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         Ok(())
-    }
-
-    pub async fn applied_objects_in(tx: &mut Tx, request_id: &str) -> Result<Vec<AppliedObject>> {
-        applied_objects(&mut **tx, request_id).await
     }
 
     pub async fn record_applied_version(

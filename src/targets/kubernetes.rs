@@ -7,7 +7,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
-use super::{ObjectRef, TargetError};
+use super::{ObjectRef, Target, TargetError};
 
 /// The field manager every broker write is made under.
 pub const FIELD_MANAGER: &str = "breakglass-broker";
@@ -43,8 +43,11 @@ impl KubernetesTarget {
     fn api(&self, object: &ObjectRef) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &object.namespace, &resource(object))
     }
+}
 
-    pub async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
+#[async_trait::async_trait]
+impl Target for KubernetesTarget {
+    async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
         match self.api(object).get(&object.name).await {
             Ok(found) => Ok(Some(to_value(&found)?)),
             Err(e) => match classify(e) {
@@ -54,7 +57,7 @@ impl KubernetesTarget {
         }
     }
 
-    pub async fn apply(&self, object: &ObjectRef, body: &Value) -> Result<String, TargetError> {
+    async fn apply(&self, object: &ObjectRef, body: &Value) -> Result<String, TargetError> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let applied = self
             .api(object)
@@ -64,7 +67,7 @@ impl KubernetesTarget {
         Ok(applied.metadata.resource_version.unwrap_or_default())
     }
 
-    pub async fn dry_run(&self, object: &ObjectRef, body: &Value) -> Result<(), TargetError> {
+    async fn dry_run(&self, object: &ObjectRef, body: &Value) -> Result<(), TargetError> {
         let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
         self.api(object)
             .patch(&object.name, &params, &Patch::Apply(body))
@@ -73,7 +76,7 @@ impl KubernetesTarget {
         Ok(())
     }
 
-    pub async fn restore(
+    async fn restore(
         &self,
         object: &ObjectRef,
         body: &Value,
@@ -98,11 +101,7 @@ impl KubernetesTarget {
         Ok(())
     }
 
-    pub async fn delete(
-        &self,
-        object: &ObjectRef,
-        version: Option<&str>,
-    ) -> Result<(), TargetError> {
+    async fn delete(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError> {
         let params = DeleteParams {
             preconditions: version.map(|v| Preconditions {
                 resource_version: Some(v.to_owned()),

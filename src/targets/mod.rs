@@ -1,26 +1,16 @@
-//! Where approved objects are applied. One small surface (get, apply, replace, delete) that
-//! the workers drive; each kind of target implements it.
+//! Where approved objects are applied. One small interface ([`Target`]) that the workers
+//! drive and each kind of target implements, and one [`Registry`] that gives a target's name
+//! its configuration, policy and client.
 
 pub mod kubernetes;
+mod registry;
 
+use async_trait::async_trait;
 use serde_json::Value;
 
+pub use crate::domain::manifest::ObjectRef;
 pub use kubernetes::KubernetesTarget;
-
-/// Names one object in a target.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectRef {
-    pub api_version: String,
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{} in {}", self.kind, self.name, self.namespace)
-    }
-}
+pub use registry::{Registry, TargetEntry, UnknownTarget};
 
 /// What went wrong, sorted by what the broker does next.
 #[derive(Debug, thiserror::Error)]
@@ -44,53 +34,29 @@ impl TargetError {
     }
 }
 
-/// A configured target. An enum rather than a trait object: the set is closed and small.
-pub enum Target {
-    Kubernetes(KubernetesTarget),
-}
-
-impl Target {
-    pub async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
-        match self {
-            Target::Kubernetes(k) => k.get(object).await,
-        }
-    }
+/// What the lifecycle needs of a target: read what stands, apply the stamped objects, undo
+/// (restore or delete, each only at the version the broker left), and ask whether an object
+/// would be admitted without breakglass. Kubernetes and GKE implement it; Cloud Run will.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// The object as it stands, or None when it does not exist.
+    async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError>;
 
     /// Applies `body` and returns the object's version afterwards.
-    pub async fn apply(&self, object: &ObjectRef, body: &Value) -> Result<String, TargetError> {
-        match self {
-            Target::Kubernetes(k) => k.apply(object, body).await,
-        }
-    }
+    async fn apply(&self, object: &ObjectRef, body: &Value) -> Result<String, TargetError>;
 
     /// Asks the target whether it would admit `body` as it stands, changing nothing: how the
     /// request page tells approvers whether an image needs breakglass at all.
-    pub async fn dry_run(&self, object: &ObjectRef, body: &Value) -> Result<(), TargetError> {
-        match self {
-            Target::Kubernetes(k) => k.dry_run(object, body).await,
-        }
-    }
+    async fn dry_run(&self, object: &ObjectRef, body: &Value) -> Result<(), TargetError>;
 
     /// Puts back `body` only if the object is still at `version`.
-    pub async fn restore(
+    async fn restore(
         &self,
         object: &ObjectRef,
         body: &Value,
         version: &str,
-    ) -> Result<(), TargetError> {
-        match self {
-            Target::Kubernetes(k) => k.restore(object, body, version).await,
-        }
-    }
+    ) -> Result<(), TargetError>;
 
     /// Deletes the object only if it is still at `version`.
-    pub async fn delete(
-        &self,
-        object: &ObjectRef,
-        version: Option<&str>,
-    ) -> Result<(), TargetError> {
-        match self {
-            Target::Kubernetes(k) => k.delete(object, version).await,
-        }
-    }
+    async fn delete(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError>;
 }

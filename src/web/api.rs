@@ -1,4 +1,4 @@
-//! The JSON API, `/api/v1`: thin handlers over [`super::actions`].
+//! The JSON API for requests, under `/api/v1`: thin handlers over [`crate::lifecycle`].
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -6,13 +6,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::actions::{self, Decision, RequestForm};
 use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery, Caller};
+use super::views::{ApprovalView, RequestView};
 use super::{AppState, created};
-use crate::clock::rfc3339;
-use crate::domain::{ApprovalTally, State as RequestState};
-use crate::store::{Approval, Request, RequestFilter};
+use crate::domain::State as RequestState;
+use crate::lifecycle::{Decision, RequestForm};
+use crate::store::RequestFilter;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,80 +23,6 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/reject", post(reject))
         .route("/requests/{id}/cancel", post(cancel))
         .route("/requests/{id}/close", post(close))
-        .merge(super::audit_api::router())
-}
-
-/// A request as the API shows it.
-#[derive(Serialize)]
-pub struct RequestView {
-    pub id: String,
-    pub state: RequestState,
-    pub digest: String,
-    pub target: String,
-    pub namespace: String,
-    pub ticket: String,
-    pub justification: String,
-    pub requester: String,
-    pub duration_minutes: i64,
-    pub created_at: String,
-    pub decide_by: String,
-    pub applied_at: Option<String>,
-    pub expires_at: Option<String>,
-    pub ended_at: Option<String>,
-    pub last_error: Option<String>,
-    pub objects: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approvals: Option<Vec<ApprovalView>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval: Option<ApprovalTally>,
-}
-
-#[derive(Serialize)]
-pub struct ApprovalView {
-    pub approver: String,
-    pub decision: String,
-    pub comment: String,
-    pub digest: String,
-    pub at: String,
-}
-
-impl From<Approval> for ApprovalView {
-    fn from(a: Approval) -> Self {
-        ApprovalView {
-            approver: a.approver_name,
-            decision: a.decision,
-            comment: a.comment,
-            digest: a.digest,
-            at: rfc3339(a.at),
-        }
-    }
-}
-
-impl RequestView {
-    pub fn new(r: Request) -> Self {
-        let objects = serde_json::from_str(&r.objects).unwrap_or(Value::Null);
-        RequestView {
-            id: r.id,
-            state: r.state,
-            digest: r.digest,
-            target: r.target,
-            namespace: r.namespace,
-            ticket: r.ticket,
-            justification: r.justification,
-            requester: r.requester_name,
-            duration_minutes: r.duration_seconds / 60,
-            created_at: rfc3339(r.created_at),
-            decide_by: rfc3339(r.decide_by),
-            applied_at: r.applied_at.map(rfc3339),
-            // Planned expiry is only a fact once the request is live.
-            expires_at: r.expires_at.filter(|_| r.applied_at.is_some()).map(rfc3339),
-            ended_at: r.ended_at.map(rfc3339),
-            last_error: r.last_error,
-            objects,
-            approvals: None,
-            approval: None,
-        }
-    }
 }
 
 async fn create(
@@ -104,7 +30,7 @@ async fn create(
     Caller(caller): Caller,
     ApiJson(form): ApiJson<RequestForm>,
 ) -> Result<(axum::http::StatusCode, Json<RequestView>), AppError> {
-    let request = actions::create(&state, &caller, form).await?;
+    let request = state.lifecycle.file(&caller, form).await?;
     Ok(created(Json(RequestView::new(request))))
 }
 
@@ -121,7 +47,7 @@ async fn preview(
     Caller(_caller): Caller,
     ApiJson(form): ApiJson<RequestForm>,
 ) -> Result<Json<Preview>, AppError> {
-    let checked = actions::check(&state, &form)?;
+    let checked = state.lifecycle.check(&form)?;
     Ok(Json(Preview {
         digest: checked.digest,
         approval_rule: checked.rule,
@@ -134,8 +60,8 @@ async fn show(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, AppError> {
-    let request = actions::load_visible(&state, &caller, &id).await?;
-    let (tally, approvals) = actions::tally_for(&state, &request).await?;
+    let request = state.lifecycle.load_visible(&caller, &id).await?;
+    let (tally, approvals) = state.lifecycle.tally(&request).await?;
     let mut view = RequestView::new(request);
     view.approvals = Some(approvals.into_iter().map(ApprovalView::from).collect());
     view.approval = Some(tally);
@@ -181,7 +107,7 @@ async fn list(
     Ok(Json(
         requests
             .into_iter()
-            .filter(|r| actions::can_see(&state, &caller, r))
+            .filter(|r| state.lifecycle.may_see(&caller, r))
             .map(RequestView::new)
             .collect(),
     ))
@@ -201,15 +127,16 @@ async fn approve(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> Result<Json<RequestView>, AppError> {
-    let request = actions::decide(
-        &state,
-        &caller,
-        &id,
-        Decision::Approve,
-        Some(&body.digest),
-        &body.comment,
-    )
-    .await?;
+    let request = state
+        .lifecycle
+        .decide(
+            &caller,
+            &id,
+            Decision::Approve,
+            Some(&body.digest),
+            &body.comment,
+        )
+        .await?;
     Ok(Json(RequestView::new(request)))
 }
 
@@ -226,8 +153,10 @@ async fn reject(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RejectBody>,
 ) -> Result<Json<RequestView>, AppError> {
-    let request =
-        actions::decide(&state, &caller, &id, Decision::Reject, None, &body.comment).await?;
+    let request = state
+        .lifecycle
+        .decide(&caller, &id, Decision::Reject, None, &body.comment)
+        .await?;
     Ok(Json(RequestView::new(request)))
 }
 
@@ -237,7 +166,7 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, AppError> {
     Ok(Json(RequestView::new(
-        actions::cancel(&state, &caller, &id).await?,
+        state.lifecycle.cancel(&caller, &id).await?,
     )))
 }
 
@@ -247,6 +176,6 @@ async fn close(
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, AppError> {
     Ok(Json(RequestView::new(
-        actions::close(&state, &caller, &id).await?,
+        state.lifecycle.close(&caller, &id).await?,
     )))
 }

@@ -1,7 +1,7 @@
 //! The auditor's JSON API: search, export, the view per ticket and the chain's verification.
 //!
 //! Who sees what: auditors everything. Anyone else sees the events of a request only where
-//! they may see the request itself ([`actions::can_see`]: its requester, and those who may
+//! they may see the request itself ([`crate::domain::access::may_see`]: its requester, and those who may
 //! decide on it), and only by naming it (`?request=`) or its ticket; the free search, the
 //! export and the verification are for auditors.
 
@@ -11,27 +11,22 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::{NaiveDate, NaiveDateTime};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::actions;
-use super::api::{ApprovalView, RequestView};
 use super::error::AppError;
 use super::extract::{ApiQuery, Caller};
+use super::views::{ApprovalView, RequestView};
 use crate::audit::export::{CHUNK_BYTES, Encoder, Format};
 use crate::audit::{Report, verify_store};
-use crate::auth::is_auditor;
 use crate::clock::{Millis, rfc3339};
 use crate::domain::Person;
-use crate::store::{AuditCheck, AuditEvent, AuditFilter, RequestFilter, Store};
+use crate::store::{AuditCheck, AuditEvent, AuditFilter, Store};
 
 /// Longest value accepted for a text filter; longer ones match nothing anyway.
 const MAX_FILTER_LEN: usize = 256;
-/// Most requests the view of one ticket lists.
-const MAX_TICKET_REQUESTS: i64 = 200;
-/// Most events listed per request in the view of a ticket.
-const MAX_REQUEST_EVENTS: i64 = 1000;
 
 pub fn router() -> axum::Router<AppState> {
     Router::new()
@@ -141,22 +136,30 @@ fn text_param(name: &str, value: Option<&str>) -> Result<Option<String>, AppErro
     }
 }
 
-/// An RFC 3339 time (`2026-11-23T09:30:00Z`, any offset) as milliseconds since the epoch.
+/// A time as milliseconds since the epoch: RFC 3339 (`2026-11-23T09:30:00Z`, any offset), or
+/// in UTC as the page's date and datetime-local inputs send it (`2026-11-23T09:30`,
+/// `2026-11-23`).
 pub fn time_param(name: &str, value: Option<&str>) -> Result<Option<Millis>, AppError> {
     let Some(text) = present(value) else {
         return Ok(None);
     };
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|at| Some(at.timestamp_millis()))
-        .map_err(|_| {
-            AppError::BadRequest(format!(
-                "{name} must be an RFC 3339 time such as 2026-11-23T09:30:00Z, not {text:?}"
-            ))
-        })
+    let rfc3339 = chrono::DateTime::parse_from_rfc3339(text).map(|at| at.timestamp_millis());
+    let minute = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M")
+        .map(|at| at.and_utc().timestamp_millis());
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|at| at.and_utc().timestamp_millis());
+    match (rfc3339, minute, day) {
+        (Ok(at), _, _) | (_, Ok(at), _) | (_, _, Some(at)) => Ok(Some(at)),
+        _ => Err(AppError::BadRequest(format!(
+            "{name} must be an RFC 3339 time such as 2026-11-23T09:30:00Z (or a UTC date, 2026-11-23), not {text:?}"
+        ))),
+    }
 }
 
 fn require_auditor(state: &AppState, caller: &Person, what: &str) -> Result<(), AppError> {
-    if is_auditor(&state.config.roles, caller) {
+    if state.config.roles.audits(caller) {
         Ok(())
     } else {
         Err(AppError::Forbidden(format!(
@@ -182,11 +185,11 @@ async fn search(
     }
     let mut filter = q.filter()?;
     filter.limit = q.page_size()?;
-    if !is_auditor(&state.config.roles, &caller) {
+    if !state.config.roles.audits(&caller) {
         let Some(id) = filter.request_id.as_deref() else {
             return Err(AppError::Forbidden("the audit history is for auditors; others may ask for one request they can see with ?request=ID".into()));
         };
-        actions::load_visible(&state, &caller, id).await?;
+        state.lifecycle.load_visible(&caller, id).await?;
     }
     let events = state.store.audit_events(&filter).await?;
     let mut headers = HeaderMap::new();
@@ -353,59 +356,28 @@ pub struct TicketRequest {
 }
 
 /// The view of one ticket for this caller; not found when the caller may see none of its
-/// requests, so that nobody learns which tickets exist from it.
-pub async fn ticket_view(
-    state: &AppState,
-    caller: &Person,
-    ticket: &str,
-) -> Result<TicketView, AppError> {
-    let ticket = text_param("ticket", Some(ticket))?.ok_or(AppError::NotFound)?;
-    let requests = state
-        .store
-        .requests(&RequestFilter {
-            ticket: Some(ticket.clone()),
-            limit: MAX_TICKET_REQUESTS + 1,
-            ..RequestFilter::default()
-        })
-        .await?;
-    let truncated = requests.len() as i64 > MAX_TICKET_REQUESTS;
-    let mut listed = Vec::new();
-    for request in requests
-        .into_iter()
-        .take(MAX_TICKET_REQUESTS as usize)
-        .filter(|r| actions::can_see(state, caller, r))
-    {
-        let approvals = state.store.approvals(&request.id).await?;
-        let events = state
-            .store
-            .audit_events(&AuditFilter {
-                request_id: Some(request.id.clone()),
-                oldest_first: true,
-                limit: MAX_REQUEST_EVENTS,
-                ..AuditFilter::default()
-            })
-            .await?;
-        let mut view = RequestView::new(request);
-        view.approvals = Some(approvals.into_iter().map(ApprovalView::from).collect());
-        listed.push(TicketRequest {
-            request: view,
-            events,
-        });
-    }
-    if listed.is_empty() {
-        return Err(AppError::NotFound);
-    }
-    Ok(TicketView {
-        ticket,
-        requests: listed,
-        truncated,
-    })
-}
-
+/// requests.
 async fn ticket(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(ticket): Path<String>,
 ) -> Result<Json<TicketView>, AppError> {
-    Ok(Json(ticket_view(&state, &caller, &ticket).await?))
+    let ticket = text_param("ticket", Some(&ticket))?.ok_or(AppError::NotFound)?;
+    let history = state.lifecycle.ticket_history(&caller, &ticket).await?;
+    Ok(Json(TicketView {
+        ticket: history.ticket,
+        truncated: history.truncated,
+        requests: history
+            .requests
+            .into_iter()
+            .map(|r| {
+                let mut view = RequestView::new(r.request);
+                view.approvals = Some(r.approvals.into_iter().map(ApprovalView::from).collect());
+                TicketRequest {
+                    request: view,
+                    events: r.events,
+                }
+            })
+            .collect(),
+    }))
 }

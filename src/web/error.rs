@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::domain::policy::Finding;
+use crate::lifecycle::LifecycleError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,21 @@ impl From<StoreError> for AppError {
                 )
             }
             StoreError::Other(e) => AppError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<LifecycleError> for AppError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Forbidden(message) => AppError::Forbidden(message),
+            LifecycleError::NotFound => AppError::NotFound,
+            LifecycleError::Conflict(message) => AppError::Conflict(message),
+            LifecycleError::Invalid(message) => AppError::invalid(message),
+            LifecycleError::Refused(findings) => AppError::refused(findings),
+            LifecycleError::TooLarge(message) => AppError::TooLarge(message),
+            LifecycleError::Store(e) => e.into(),
+            LifecycleError::Internal(e) => AppError::Internal(e),
         }
     }
 }

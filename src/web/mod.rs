@@ -1,13 +1,12 @@
 //! The HTTP surface: the JSON API under `/api/v1`, health checks, and the shared state.
 
-pub mod actions;
 pub mod api;
 pub mod audit_api;
 pub mod error;
 pub mod extract;
 pub mod pages;
+pub mod views;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -21,14 +20,11 @@ use crate::auth::Verifier;
 use crate::auth::login::Login;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::policy::Policy;
+use crate::lifecycle::Lifecycle;
 use crate::store::Store;
-use crate::targets::Target;
-use crate::workers::WorkQueue;
 use error::AppError;
 
-/// Largest request body accepted; manifests have their own, smaller, per-target limit.
-pub const BODY_LIMIT: usize = 1024 * 1024;
+use crate::config::BODY_LIMIT;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,22 +33,15 @@ pub struct AppState {
     pub clock: Clock,
     pub verifier: Arc<Verifier>,
     pub login: Arc<Login>,
-    pub policies: Arc<HashMap<String, Policy>>,
-    pub targets: Arc<HashMap<String, Arc<Target>>>,
-    pub work: WorkQueue,
+    /// Every transition of a request goes through it.
+    pub lifecycle: Lifecycle,
     /// Cookies get `Secure` (and the `__Host-` prefix) when `public_url` is https.
     pub secure_cookies: bool,
 }
 
-impl AppState {
-    pub fn policy(&self, target: &str) -> Result<&Policy, AppError> {
-        self.policies.get(target).ok_or(AppError::NotFound)
-    }
-}
-
 pub fn router(state: AppState) -> Router {
     let router = Router::new()
-        .nest("/api/v1", api::router())
+        .nest("/api/v1", api::router().merge(audit_api::router()))
         .merge(pages::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

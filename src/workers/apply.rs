@@ -11,13 +11,14 @@
 
 use serde_json::{Value, json};
 
+use super::Worker;
 use super::lease::Lease;
-use super::{Worker, commit};
 use crate::clock::{Millis, rfc3339};
-use crate::domain::State;
 use crate::domain::manifest::Object;
-use crate::domain::stamp::{REQUEST_ID, Stamp, stamped};
-use crate::store::{AppliedObject, Request, Store, StoreError};
+use crate::domain::stamp::{REQUEST_ID, stamped};
+use crate::domain::{AuditAction, State};
+use crate::lifecycle::{Actor, RequestRef, stamp_of};
+use crate::store::{AppliedObject, Request, Store, StoreError, approver_names};
 use crate::targets::{ObjectRef, Target, TargetError};
 
 /// What step 2 left for step 3.
@@ -41,18 +42,15 @@ impl Worker {
         };
         // Another replica may know the target (a rolling update that adds one): wait for it
         // rather than fail a request that was approved.
-        let Some(target) = self.target(&request.target) else {
-            let message = format!(
-                "target {} is not configured on this replica",
-                request.target
-            );
-            return self.retry_later(lease, request.attempts, &message).await;
+        let target = match self.target(&request.target) {
+            Ok(target) => target,
+            Err(message) => return self.retry_later(lease, request.attempts, &message).await,
         };
         let objects = match request.objects() {
             Ok(objects) => objects,
             Err(e) => return self.fail(&request, &lease, State::Failed, &e).await,
         };
-        let prepared = match self.prepare(&request, &lease, &target, &objects).await {
+        let prepared = match self.prepare(&request, &lease, &*target, &objects).await {
             Ok(Some(prepared)) => prepared,
             Ok(None) => {
                 lease.release().await;
@@ -78,9 +76,9 @@ impl Worker {
                 tracing::warn!(request_id = %id, "lease ran out mid-apply; another replica takes over");
                 return Ok(());
             }
-            let reference = object_ref(object);
+            let reference = ObjectRef::from(object);
             let landed = if prepared.resumed {
-                already_applied(&target, &reference, recorded.get(position), id).await
+                already_applied(&*target, &reference, recorded.get(position), id).await
             } else {
                 Ok(None)
             };
@@ -103,7 +101,7 @@ impl Worker {
                 }
                 Err(e) => {
                     let message = format!("{}: {e}", object.label());
-                    return match self.roll_back(&request, &target, &lease).await {
+                    return match self.roll_back(&request, &*target, &lease).await {
                         None => self.fail(&request, &lease, State::Failed, &message).await,
                         // Something of it may still run: a person must look, never "failed".
                         Some(left) => {
@@ -120,24 +118,26 @@ impl Worker {
                 }
             }
         }
-        let mut tx = self.store.begin().await?;
-        let Some(locked) = Store::lock_request(&mut tx, id).await? else {
+        let approvers = approver_names(&self.store.approvals(id).await?);
+        let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Approved).await? else {
             return Ok(());
         };
-        if locked.state != State::Approved || locked.lease_owner.as_deref() != Some(lease.owner()) {
-            return Ok(());
-        }
-        Store::set_active(&mut tx, id, self.clock.now(), prepared.expires_at).await?;
+        Store::set_active(change.tx(), id, self.clock.now(), prepared.expires_at).await?;
         let detail = json!({
             "objects": objects.iter().map(Object::label).collect::<Vec<_>>(),
-            "approvers": self.approver_names(id).await?,
+            "approvers": approvers,
             "expires_at": rfc3339(prepared.expires_at),
             "digest": request.digest,
         });
-        let event = self
-            .event(&mut tx, &locked, "request.applied", detail)
+        change
+            .record(
+                RequestRef::from(&locked),
+                Actor::Broker,
+                AuditAction::Applied,
+                detail,
+            )
             .await?;
-        commit(tx, vec![event]).await
+        change.commit().await
     }
 
     /// Records the objects' current state and the expiry, once; returns the expiry, or None
@@ -146,7 +146,7 @@ impl Worker {
         &self,
         request: &Request,
         lease: &Lease,
-        target: &Target,
+        target: &dyn Target,
         objects: &[Object],
     ) -> Result<Option<Prepared>, TargetError> {
         let recorded = self
@@ -165,20 +165,15 @@ impl Worker {
         }
         let mut before = Vec::with_capacity(objects.len());
         for object in objects {
-            before.push(target.get(&object_ref(object)).await?);
+            before.push(target.get(&ObjectRef::from(object)).await?);
         }
         let result: Result<Option<Prepared>, StoreError> = async {
-            let mut tx = self.store.begin().await?;
-            let Some(locked) = Store::lock_request(&mut tx, &request.id).await? else {
+            let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Approved).await?
+            else {
                 return Ok(None);
             };
-            if locked.state != State::Approved
-                || locked.lease_owner.as_deref() != Some(lease.owner())
-            {
-                return Ok(None);
-            }
             let expires_at = self.clock.now() + locked.duration_seconds * 1000;
-            Store::plan_expiry(&mut tx, &request.id, expires_at).await?;
+            Store::plan_expiry(change.tx(), &request.id, expires_at).await?;
             for (position, (object, before)) in objects.iter().zip(&before).enumerate() {
                 let record = AppliedObject {
                     position: position as i64,
@@ -189,7 +184,7 @@ impl Worker {
                     before_apply: before.as_ref().map(|b| b.to_string()),
                     applied_version: None,
                 };
-                Store::insert_applied_object(&mut tx, &request.id, &record).await?;
+                Store::insert_applied_object(change.tx(), &request.id, &record).await?;
             }
             let detail = json!({
                 "objects": objects
@@ -198,10 +193,15 @@ impl Worker {
                     .map(|(o, b)| json!({ "object": o.label(), "existed": b.is_some() }))
                     .collect::<Vec<_>>(),
             });
-            let event = self
-                .event(&mut tx, &locked, "request.applying", detail)
+            change
+                .record(
+                    RequestRef::from(&locked),
+                    Actor::Broker,
+                    AuditAction::Applying,
+                    detail,
+                )
                 .await?;
-            commit(tx, vec![event]).await?;
+            change.commit().await?;
             Ok(Some(Prepared {
                 expires_at,
                 resumed: false,
@@ -220,32 +220,20 @@ impl Worker {
         objects: &[Object],
         expires_at: Millis,
     ) -> Result<Vec<Value>, StoreError> {
-        let approvers = self.approver_names(&request.id).await?;
+        let approvers = approver_names(&self.store.approvals(&request.id).await?);
         let expires_text = rfc3339(expires_at);
-        let stamp = Stamp {
-            request_id: &request.id,
-            ticket: &request.ticket,
-            requester: &request.requester_name,
-            approvers: &approvers,
-            expires_at: &expires_text,
-        };
+        let stamp = stamp_of(request, &approvers, &expires_text);
         Ok(objects.iter().map(|o| stamped(o, &stamp)).collect())
-    }
-
-    async fn approver_names(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .store
-            .approvals(id)
-            .await?
-            .into_iter()
-            .filter(|a| a.decision == "approve")
-            .map(|a| a.approver_name)
-            .collect())
     }
 
     /// A refused apply leaves nothing half-done: objects already applied are undone.
     /// Returns what is left in the cluster when the rollback did not finish, in words.
-    async fn roll_back(&self, request: &Request, target: &Target, lease: &Lease) -> Option<String> {
+    async fn roll_back(
+        &self,
+        request: &Request,
+        target: &dyn Target,
+        lease: &Lease,
+    ) -> Option<String> {
         match self.undo_objects(request, target, lease).await {
             Ok(conflicts) if conflicts.is_empty() => None,
             Ok(conflicts) => Some(format!(
@@ -265,24 +253,24 @@ impl Worker {
         outcome: State,
         error: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.store.begin().await?;
-        let Some(locked) = Store::lock_request(&mut tx, &request.id).await? else {
+        let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Approved).await? else {
             return Ok(());
         };
-        if locked.state != State::Approved || locked.lease_owner.as_deref() != Some(lease.owner()) {
-            return Ok(());
-        }
-        Store::record_error(&mut tx, &request.id, error).await?;
-        Store::set_state(&mut tx, &request.id, outcome, self.clock.now()).await?;
+        Store::record_error(change.tx(), &request.id, error).await?;
         let action = if outcome == State::Failed {
-            "request.failed"
+            AuditAction::Failed
         } else {
-            "request.needs_attention"
+            AuditAction::NeedsAttention
         };
-        let event = self
-            .event(&mut tx, &locked, action, json!({ "error": error }))
+        change
+            .transition(
+                RequestRef::from(&locked),
+                Actor::Broker,
+                action,
+                json!({ "error": error }),
+            )
             .await?;
-        commit(tx, vec![event]).await
+        change.commit().await
     }
 }
 
@@ -290,7 +278,7 @@ impl Worker {
 /// version it recorded, or (when it died before recording one) carries this request's stamp.
 /// Returns the version to record, or None when the object must be applied.
 async fn already_applied(
-    target: &Target,
+    target: &dyn Target,
     reference: &ObjectRef,
     recorded: Option<&AppliedObject>,
     request_id: &str,
@@ -316,13 +304,4 @@ async fn already_applied(
 
 fn store_unavailable(e: StoreError) -> TargetError {
     TargetError::Unavailable(e.to_string())
-}
-
-pub(super) fn object_ref(object: &Object) -> ObjectRef {
-    ObjectRef {
-        api_version: object.api_version.clone(),
-        kind: object.kind.clone(),
-        namespace: object.namespace.clone(),
-        name: object.name.clone(),
-    }
 }

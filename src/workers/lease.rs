@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::clock::{Clock, Millis};
 use crate::domain::State;
-use crate::store::{Store, StoreError};
+use crate::lifecycle::{Change, Lifecycle};
+use crate::store::{Request, Store, StoreError};
 
 /// How long a claim lasts without renewal before another replica may take the work over.
 pub(super) const LEASE_MS: Millis = 15_000;
@@ -75,6 +76,24 @@ impl Lease {
     /// Whether the holder may still act: the lease is known to run for a while yet.
     pub(super) fn held(&self) -> bool {
         self.clock.now() + MARGIN_MS < self.until.load(Ordering::SeqCst)
+    }
+
+    /// Opens the change that records this work's outcome, with the request's row locked, if
+    /// the request is still in `state` and this lease still holds it; None when another
+    /// worker took it over or the request moved on, and then nothing is to be recorded.
+    pub(super) async fn lock(
+        &self,
+        lifecycle: &Lifecycle,
+        state: State,
+    ) -> Result<Option<(Change, Request)>, StoreError> {
+        let mut change = lifecycle.begin().await?;
+        let Some(locked) = Store::lock_request(change.tx(), &self.id).await? else {
+            return Ok(None);
+        };
+        if locked.state != state || locked.lease_owner.as_deref() != Some(self.owner()) {
+            return Ok(None);
+        }
+        Ok(Some((change, locked)))
     }
 
     /// Gives the lease up for other workers. Needed only when the work stops without a state

@@ -11,7 +11,7 @@ mod apply;
 mod lease;
 mod undo;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +19,13 @@ use rand::Rng;
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock::{Clock, Millis};
-use crate::domain::State;
-use crate::store::{AuditEvent, NewEvent, Store, StoreError, Tx, log_event};
+use crate::domain::{AuditAction, State};
+use crate::lifecycle::{Actor, Lifecycle, RequestRef};
+use crate::store::{Store, StoreError};
 use crate::targets::Target;
 use lease::Lease;
 
-/// The broker's own name in the audit history.
-pub const BROKER_ACTOR: &str = "breakglass-broker";
+pub use crate::lifecycle::BROKER_ACTOR;
 
 /// The longest the worker sleeps without looking at the store, in case another replica made
 /// work that this one has no signal for (an approval on a replica that died before applying).
@@ -38,21 +38,10 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// How many due requests one sweep starts.
 const SWEEP_LIMIT: i64 = 64;
 
-/// Hands request ids to the worker.
-#[derive(Clone)]
-pub struct WorkQueue(mpsc::UnboundedSender<String>);
-
-impl WorkQueue {
-    pub fn push(&self, request_id: &str) {
-        // A closed queue means the process is shutting down; the next start picks the work up.
-        let _ = self.0.send(request_id.to_owned());
-    }
-}
-
 pub struct Worker {
+    lifecycle: Lifecycle,
     store: Store,
     clock: Clock,
-    targets: Arc<HashMap<String, Arc<Target>>>,
     replica: String,
     /// Requests a task of this process is working on, so a sweep does not start a second one.
     in_flight: Mutex<HashSet<String>>,
@@ -61,21 +50,12 @@ pub struct Worker {
     finished: Notify,
 }
 
-pub fn queue() -> (WorkQueue, mpsc::UnboundedReceiver<String>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (WorkQueue(tx), rx)
-}
-
 impl Worker {
-    pub fn new(
-        store: Store,
-        clock: Clock,
-        targets: Arc<HashMap<String, Arc<Target>>>,
-    ) -> Arc<Self> {
+    pub fn new(lifecycle: Lifecycle) -> Arc<Self> {
         Arc::new(Self {
-            store,
-            clock,
-            targets,
+            store: lifecycle.store.clone(),
+            clock: lifecycle.clock.clone(),
+            lifecycle,
             replica: uuid::Uuid::new_v4().to_string(),
             in_flight: Mutex::new(HashSet::new()),
             finished: Notify::new(),
@@ -160,8 +140,13 @@ impl Worker {
         }
     }
 
-    fn target(&self, name: &str) -> Option<Arc<Target>> {
-        self.targets.get(name).cloned()
+    /// The target's client. A target this replica does not know may be known to another (a
+    /// rolling update that adds one): the caller retries rather than fail the request.
+    fn target(&self, name: &str) -> Result<Arc<dyn Target>, String> {
+        match self.lifecycle.targets.get(name) {
+            Ok(entry) => Ok(entry.client.clone()),
+            Err(unknown) => Err(format!("{unknown} on this replica")),
+        }
     }
 
     /// Claims the request's lease under a fresh owner token, so two tasks never share one.
@@ -189,41 +174,22 @@ impl Worker {
     }
 
     async fn lapse(&self, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.store.begin().await?;
-        let Some(request) = Store::lock_request(&mut tx, id).await? else {
+        let mut change = self.lifecycle.begin().await?;
+        let Some(request) = Store::lock_request(change.tx(), id).await? else {
             return Ok(());
         };
         if request.state != State::Pending || request.decide_by > self.clock.now() {
             return Ok(());
         }
-        Store::set_state(&mut tx, id, State::Lapsed, self.clock.now()).await?;
-        let event = self
-            .event(&mut tx, &request, "request.lapsed", serde_json::json!({}))
+        change
+            .transition(
+                RequestRef::from(&request),
+                Actor::Broker,
+                AuditAction::Lapsed,
+                serde_json::json!({}),
+            )
             .await?;
-        commit(tx, vec![event]).await
-    }
-
-    async fn event(
-        &self,
-        tx: &mut Tx,
-        request: &crate::store::Request,
-        action: &str,
-        detail: serde_json::Value,
-    ) -> Result<AuditEvent, StoreError> {
-        Store::append_audit(
-            tx,
-            NewEvent {
-                at: self.clock.now(),
-                actor: BROKER_ACTOR,
-                action,
-                request_id: Some(&request.id),
-                ticket: Some(&request.ticket),
-                target: Some(&request.target),
-                namespace: Some(&request.namespace),
-                detail,
-            },
-        )
-        .await
+        change.commit().await
     }
 }
 
@@ -243,15 +209,6 @@ impl Drop for Done {
             .remove(&self.id);
         self.worker.finished.notify_one();
     }
-}
-
-/// Commits and then writes the events to the structured log: only what committed is logged.
-pub async fn commit(tx: Tx, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-    tx.commit().await?;
-    for event in &events {
-        log_event(event);
-    }
-    Ok(())
 }
 
 /// 0.5 s doubling to a minute, each delay jittered by ±50 % so replicas do not retry in step.

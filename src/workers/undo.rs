@@ -3,10 +3,11 @@
 
 use serde_json::{Value, json};
 
+use super::Worker;
 use super::lease::Lease;
-use super::{Worker, commit};
-use crate::domain::State;
 use crate::domain::stamp::REQUEST_ID;
+use crate::domain::{AuditAction, State};
+use crate::lifecycle::{Actor, RequestRef};
 use crate::store::{Request, Store, StoreError};
 use crate::targets::{ObjectRef, Target, TargetError};
 
@@ -27,18 +28,13 @@ impl Worker {
                 return Ok(());
             }
         };
-        let Some(target) = self.target(&request.target) else {
-            return self
-                .retry_later(
-                    lease,
-                    request.attempts,
-                    "target is not configured on this replica",
-                )
-                .await;
+        let target = match self.target(&request.target) {
+            Ok(target) => target,
+            Err(message) => return self.retry_later(lease, request.attempts, &message).await,
         };
         // A refusal (RBAC, validation, an unreadable record) will not heal by retrying: the
         // request goes to a person instead of sitting active past its expiry.
-        let (conflicts, refusal) = match self.undo_objects(&request, &target, &lease).await {
+        let (conflicts, refusal) = match self.undo_objects(&request, &*target, &lease).await {
             Ok(conflicts) => (conflicts, None),
             Err(e) if e.is_transient() => {
                 return self
@@ -47,13 +43,9 @@ impl Worker {
             }
             Err(e) => (Vec::new(), Some(e.to_string())),
         };
-        let mut tx = self.store.begin().await?;
-        let Some(locked) = Store::lock_request(&mut tx, &request.id).await? else {
+        let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Active).await? else {
             return Ok(());
         };
-        if locked.state != State::Active || locked.lease_owner.as_deref() != Some(lease.owner()) {
-            return Ok(());
-        }
         let problem = match (&refusal, conflicts.is_empty()) {
             (Some(refused), _) => Some(format!("the undo was refused: {refused}")),
             (None, false) => Some(format!(
@@ -62,25 +54,24 @@ impl Worker {
             )),
             (None, true) => None,
         };
-        let (state, action) = match (&problem, locked.end_requested.as_deref()) {
-            (Some(_), _) => (State::NeedsAttention, "request.needs_attention"),
-            (None, Some(_)) => (State::Closed, "request.closed"),
-            (None, None) => (State::Expired, "request.expired"),
+        let action = match (&problem, locked.end_requested.as_deref()) {
+            (Some(_), _) => AuditAction::NeedsAttention,
+            (None, Some(_)) => AuditAction::Closed,
+            (None, None) => AuditAction::Expired,
         };
         if let Some(message) = &problem {
-            Store::record_error(&mut tx, &request.id, message).await?;
+            Store::record_error(change.tx(), &request.id, message).await?;
             tracing::error!(request_id = %request.id, %message, "undo did not finish; needs attention");
         }
-        Store::set_state(&mut tx, &request.id, state, self.clock.now()).await?;
-        let event = self
-            .event(
-                &mut tx,
-                &locked,
+        change
+            .transition(
+                RequestRef::from(&locked),
+                Actor::Broker,
                 action,
                 json!({ "conflicts": conflicts, "error": refusal }),
             )
             .await?;
-        commit(tx, vec![event]).await
+        change.commit().await
     }
 
     /// Undoes every recorded object, last first. Returns the objects left alone because
@@ -89,7 +80,7 @@ impl Worker {
     pub(super) async fn undo_objects(
         &self,
         request: &Request,
-        target: &Target,
+        target: &dyn Target,
         lease: &Lease,
     ) -> Result<Vec<String>, TargetError> {
         let recorded = self
@@ -114,12 +105,7 @@ impl Worker {
                     "the lease on this request ran out; another replica takes over".into(),
                 ));
             }
-            let reference = ObjectRef {
-                api_version: object.api_version.clone(),
-                kind: object.kind.clone(),
-                namespace: object.namespace.clone(),
-                name: object.name.clone(),
-            };
+            let reference = object.object_ref();
             let ours = usize::try_from(object.position)
                 .ok()
                 .and_then(|p| applied.get(p));
@@ -171,7 +157,7 @@ impl Worker {
 /// object that already reads as it did before (restored by an earlier holder of the lease that
 /// died before recording it) is done, not a conflict: restoring it again would change nothing.
 async fn restore(
-    target: &Target,
+    target: &dyn Target,
     reference: &ObjectRef,
     before: &Value,
     version: &str,
@@ -190,7 +176,7 @@ async fn restore(
 /// every field of the applied spec unchanged. Fields the server added (defaults, status) and
 /// metadata others touched do not make it someone else's; a changed image or replica count does.
 async fn still_ours(
-    target: &Target,
+    target: &dyn Target,
     reference: &ObjectRef,
     applied: Option<&Value>,
     request_id: &str,

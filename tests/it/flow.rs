@@ -13,18 +13,28 @@ fn key(name: &str) -> ObjectKey {
     ObjectKey::new("apps/v1", "Deployment", "prod", name)
 }
 
-/// The broker's own kube client, as anyone holding deploy rights would use it.
-async fn deployer(env: &TestEnv) -> Api<DynamicObject> {
+/// The broker's own kube client for Deployments in prod, as anyone holding deploy rights
+/// would use it.
+pub(crate) async fn deployer(env: &TestEnv) -> Api<DynamicObject> {
+    deploy_rights(env, "apps", "v1", "Deployment", "deployments").await
+}
+
+/// The broker's own kube client for one resource type in prod.
+pub(crate) async fn deploy_rights(
+    env: &TestEnv,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
     let kubeconfig = kube::config::Kubeconfig::read_from(env.dir.path().join("broker-kubeconfig"))
         .expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .expect("config");
     let client = kube::Client::try_from(config).expect("client");
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apps", "v1", "Deployment"),
-        "deployments",
-    );
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
     Api::namespaced_with(client, "prod", &resource)
 }
 
@@ -205,16 +215,104 @@ async fn undo_leaves_an_object_someone_else_changed_and_needs_attention() {
         .expect("edit admitted");
 
     env.clock.advance(Duration::from_secs(31 * 60));
-    let body = env.wait_for_state(&id, "needs_attention").await;
+    let body = undo_finished(&env, &id).await;
+    // First what the other person sees in the cluster, then what the broker says.
+    let left = env
+        .env
+        .sim
+        .object(&key("ledger"))
+        .expect("the broker did not delete the changed object");
+    assert_eq!(
+        left["spec"]["replicas"], 5,
+        "the other person's change survived: {left}"
+    );
+    assert_eq!(
+        left["spec"]["template"]["spec"]["containers"][0]["image"],
+        HOTFIX_IMAGE
+    );
+    assert_eq!(env.env.sim.write_count(&key("ledger")).deletes, 0);
+    assert_eq!(body["state"], "needs_attention", "{body}");
     assert!(
         body["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("Deployment/ledger")),
         "{body}"
     );
+}
+
+/// Waits for the undo of an active request to end, however it ended; returns the request.
+/// Normally well under a second; the deadline is for a busy CI machine.
+async fn undo_finished(env: &TestEnv, id: &str) -> serde_json::Value {
+    let token = env.token("dave").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = env
+            .call(
+                reqwest::Method::GET,
+                Some(&token),
+                &format!("/api/v1/requests/{id}"),
+                None,
+            )
+            .await;
+        if body["state"] != "active" {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the undo never finished: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn undo_does_not_restore_over_a_change_someone_made_to_an_object_that_existed_before() {
+    let env = TestEnv::start().await;
+    let attested = "us-docker.pkg.dev/acme/release/api@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    let before: serde_json::Value =
+        serde_saphyr::from_str(&deployment("orders", attested)).expect("manifest");
+    deployer(&env)
+        .await
+        .patch(
+            "orders",
+            &PatchParams::apply("ci").force(),
+            &Patch::Apply(&before),
+        )
+        .await
+        .expect("attested image is admitted");
+    let id = env.activate("orders", 30).await;
+
+    // During the breakglass, someone scales the hotfix up to 5.
+    let mut scaled: serde_json::Value =
+        serde_saphyr::from_str(&deployment("orders", HOTFIX_IMAGE)).expect("manifest");
+    scaled["spec"]["replicas"] = serde_json::json!(5);
+    scaled["spec"]["template"]["metadata"]["labels"]["image-policy.k8s.io/break-glass"] =
+        serde_json::json!("true");
+    deployer(&env)
+        .await
+        .patch(
+            "orders",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&scaled),
+        )
+        .await
+        .expect("scale admitted");
+
+    env.clock.advance(Duration::from_secs(31 * 60));
+    let body = undo_finished(&env, &id).await;
+    // Putting back what ran before would silently undo their scale-up: the broker leaves it.
+    let left = env.env.sim.object(&key("orders")).expect("still exists");
+    assert_eq!(left["spec"]["replicas"], 5, "{left}");
+    assert_eq!(
+        left["spec"]["template"]["spec"]["containers"][0]["image"], HOTFIX_IMAGE,
+        "{left}"
+    );
+    assert_eq!(body["state"], "needs_attention", "{body}");
     assert!(
-        env.env.sim.object(&key("ledger")).is_some(),
-        "the broker did not clobber the change"
+        body["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Deployment/orders")),
+        "{body}"
     );
 }
 
@@ -281,4 +379,212 @@ async fn a_version_bump_that_left_the_brokers_spec_alone_does_not_block_the_undo
         env.env.sim.object(&key("noisy")).is_none(),
         "the broker's deployment is gone"
     );
+}
+
+/// The request's audit actions, oldest first, with their actors.
+async fn steps(env: &TestEnv, id: &str) -> Vec<(String, String)> {
+    let (status, events) = env
+        .get("dave", &format!("/api/v1/audit?request={id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let mut steps: Vec<(String, String)> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["actor"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    steps.reverse();
+    steps
+}
+
+#[tokio::test]
+async fn the_requester_cancels_a_pending_request_nobody_else_can_and_it_stays_cancelled() {
+    let env = TestEnv::start().await;
+    let (id, digest) = env
+        .file_ok(&deployment("withdrawn", HOTFIX_IMAGE), 60)
+        .await;
+    assert_eq!(env.approve("bob", &id, &digest).await.0, StatusCode::OK);
+    let cancel = format!("/api/v1/requests/{id}/cancel");
+
+    // An approver (who sees the request) and another requester who may approve it cannot
+    // cancel it; someone who cannot see it is told it does not exist.
+    for persona in ["bob", "erin"] {
+        let (status, body) = env.post(persona, &cancel, serde_json::json!({})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{persona}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("only the requester, alice")),
+            "{body}"
+        );
+    }
+    let (status, _) = env.post("mallory", &cancel, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, still) = env.get("alice", &format!("/api/v1/requests/{id}")).await;
+    assert_eq!(still["state"], "pending", "{still}");
+
+    let (status, body) = env.post("alice", &cancel, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "cancelled");
+    assert!(body["ended_at"].is_string(), "{body}");
+
+    // The approval that would have completed it is refused, and so is a second cancel.
+    let (status, body) = env.approve("carol", &id, &digest).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cancelled")),
+        "{body}"
+    );
+    let (status, _) = env.post("alice", &cancel, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, after) = env.get("alice", &format!("/api/v1/requests/{id}")).await;
+    assert_eq!(after["state"], "cancelled", "{after}");
+    assert_eq!(after["approvals"].as_array().map(Vec::len), Some(1));
+    assert!(
+        env.env.sim.writes().is_empty(),
+        "nothing reached the cluster"
+    );
+
+    let expected: Vec<(String, String)> = [
+        ("request.created", "alice"),
+        ("request.approved", "bob"),
+        ("request.cancelled", "alice"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(steps(&env, &id).await, expected);
+}
+
+#[tokio::test]
+async fn an_active_request_cannot_be_cancelled_only_closed() {
+    let env = TestEnv::start().await;
+    let id = env.activate("running", 60).await;
+    let (status, body) = env
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{id}/cancel"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot cancel a request that is active")),
+        "{body}"
+    );
+    let (_, after) = env.get("alice", &format!("/api/v1/requests/{id}")).await;
+    assert_eq!(after["state"], "active");
+    assert!(env.env.sim.object(&key("running")).is_some());
+}
+
+#[tokio::test]
+async fn the_request_list_filters_by_state_and_ticket_and_limits_newest_first() {
+    let env = TestEnv::start().await;
+    let file_under = |name: &'static str, ticket: &'static str| {
+        let env = &env;
+        async move {
+            let (status, body) = env
+                .post(
+                    "alice",
+                    "/api/v1/requests",
+                    serde_json::json!({
+                        "target": "dev-cluster",
+                        "namespace": "prod",
+                        "manifest": deployment(name, HOTFIX_IMAGE),
+                        "ticket": ticket,
+                        "justification": "checkout is down; hotfix image from the release branch",
+                        "duration_minutes": 60,
+                    }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            body["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let pending = file_under("list-a", "INC-4242").await;
+    env.clock.advance(Duration::from_secs(1));
+    let other_ticket = file_under("list-b", "INC-5").await;
+    env.clock.advance(Duration::from_secs(1));
+    let cancelled = file_under("list-c", "INC-4242").await;
+    let (status, _) = env
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{cancelled}/cancel"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    env.clock.advance(Duration::from_secs(1));
+    let active = env.activate("list-d", 60).await;
+
+    let list = |query: &'static str| {
+        let env = &env;
+        async move {
+            let (status, body) = env.get("dave", &format!("/api/v1/requests{query}")).await;
+            assert_eq!(status, StatusCode::OK, "{query}: {body}");
+            body.as_array()
+                .expect("a list")
+                .iter()
+                .map(|r| r["id"].as_str().expect("id").to_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(
+        list("").await,
+        [&active, &cancelled, &other_ticket, &pending].map(String::clone),
+        "everything, newest first"
+    );
+    assert_eq!(
+        list("?state=pending").await,
+        [&other_ticket, &pending].map(String::clone)
+    );
+    assert_eq!(
+        list("?state=cancelled").await,
+        [&cancelled].map(String::clone)
+    );
+    assert_eq!(list("?state=active").await, [&active].map(String::clone));
+    assert!(list("?state=expired").await.is_empty());
+    assert_eq!(
+        list("?ticket=INC-5").await,
+        [&other_ticket].map(String::clone)
+    );
+    assert_eq!(
+        list("?ticket=INC-4242").await,
+        [&active, &cancelled, &pending].map(String::clone)
+    );
+    assert_eq!(
+        list("?ticket=INC-4242&state=pending").await,
+        [&pending].map(String::clone)
+    );
+    assert_eq!(
+        list("?limit=2").await,
+        [&active, &cancelled].map(String::clone)
+    );
+    assert_eq!(
+        list("?state=pending&limit=1").await,
+        [&other_ticket].map(String::clone)
+    );
+
+    for bad in [
+        "?limit=0",
+        "?limit=501",
+        "?limit=two",
+        "?state=bogus",
+        "?owner=alice",
+    ] {
+        let (status, body) = env.get("dave", &format!("/api/v1/requests{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    // The filters never widen what a person sees.
+    let (_, mallorys) = env.get("mallory", "/api/v1/requests?ticket=INC-4242").await;
+    assert_eq!(mallorys, serde_json::json!([]));
 }

@@ -48,13 +48,47 @@ async fn an_approver_counts_once() {
 #[tokio::test]
 async fn approval_naming_a_stale_digest_is_refused() {
     let env = TestEnv::start().await;
-    let (id, _) = env.file_ok(&deployment("stale", HOTFIX_IMAGE), 60).await;
-    let (status, body) = env.approve("bob", &id, "sha256:0000").await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(
-        body["error"].as_str().is_some_and(|e| e.contains("digest")),
-        "{body}"
-    );
+    let (id, digest) = env.file_ok(&deployment("stale", HOTFIX_IMAGE), 60).await;
+    // A well-formed digest that is valid, but for another request: what an approver would
+    // send from a tab showing a different (or an earlier) version of what is asked for.
+    let (other, other_digest) = env.file_ok(&deployment("stale-v2", HOTFIX_IMAGE), 60).await;
+    assert_ne!(digest, other_digest, "two different requests, two digests");
+
+    for approver in ["bob", "carol"] {
+        let (status, body) = env.approve(approver, &id, &other_digest).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{approver}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&other_digest) && e.contains(&digest)),
+            "the refusal names both digests: {body}"
+        );
+    }
+
+    // Nothing was approved: neither request has an approval, both still wait, and nothing
+    // reached the cluster.
+    for request in [&id, &other] {
+        let (status, body) = env
+            .get("dave", &format!("/api/v1/requests/{request}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "pending", "{body}");
+        assert_eq!(body["approvals"], json!([]), "{body}");
+    }
+    let (_, events) = env
+        .get("dave", &format!("/api/v1/audit?request={id}"))
+        .await;
+    let actions: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["request.created"], "no approval was audited");
+    assert!(env.env.sim.writes().is_empty());
+
+    // The right digest still works: the refusals left the request decidable.
+    assert_eq!(env.approve("bob", &id, &digest).await.0, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use breakglass_broker::clock::Millis;
-use breakglass_broker::domain::State;
+use breakglass_broker::domain::{AuditAction, State};
 use breakglass_broker::store::{Approval, NewEvent, NewRequest, Store};
 use serde_json::json;
 use sqlx::{Connection, Executor, Row};
@@ -191,7 +191,7 @@ fn approval(who: &str) -> Approval {
     }
 }
 
-fn event<'a>(request_id: &'a str, action: &'a str) -> NewEvent<'a> {
+fn event(request_id: &str, action: AuditAction) -> NewEvent<'_> {
     NewEvent {
         at: NOW,
         actor: "bob",
@@ -559,10 +559,10 @@ async fn a_change_and_its_audit_event_commit_together(store: Store) {
     Store::set_state(&mut tx, &id, State::Rejected, NOW)
         .await
         .expect("reject");
-    let first = Store::append_audit(&mut tx, event(&id, "request.rejected"))
+    let first = Store::append_audit(&mut tx, event(&id, AuditAction::Rejected))
         .await
         .expect("audit");
-    let second = Store::append_audit(&mut tx, event(&id, "request.noted"))
+    let second = Store::append_audit(&mut tx, event(&id, AuditAction::Approved))
         .await
         .expect("audit");
     tx.commit().await.expect("commit");
@@ -577,7 +577,13 @@ async fn a_change_and_its_audit_event_commit_together(store: Store) {
         .await
         .expect("events");
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["request.noted", "request.rejected"]);
+    assert_eq!(
+        actions,
+        [
+            AuditAction::Approved.as_str(),
+            AuditAction::Rejected.as_str()
+        ]
+    );
     assert!(events.iter().all(|e| e.hash == e.expected_hash()));
     let stored = store.request(&id).await.expect("read").expect("exists");
     assert_eq!(stored.state, State::Rejected);
@@ -602,7 +608,7 @@ async fn a_failing_audit_write_rolls_back_the_change_it_records(store: Store) {
     Store::set_state(&mut tx, &id, State::Approved, NOW)
         .await
         .expect("approve");
-    let appended = Store::append_audit(&mut tx, event(&id, "request.fully_approved")).await;
+    let appended = Store::append_audit(&mut tx, event(&id, AuditAction::FullyApproved)).await;
     assert!(appended.is_err(), "the audit write fails");
     drop(tx);
 

@@ -3,15 +3,13 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
-use chrono::{NaiveDate, NaiveDateTime};
 use serde::Deserialize;
 
 use super::view;
 use super::{Nav, PageError, SignedIn, urlencode};
-use crate::auth::is_auditor;
-use crate::clock::Millis;
 use crate::store::AuditFilter;
 use crate::web::AppState;
+use crate::web::audit_api::AuditQuery;
 use crate::web::error::AppError;
 
 const PAGE: i64 = 50;
@@ -87,48 +85,26 @@ fn verification(check: Option<crate::store::AuditCheck>) -> Verification {
     }
 }
 
-/// `2026-11-23` or `2026-11-23T09:30` (UTC), as date and datetime-local inputs send them.
-fn parse_time(field: &str, text: &str) -> Result<Option<Millis>, AppError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(at) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M") {
-        return Ok(Some(at.and_utc().timestamp_millis()));
-    }
-    if let Some(at) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-    {
-        return Ok(Some(at.and_utc().timestamp_millis()));
-    }
-    Err(AppError::BadRequest(format!(
-        "{field} {text:?} is not a date (YYYY-MM-DD) or time (YYYY-MM-DDTHH:MM, UTC)"
-    )))
-}
-
-fn some(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_owned())
-}
-
 pub async fn index(
     State(state): State<AppState>,
     viewer: SignedIn,
     Query(filters): Query<Filters>,
 ) -> Result<AuditPage, PageError> {
-    if !is_auditor(&state.config.roles, &viewer.person) {
+    if !state.config.roles.audits(&viewer.person) {
         return Err(AppError::Forbidden("The audit history is for auditors.".into()).into());
     }
+    let query = AuditQuery {
+        ticket: Some(filters.ticket.clone()),
+        actor: Some(filters.person.clone()),
+        target: Some(filters.target.clone()),
+        since: Some(filters.since.clone()),
+        until: Some(filters.until.clone()),
+        before: filters.before.map(|seq| seq.to_string()),
+        ..AuditQuery::default()
+    };
     let filter = AuditFilter {
-        ticket: some(&filters.ticket),
-        actor: some(&filters.person),
-        target: some(&filters.target),
-        since: parse_time("since", &filters.since)?,
-        until: parse_time("until", &filters.until)?,
-        before_seq: filters.before,
         limit: PAGE,
-        ..AuditFilter::default()
+        ..query.filter()?
     };
     let events = state.store.audit_events(&filter).await?;
     let verification = verification(state.store.last_audit_check().await?);
@@ -158,12 +134,7 @@ pub async fn index(
         .collect();
     Ok(AuditPage {
         nav: viewer.nav(&state),
-        targets: state
-            .config
-            .targets
-            .iter()
-            .map(|t| t.name.clone())
-            .collect(),
+        targets: state.lifecycle.targets.names().map(str::to_owned).collect(),
         filters,
         events,
         next_page,

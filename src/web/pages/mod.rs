@@ -22,7 +22,6 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::AppError;
 use crate::auth::session::{cookie_name, hash_id, tokens_match};
-use crate::auth::{is_auditor, is_requester};
 use crate::domain::Person;
 
 pub fn router() -> Router<AppState> {
@@ -88,8 +87,8 @@ impl SignedIn {
         Nav {
             user: Some(self.person.name.clone()),
             csrf: self.csrf.clone(),
-            can_request: is_requester(&state.config.roles, &self.person),
-            can_audit: is_auditor(&state.config.roles, &self.person),
+            can_request: state.config.roles.may_file(&self.person),
+            can_audit: state.config.roles.audits(&self.person),
         }
     }
 }
@@ -153,7 +152,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CsrfForm<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
         let viewer = SignedIn::from_request_parts(&mut parts, state).await?;
-        let bytes = axum::body::to_bytes(body, super::BODY_LIMIT)
+        let bytes = axum::body::to_bytes(body, crate::config::BODY_LIMIT)
             .await
             .map_err(|_| {
                 PageError(AppError::TooLarge("the form is too large".into())).into_response()

@@ -10,11 +10,10 @@ use serde::Deserialize;
 
 use super::view;
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other};
-use crate::auth::is_requester;
 use crate::domain::approval::describe;
 use crate::domain::policy::Finding;
+use crate::lifecycle::{LifecycleError, RequestForm};
 use crate::web::AppState;
-use crate::web::actions::{self, RequestForm};
 use crate::web::error::AppError;
 
 /// The new-request form, its values, and what is wrong with them, field by field.
@@ -106,20 +105,20 @@ pub struct Preview {
 
 fn choices(state: &AppState) -> Vec<TargetChoice> {
     state
-        .config
+        .lifecycle
         .targets
         .iter()
         .map(|t| TargetChoice {
-            name: t.name.clone(),
-            namespaces: t.namespaces.clone(),
-            max_minutes: t.max_duration.as_secs() / 60,
-            rule: describe(&t.approvals),
+            name: t.config.name.clone(),
+            namespaces: t.config.namespaces.clone(),
+            max_minutes: t.config.max_duration.as_secs() / 60,
+            rule: describe(t.rules()),
         })
         .collect()
 }
 
 fn require_requester(state: &AppState, viewer: &SignedIn) -> Result<(), PageError> {
-    if is_requester(&state.config.roles, &viewer.person) {
+    if state.config.roles.may_file(&viewer.person) {
         Ok(())
     } else {
         Err(AppError::Forbidden(format!(
@@ -182,7 +181,7 @@ pub async fn submit(
     let mut preview = None;
     if !errors.any() {
         let outcome = if form.intent == "preview" {
-            actions::check(&state, &request).map(|checked| {
+            state.lifecycle.check(&request).map(|checked| {
                 preview = Some(Preview {
                     digest: checked.digest,
                     rule: checked.rule,
@@ -194,23 +193,21 @@ pub async fn submit(
                 });
             })
         } else {
-            match actions::create(&state, &viewer.person, request).await {
+            match state.lifecycle.file(&viewer.person, request).await {
                 Ok(created) => return Ok(see_other(&format!("/requests/{}", created.id))),
                 Err(e) => Err(e),
             }
         };
         match outcome {
             Ok(()) => {}
-            Err(AppError::Invalid { message, findings }) => {
-                if findings.is_empty() {
-                    errors.general.push(message);
-                }
+            Err(LifecycleError::Invalid(message)) => errors.general.push(message),
+            Err(LifecycleError::Refused(findings)) => {
                 for finding in &findings {
                     errors.add(finding);
                 }
             }
-            Err(AppError::TooLarge(message)) => errors.manifest.push(message),
-            Err(other) => return Err(other.into()),
+            Err(LifecycleError::TooLarge(message)) => errors.manifest.push(message),
+            Err(other) => return Err(AppError::from(other).into()),
         }
     }
     let status = if errors.any() {

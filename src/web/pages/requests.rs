@@ -8,14 +8,16 @@ use serde::Deserialize;
 
 use super::view::{self, DiffLine, Line};
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other};
-use crate::domain::approval::{describe, may_decide};
+use crate::domain::access::{awaits_decision_from, may_cancel, may_close};
+use crate::domain::approval::describe;
 use crate::domain::policy::images;
-use crate::domain::stamp::{Stamp, stamped};
+use crate::domain::stamp::stamped;
 use crate::domain::{ApprovalTally, State as RequestState};
-use crate::store::{AuditEvent, AuditFilter, Request, RequestFilter};
+use crate::lifecycle::{Decision, stamp_of};
+use crate::store::{Approval, AuditEvent, AuditFilter, Request, RequestFilter, approver_names};
 use crate::targets::{ObjectRef, TargetError};
 use crate::web::AppState;
-use crate::web::actions::{self, Decision};
+use crate::web::error::AppError;
 
 /// A request as a row in a list.
 pub struct Row {
@@ -83,23 +85,15 @@ pub async fn dashboard(
             ..Default::default()
         })
         .await?;
-    let mut to_decide = Vec::new();
-    for request in pending.iter().filter(|r| r.decide_by > now) {
-        let Some(target) = state.config.target(&request.target) else {
-            continue;
-        };
-        if may_decide(&target.approvals, &request.requester_subject, person) {
-            let decided = state
-                .store
-                .approvals(&request.id)
-                .await?
-                .iter()
-                .any(|a| a.approver_subject == person.subject);
-            if !decided {
-                to_decide.push(row(request, now));
-            }
-        }
-    }
+    let decided = state.store.pending_decided_by(&person.subject).await?;
+    let lifecycle = &state.lifecycle;
+    let to_decide = pending
+        .iter()
+        .filter(|r| {
+            awaits_decision_from(&lifecycle.access(r), person, decided.contains(&r.id), now)
+        })
+        .map(|r| row(r, now))
+        .collect();
     let active = state
         .store
         .requests(&RequestFilter {
@@ -110,7 +104,7 @@ pub async fn dashboard(
         .await?;
     let active = active
         .iter()
-        .filter(|r| actions::can_see(&state, person, r))
+        .filter(|r| lifecycle.may_see(person, r))
         .map(|r| row(r, now))
         .collect();
     Ok(Dashboard {
@@ -167,7 +161,8 @@ pub struct ShowPage {
     objects: Vec<ObjectView>,
     timeline: Vec<EventView>,
     can_decide: bool,
-    is_requester: bool,
+    can_cancel: bool,
+    can_close: bool,
     refresh: bool,
 }
 
@@ -177,18 +172,21 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<ShowPage, PageError> {
     let person = &viewer.person;
-    let request = actions::load_visible(&state, person, &id).await?;
-    let (tally, approvals) = actions::tally_for(&state, &request).await?;
+    let lifecycle = &state.lifecycle;
+    let request = lifecycle
+        .load_visible(person, &id)
+        .await
+        .map_err(AppError::from)?;
+    let (tally, approvals) = lifecycle.tally(&request).await.map_err(AppError::from)?;
     let now = state.clock.now();
-    let target = state.config.target(&request.target);
-    let rules = target.map(|t| t.approvals.clone()).unwrap_or_default();
+    let rules = lifecycle.targets.rules(&request.target).unwrap_or_default();
     let decided = approvals
         .iter()
         .any(|a| a.approver_subject == person.subject);
-    let can_decide = request.state == RequestState::Pending
-        && request.decide_by > now
-        && !decided
-        && may_decide(&rules, &request.requester_subject, person);
+    let access = lifecycle.access(&request);
+    let can_decide = awaits_decision_from(&access, person, decided, now);
+    let can_cancel = request.state == RequestState::Pending && may_cancel(&access, person);
+    let can_close = request.state == RequestState::Active && may_close(&access, person);
     let objects = object_views(&state, &request, &approvals).await;
     let events = state
         .store
@@ -208,7 +206,7 @@ pub async fn show(
         duration: view::duration(request.duration_seconds / 60),
         created: view::when(request.created_at),
         decide_by: view::when(request.decide_by),
-        rule: describe(&rules),
+        rule: describe(rules),
         tally,
         decisions: approvals
             .into_iter()
@@ -222,7 +220,8 @@ pub async fn show(
         objects,
         timeline: events.iter().rev().map(event_view).collect(),
         can_decide,
-        is_requester: request.requester_subject == person.subject,
+        can_cancel,
+        can_close,
         refresh: request.state == RequestState::Approved,
         r: request,
     })
@@ -241,39 +240,29 @@ fn event_view(e: &AuditEvent) -> EventView {
 async fn object_views(
     state: &AppState,
     request: &Request,
-    approvals: &[crate::store::Approval],
+    approvals: &[Approval],
 ) -> Vec<ObjectView> {
     let objects = request.objects().unwrap_or_default();
-    let target = state.targets.get(&request.target).cloned();
-    let approvers: Vec<String> = approvals
-        .iter()
-        .filter(|a| a.decision == "approve")
-        .map(|a| a.approver_name.clone())
-        .collect();
+    let target = state
+        .lifecycle
+        .targets
+        .get(&request.target)
+        .ok()
+        .map(|e| e.client.clone());
+    let approvers = approver_names(approvals);
     let expires = request
         .expires_at
         .filter(|_| request.applied_at.is_some())
         .map(crate::clock::rfc3339)
         .unwrap_or_else(|| "(set when applied)".into());
-    let stamp = Stamp {
-        request_id: &request.id,
-        ticket: &request.ticket,
-        requester: &request.requester_name,
-        approvers: &approvers,
-        expires_at: &expires,
-    };
+    let stamp = stamp_of(request, &approvers, &expires);
     let undecided = matches!(
         request.state,
         RequestState::Pending | RequestState::Approved
     );
     let mut views = Vec::new();
     for object in &objects {
-        let reference = ObjectRef {
-            api_version: object.api_version.clone(),
-            kind: object.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-        };
+        let reference = ObjectRef::from(object);
         let applied = view::yaml(&stamped(object, &stamp));
         let (mut admission, mut admitted, mut diff, mut exists) = (None, false, Vec::new(), false);
         if let (Some(target), true) = (&target, undecided) {
@@ -321,15 +310,17 @@ pub async fn approve(
     Path(id): Path<String>,
     f: CsrfForm<DecisionForm>,
 ) -> Result<Response, PageError> {
-    actions::decide(
-        &state,
-        &f.viewer.person,
-        &id,
-        Decision::Approve,
-        Some(&f.form.digest),
-        &f.form.comment,
-    )
-    .await?;
+    state
+        .lifecycle
+        .decide(
+            &f.viewer.person,
+            &id,
+            Decision::Approve,
+            Some(&f.form.digest),
+            &f.form.comment,
+        )
+        .await
+        .map_err(AppError::from)?;
     Ok(see_other(&format!("/requests/{id}")))
 }
 
@@ -338,15 +329,17 @@ pub async fn reject(
     Path(id): Path<String>,
     f: CsrfForm<DecisionForm>,
 ) -> Result<Response, PageError> {
-    actions::decide(
-        &state,
-        &f.viewer.person,
-        &id,
-        Decision::Reject,
-        None,
-        &f.form.comment,
-    )
-    .await?;
+    state
+        .lifecycle
+        .decide(
+            &f.viewer.person,
+            &id,
+            Decision::Reject,
+            None,
+            &f.form.comment,
+        )
+        .await
+        .map_err(AppError::from)?;
     Ok(see_other(&format!("/requests/{id}")))
 }
 
@@ -355,7 +348,11 @@ pub async fn cancel(
     Path(id): Path<String>,
     f: CsrfForm<DecisionForm>,
 ) -> Result<Response, PageError> {
-    actions::cancel(&state, &f.viewer.person, &id).await?;
+    state
+        .lifecycle
+        .cancel(&f.viewer.person, &id)
+        .await
+        .map_err(AppError::from)?;
     Ok(see_other(&format!("/requests/{id}")))
 }
 
@@ -364,6 +361,10 @@ pub async fn close(
     Path(id): Path<String>,
     f: CsrfForm<DecisionForm>,
 ) -> Result<Response, PageError> {
-    actions::close(&state, &f.viewer.person, &id).await?;
+    state
+        .lifecycle
+        .close(&f.viewer.person, &id)
+        .await
+        .map_err(AppError::from)?;
     Ok(see_other(&format!("/requests/{id}")))
 }

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use super::view;
 use super::{Nav, PageError, SignedIn};
 use crate::web::AppState;
-use crate::web::audit_api::ticket_view;
+use crate::web::error::AppError;
 
 pub struct TicketRequestRow {
     pub id: String,
@@ -34,18 +34,25 @@ pub async fn show(
     viewer: SignedIn,
     Path(ticket): Path<String>,
 ) -> Result<TicketPage, PageError> {
-    let found = ticket_view(&state, &viewer.person, &ticket).await?;
+    if ticket.is_empty() || ticket.len() > 256 {
+        return Err(AppError::NotFound.into());
+    }
+    let found = state
+        .lifecycle
+        .ticket_history(&viewer.person, &ticket)
+        .await
+        .map_err(AppError::from)?;
     let requests = found
         .requests
         .into_iter()
         .map(|r| TicketRequestRow {
             state_class: view::state_class(r.request.state),
             state: r.request.state.to_string(),
+            created_at: view::when(r.request.created_at),
             id: r.request.id,
             target: r.request.target,
             namespace: r.request.namespace,
-            requester: r.request.requester,
-            created_at: r.request.created_at,
+            requester: r.request.requester_name,
             events: r
                 .events
                 .iter()

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use breakglass_broker::audit::{log_checkpoint, log_event};
+use breakglass_broker::domain::AuditAction;
 use breakglass_broker::domain::digest::canonical_json;
 use breakglass_broker::logging::CloudLogging;
-use breakglass_broker::store::{
-    AuditEvent, AuditFilter, NewEvent, Store, log_checkpoint, log_event,
-};
+use breakglass_broker::store::{AuditEvent, AuditFilter, NewEvent, Store};
 use serde_json::json;
 use sqlx::Row;
 use tempfile::TempDir;
@@ -110,7 +110,7 @@ async fn populate(store: &Store) -> Vec<AuditEvent> {
             NewEvent {
                 at: NOW + i * 1000,
                 actor,
-                action: "request.approved",
+                action: AuditAction::Approved,
                 request_id: Some("r-1"),
                 ticket: Some("INC-1"),
                 target: Some("dev-cluster"),
@@ -396,7 +396,7 @@ async fn replicas_appending_at_once_never_fork_the_chain(db: &Db) {
                         NewEvent {
                             at: NOW + n,
                             actor: &actor,
-                            action: "request.approved",
+                            action: AuditAction::Approved,
                             request_id: None,
                             ticket: Some("INC-2"),
                             target: None,

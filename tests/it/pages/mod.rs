@@ -1,8 +1,13 @@
 //! The pages over real HTTP with a cookie-keeping client: sign-in through the dev issuer,
 //! sessions, CSRF, and escaping.
 
+mod cookies;
+mod headers;
+mod request_page;
+
+use breakglass_broker::dev::idp::Misbehaviour;
 use reqwest::StatusCode;
-use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
 use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
 
@@ -13,6 +18,34 @@ fn browser() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
+}
+
+/// A client that keeps no cookies: it sends only the `Cookie` header a test gives it.
+fn bare() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The `Set-Cookie` header of `response` that sets cookie `name`, if there is one.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The attributes of a `Set-Cookie` header after its `name=value`, trimmed.
+fn attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_owned())
+        .collect()
 }
 
 fn location(response: &reqwest::Response) -> String {
@@ -33,6 +66,17 @@ async fn callback_url(env: &TestEnv, client: &reqwest::Client, persona: &str) ->
         .expect("start");
     assert_eq!(start.status(), StatusCode::SEE_OTHER);
     let authorize = url::Url::parse(&location(&start)).expect("authorize URL");
+    choose_persona(env, client, &authorize, persona).await
+}
+
+/// On the dev issuer's sign-in page at `authorize`, picks `persona`; returns the callback URL
+/// the issuer sends the browser back to.
+async fn choose_persona(
+    env: &TestEnv,
+    client: &reqwest::Client,
+    authorize: &url::Url,
+    persona: &str,
+) -> String {
     let page = client
         .get(authorize.clone())
         .send()
@@ -124,10 +168,13 @@ async fn signing_in_sets_a_fresh_http_only_session_and_signing_out_ends_it() {
         .find(|c| c.starts_with("bg_session="))
         .expect("session cookie")
         .to_owned();
+    let attrs = attributes(&cookie);
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        attrs.iter().any(|a| a == "HttpOnly") && attrs.iter().any(|a| a == "SameSite=Lax"),
         "{cookie}"
     );
+    // Served over plain http: a `Secure` cookie would never come back.
+    assert!(!attrs.iter().any(|a| a == "Secure"), "{cookie}");
 
     let dashboard = client.get(env.url("/")).send().await.expect("dashboard");
     assert_eq!(dashboard.status(), StatusCode::OK);
@@ -154,6 +201,20 @@ async fn signing_in_sets_a_fresh_http_only_session_and_signing_out_ends_it() {
         .to_owned();
     assert_ne!(cookie.split(';').next(), cookie2.split(';').next());
 
+    // The session cookie, kept aside, works from another browser while the session lasts.
+    let kept = cookie.split(';').next().expect("name=value").to_owned();
+    let elsewhere = bare()
+        .get(env.url("/"))
+        .header(COOKIE, &kept)
+        .send()
+        .await
+        .expect("dashboard");
+    assert_eq!(
+        elsewhere.status(),
+        StatusCode::OK,
+        "the kept cookie is a session"
+    );
+
     let csrf = csrf_of(&html).await;
     let out = client
         .post(env.url("/auth/logout"))
@@ -162,6 +223,18 @@ async fn signing_in_sets_a_fresh_http_only_session_and_signing_out_ends_it() {
         .await
         .expect("logout");
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&out), "/login");
+    let cleared = set_cookie(&out, "bg_session").expect("sign-out sets the session cookie");
+    assert!(
+        cleared.starts_with("bg_session=;"),
+        "the cookie is emptied: {cleared}"
+    );
+    let attrs = attributes(&cleared);
+    assert!(
+        attrs.iter().any(|a| a == "Max-Age=0") && attrs.iter().any(|a| a == "Path=/"),
+        "the cookie is expired on the path it was set on: {cleared}"
+    );
+
     let after = client.get(env.url("/")).send().await.expect("after");
     assert_eq!(
         after.status(),
@@ -169,6 +242,23 @@ async fn signing_in_sets_a_fresh_http_only_session_and_signing_out_ends_it() {
         "signed out: sent to sign in"
     );
     assert!(location(&after).starts_with("/login"));
+
+    // The kept cookie no longer names a session on the server, whoever presents it.
+    let replayed = bare()
+        .get(env.url("/"))
+        .header(COOKIE, &kept)
+        .send()
+        .await
+        .expect("dashboard");
+    assert_eq!(
+        replayed.status(),
+        StatusCode::SEE_OTHER,
+        "the old session cookie still works after sign-out"
+    );
+    assert!(location(&replayed).starts_with("/login"));
+    // The other sign-in's session is its own and still works.
+    let (status, _) = page(&env, &client2, "/").await;
+    assert_eq!(status, StatusCode::OK, "only the signed-out session ended");
 }
 
 #[tokio::test]
@@ -187,13 +277,15 @@ async fn pages_need_a_session_and_send_people_to_sign_in() {
 async fn a_form_post_without_or_with_a_wrong_csrf_token_is_refused() {
     let env = TestEnv::start().await;
     let client = sign_in(&env, "alice").await;
+    // A request the broker accepts: only the token stands between these posts and a filing.
+    let manifest = deployment("csrf-guarded", HOTFIX_IMAGE);
     let fields = [
         ("target", "dev-cluster"),
         ("namespace", "prod"),
         ("ticket", "INC-1"),
         ("justification", "the checkout service is down"),
         ("duration_minutes", "30"),
-        ("manifest", "kind: x"),
+        ("manifest", manifest.as_str()),
     ];
     let none = client
         .post(env.url("/requests/new"))
@@ -216,8 +308,24 @@ async fn a_form_post_without_or_with_a_wrong_csrf_token_is_refused() {
     assert_eq!(
         listed.as_array().map(Vec::len),
         Some(0),
-        "nothing was filed"
+        "nothing was filed: {listed}"
     );
+
+    // The same form with the session's token is filed.
+    let csrf = csrf_of(&page(&env, &client, "/requests/new").await.1).await;
+    let mut right = fields.to_vec();
+    right.push(("csrf", csrf.as_str()));
+    let filed = client
+        .post(env.url("/requests/new"))
+        .form(&right)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(filed.status(), StatusCode::SEE_OTHER);
+    let (_, listed) = env.get("dave", "/api/v1/requests").await;
+    let listed = listed.as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["ticket"], "INC-1");
 }
 
 #[tokio::test]
@@ -290,30 +398,34 @@ async fn a_callback_with_a_wrong_state_or_a_replayed_code_gets_a_clear_error_pag
 }
 
 #[tokio::test]
-async fn an_id_token_with_the_wrong_nonce_is_refused() {
+async fn a_callback_whose_id_token_carries_the_wrong_nonce_gets_an_error_page_and_no_session() {
     let env = TestEnv::start().await;
-    let idp = &env.env.idp;
-    let nonce = openidconnect::Nonce::new("the-nonce-we-sent".into());
-    let token = idp
-        .token(&breakglass_broker::dev::idp::TokenSpec {
-            persona: "bob",
-            audience: breakglass_broker::dev::idp::CLIENT_ID,
-            ttl: chrono::Duration::seconds(300),
-            nonce: Some(&openidconnect::Nonce::new("another-nonce".into())),
-        })
-        .expect("signs")
-        .expect("persona exists");
-    let verifier = &env.env.broker.state.verifier;
-    assert!(verifier.verify(&token, Some(&nonce)).await.is_err());
-    let right = openidconnect::Nonce::new("another-nonce".into());
-    assert_eq!(
-        verifier
-            .verify(&token, Some(&right))
-            .await
-            .expect("valid")
-            .name,
-        "bob"
+    let client = browser();
+    let callback = callback_url(&env, &client, "bob").await;
+    env.env.idp.misbehave(Some(Misbehaviour::WrongNonce));
+    let refused = client.get(&callback).send().await.expect("callback");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(
+        set_cookie(&refused, "bg_session").is_none(),
+        "no session cookie"
     );
+    let html = refused.text().await.expect("html");
+    assert!(
+        html.contains("sign-in failed") && html.contains("Invalid nonce"),
+        "{html}"
+    );
+    let (status, _) = page(&env, &client, "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "not signed in");
+
+    // The same browser signs in once the provider behaves.
+    env.env.idp.misbehave(None);
+    let callback = callback_url(&env, &client, "bob").await;
+    let done = client.get(&callback).send().await.expect("callback");
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert!(set_cookie(&done, "bg_session").is_some());
+    let (status, html) = page(&env, &client, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("bob"), "{html}");
 }
 
 #[tokio::test]
@@ -385,28 +497,6 @@ async fn filing_from_the_form_lands_on_the_request_page_and_errors_sit_beside_th
         html.contains("Waiting for approval") && html.contains("INC-9"),
         "{html}"
     );
-}
-
-#[tokio::test]
-async fn every_response_carries_the_security_headers() {
-    let env = TestEnv::start().await;
-    let response = browser().get(env.url("/login")).send().await.expect("page");
-    let headers = response.headers();
-    let csp = headers
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .expect("csp");
-    assert!(
-        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
-        "{csp}"
-    );
-    assert_eq!(
-        headers
-            .get("x-content-type-options")
-            .and_then(|v| v.to_str().ok()),
-        Some("nosniff")
-    );
-    assert!(headers.get("referrer-policy").is_some());
 }
 
 #[tokio::test]

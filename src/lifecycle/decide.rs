@@ -1,0 +1,230 @@
+//! What people decide about a request after it is filed: approve, reject, cancel, close.
+//! Each loads the request with its row locked, asks the domain whether the action is allowed,
+//! and writes the change with its audit event in one transaction.
+
+use serde_json::json;
+
+use super::{Actor, Change, Lifecycle, LifecycleError, RequestRef};
+use crate::domain::access::{self, may_decide};
+use crate::domain::approval::{self, tally};
+use crate::domain::state::{check_cancellable, check_closable, check_decidable};
+use crate::domain::{ApprovalTally, AuditAction, Person};
+use crate::store::{Approval, Request, Store};
+
+/// The longest comment a decision carries.
+const MAX_COMMENT: usize = 4000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+impl Decision {
+    fn verb(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+impl Lifecycle {
+    /// How far the request's approvals go towards its target's rules, and the decisions.
+    pub async fn tally(
+        &self,
+        request: &Request,
+    ) -> Result<(ApprovalTally, Vec<Approval>), LifecycleError> {
+        let approvals = self.store.approvals(&request.id).await?;
+        Ok((self.tally_of(request, &approvals), approvals))
+    }
+
+    /// A request whose target is no longer configured has no rules to satisfy: its tally is
+    /// never satisfied, and deciding on it is refused with the reason ([`Lifecycle::decide`]).
+    fn tally_of(&self, request: &Request, approvals: &[Approval]) -> ApprovalTally {
+        let rules = self.targets.rules(&request.target).unwrap_or_default();
+        let people: Vec<Person> = approvals
+            .iter()
+            .filter(|a| a.is_approval())
+            .map(Approval::person)
+            .collect();
+        tally(rules, &request.requester_subject, &people)
+    }
+
+    /// Records an approval or a rejection. An approval that completes the rule moves the
+    /// request to `approved` in the same transaction, and the apply starts the moment it
+    /// commits.
+    pub async fn decide(
+        &self,
+        caller: &Person,
+        id: &str,
+        decision: Decision,
+        digest: Option<&str>,
+        comment: &str,
+    ) -> Result<Request, LifecycleError> {
+        let verb = decision.verb();
+        if comment.len() > MAX_COMMENT {
+            return Err(LifecycleError::Invalid(format!(
+                "comment must be at most {MAX_COMMENT} characters"
+            )));
+        }
+        let (mut change, request) = self.lock_visible(caller, id).await?;
+        let target = self.targets.get(&request.target).map_err(|unknown| {
+            LifecycleError::Conflict(format!(
+                "nobody can {verb} this request until its target is configured again: {unknown}"
+            ))
+        })?;
+        if request.requester_subject == caller.subject {
+            return Err(LifecycleError::Forbidden(format!(
+                "you filed this request, so you cannot {verb} it; someone else must"
+            )));
+        }
+        if !may_decide(&self.access(&request), caller) {
+            let groups: Vec<&str> = target.rules().iter().map(|r| r.group.as_str()).collect();
+            return Err(LifecycleError::Forbidden(format!(
+                "to {verb} requests on {} you must be in one of: {}",
+                request.target,
+                groups.join(", ")
+            )));
+        }
+        check_decidable(request.state, verb).map_err(LifecycleError::Conflict)?;
+        if request.decide_by <= self.clock.now() {
+            return Err(LifecycleError::Conflict(format!(
+                "the approval window of this request closed at {}",
+                crate::clock::rfc3339(request.decide_by)
+            )));
+        }
+        if decision == Decision::Approve {
+            let named = digest.unwrap_or_default();
+            if named != request.digest {
+                return Err(LifecycleError::Conflict(format!(
+                    "this approval names digest {named:?}, but the request's digest is {}; review the request again and approve what it now says",
+                    request.digest
+                )));
+            }
+        }
+        let approval = Approval {
+            approver_subject: caller.subject.clone(),
+            approver_name: caller.name.clone(),
+            approver_groups: serde_json::to_string(&caller.groups).map_err(anyhow::Error::from)?,
+            decision: verb.to_owned(),
+            digest: request.digest.clone(),
+            comment: comment.to_owned(),
+            at: self.clock.now(),
+        };
+        if !Store::insert_approval(change.tx(), id, &approval).await? {
+            return Err(LifecycleError::Conflict(format!(
+                "{} has already decided on this request; each person counts once",
+                caller.name
+            )));
+        }
+        let reference = RequestRef::from(&request);
+        let actor = Actor::Person(caller);
+        let detail = json!({ "comment": comment, "digest": request.digest });
+        let mut ready = false;
+        match decision {
+            Decision::Reject => {
+                change
+                    .transition(reference, actor, AuditAction::Rejected, detail)
+                    .await?
+            }
+            Decision::Approve => {
+                change
+                    .record(reference, actor, AuditAction::Approved, detail)
+                    .await?;
+                let approvals = Store::approvals_in(change.tx(), id).await?;
+                let tally = self.tally_of(&request, &approvals);
+                if tally.satisfied {
+                    let counted: Vec<&String> =
+                        tally.rules.iter().flat_map(|r| &r.counted).collect();
+                    let detail =
+                        json!({ "counted": counted, "rule": approval::describe(target.rules()) });
+                    change
+                        .transition(reference, actor, AuditAction::FullyApproved, detail)
+                        .await?;
+                    ready = true;
+                }
+            }
+        }
+        change.commit().await?;
+        if ready {
+            self.wake(id);
+        }
+        self.reload(id).await
+    }
+
+    /// The requester withdraws a request nobody has fully approved yet.
+    pub async fn cancel(&self, caller: &Person, id: &str) -> Result<Request, LifecycleError> {
+        let (mut change, request) = self.lock_visible(caller, id).await?;
+        if !access::may_cancel(&self.access(&request), caller) {
+            return Err(only_the_requester(&request, "cancel"));
+        }
+        check_cancellable(request.state).map_err(LifecycleError::Conflict)?;
+        change
+            .transition(
+                RequestRef::from(&request),
+                Actor::Person(caller),
+                AuditAction::Cancelled,
+                json!({}),
+            )
+            .await?;
+        change.commit().await?;
+        self.reload(id).await
+    }
+
+    /// The requester ends an active breakglass early; the workers undo it at once.
+    pub async fn close(&self, caller: &Person, id: &str) -> Result<Request, LifecycleError> {
+        let (mut change, request) = self.lock_visible(caller, id).await?;
+        if !access::may_close(&self.access(&request), caller) {
+            return Err(only_the_requester(&request, "close"));
+        }
+        check_closable(request.state).map_err(LifecycleError::Conflict)?;
+        if request.end_requested.is_some() {
+            return Err(LifecycleError::Conflict(
+                "this request is already being closed".into(),
+            ));
+        }
+        Store::set_end_requested(change.tx(), id, "closed").await?;
+        change
+            .record(
+                RequestRef::from(&request),
+                Actor::Person(caller),
+                AuditAction::CloseRequested,
+                json!({}),
+            )
+            .await?;
+        change.commit().await?;
+        self.wake(id);
+        self.reload(id).await
+    }
+
+    /// Opens the change to a request, with its row locked, if the caller may see it.
+    async fn lock_visible(
+        &self,
+        caller: &Person,
+        id: &str,
+    ) -> Result<(Change, Request), LifecycleError> {
+        let mut change = self.begin().await?;
+        let request = Store::lock_request(change.tx(), id)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        if !self.may_see(caller, &request) {
+            return Err(LifecycleError::NotFound);
+        }
+        Ok((change, request))
+    }
+
+    async fn reload(&self, id: &str) -> Result<Request, LifecycleError> {
+        self.store
+            .request(id)
+            .await?
+            .ok_or(LifecycleError::NotFound)
+    }
+}
+
+fn only_the_requester(request: &Request, verb: &str) -> LifecycleError {
+    LifecycleError::Forbidden(format!(
+        "only the requester, {}, can {verb} this request",
+        request.requester_name
+    ))
+}

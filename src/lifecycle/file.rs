@@ -1,0 +1,177 @@
+//! Filing a request: checked against its target's policy, stored with its digest, and
+//! recorded, in one transaction.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Actor, Lifecycle, LifecycleError, RequestRef};
+use crate::domain::approval;
+use crate::domain::digest::{Subject, digest};
+use crate::domain::manifest::{self, Object, ParseError};
+use crate::domain::policy::{Finding, RequestFields};
+use crate::domain::{AuditAction, Person};
+use crate::store::{NewRequest, Request, Store};
+
+/// What an engineer asks for.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestForm {
+    pub target: String,
+    pub namespace: String,
+    pub manifest: String,
+    pub ticket: String,
+    pub justification: String,
+    pub duration_minutes: u64,
+}
+
+/// A request checked against its target's policy, ready to be filed.
+pub struct Checked {
+    pub objects: Vec<Object>,
+    pub digest: String,
+    pub rule: String,
+}
+
+impl Lifecycle {
+    /// Everything a request would be refused for, or the objects and digest if nothing.
+    ///
+    /// A manifest over the target's size limit is refused as too large before anything in it
+    /// is read; every other refusal lists all its findings.
+    pub fn check(&self, form: &RequestForm) -> Result<Checked, LifecycleError> {
+        let entry = self.targets.get(&form.target).map_err(|unknown| {
+            LifecycleError::Refused(vec![Finding::new("", "target", unknown.to_string())])
+        })?;
+        let target = &entry.config;
+        let limits = target.limits();
+        let too_large = |bytes: usize| {
+            LifecycleError::TooLarge(format!(
+                "manifest is {bytes} bytes; target {} accepts at most {} bytes",
+                target.name, limits.max_bytes
+            ))
+        };
+        if form.manifest.len() > limits.max_bytes {
+            return Err(too_large(form.manifest.len()));
+        }
+        let duration = Duration::from_secs(form.duration_minutes.saturating_mul(60));
+        let mut findings = entry.policy.check_fields(&RequestFields {
+            namespace: &form.namespace,
+            ticket: &form.ticket,
+            justification: &form.justification,
+            duration_minutes: form.duration_minutes,
+        });
+        let docs = match manifest::parse(&form.manifest, &limits) {
+            Ok(docs) => docs,
+            Err(ParseError::TooLarge { bytes, .. }) => return Err(too_large(bytes)),
+            Err(ParseError::TooManyObjects { count, limit, more }) => {
+                findings.push(Finding::new(
+                    "",
+                    "manifest",
+                    format!(
+                        "has {}{count} objects; target {} accepts at most {limit}",
+                        if more { "more than " } else { "" },
+                        target.name
+                    ),
+                ));
+                return Err(LifecycleError::Refused(findings));
+            }
+            Err(problem) => {
+                findings.push(Finding::new("", "manifest", problem.to_string()));
+                return Err(LifecycleError::Refused(findings));
+            }
+        };
+        let objects = match manifest::normalize(docs, &form.namespace) {
+            Ok(objects) => objects,
+            Err(more) => {
+                findings.extend(more);
+                return Err(LifecycleError::Refused(findings));
+            }
+        };
+        findings.extend(entry.policy.check_objects(&objects));
+        if !findings.is_empty() {
+            return Err(LifecycleError::Refused(findings));
+        }
+        let digest = digest(&Subject {
+            target: &form.target,
+            namespace: &form.namespace,
+            objects: &objects,
+            duration_seconds: duration.as_secs(),
+            ticket: &form.ticket,
+        });
+        Ok(Checked {
+            objects,
+            digest,
+            rule: approval::describe(entry.rules()),
+        })
+    }
+
+    /// Files a request for someone with the requester role: `pending` until approved.
+    pub async fn file(
+        &self,
+        caller: &Person,
+        form: RequestForm,
+    ) -> Result<Request, LifecycleError> {
+        if !self.roles.may_file(caller) {
+            return Err(LifecycleError::Forbidden(format!(
+                "filing breakglass requests needs membership in one of: {}",
+                self.roles.requesters.join(", ")
+            )));
+        }
+        let checked = self.check(&form)?;
+        let target = &self
+            .targets
+            .get(&form.target)
+            .map_err(|e| LifecycleError::Conflict(e.to_string()))?
+            .config;
+        let now = self.clock.now();
+        let window = i64::try_from(target.approval_window.as_millis()).unwrap_or(i64::MAX);
+        let new = NewRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            target: form.target.clone(),
+            namespace: form.namespace.clone(),
+            ticket: form.ticket.clone(),
+            justification: form.justification.clone(),
+            requester_subject: caller.subject.clone(),
+            requester_name: caller.name.clone(),
+            manifest: form.manifest.clone(),
+            objects: serde_json::to_string(
+                &checked.objects.iter().map(|o| &o.body).collect::<Vec<_>>(),
+            )
+            .map_err(anyhow::Error::from)?,
+            duration_seconds: i64::try_from(form.duration_minutes.saturating_mul(60))
+                .unwrap_or(i64::MAX),
+            digest: checked.digest.clone(),
+            created_at: now,
+            decide_by: now.saturating_add(window),
+        };
+        let mut change = self.begin().await?;
+        Store::insert_request(change.tx(), &new).await?;
+        let detail = json!({
+            "digest": new.digest,
+            "objects": checked.objects.iter().map(Object::label).collect::<Vec<_>>(),
+            "duration_minutes": form.duration_minutes,
+            "justification": form.justification,
+            "approval_rule": checked.rule,
+        });
+        let reference = RequestRef {
+            id: &new.id,
+            ticket: &new.ticket,
+            target: &new.target,
+            namespace: &new.namespace,
+        };
+        change
+            .record(
+                reference,
+                Actor::Person(caller),
+                AuditAction::Created,
+                detail,
+            )
+            .await?;
+        change.commit().await?;
+        // The approval window's end is a deadline the workers must learn of.
+        self.wake(&new.id);
+        self.store
+            .request(&new.id)
+            .await?
+            .ok_or(LifecycleError::NotFound)
+    }
+}

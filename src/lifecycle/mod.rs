@@ -1,0 +1,285 @@
+//! The request lifecycle: every transition, by a person (file, approve, reject, cancel, close)
+//! or by the machine (apply, undo, lapse), goes through here.
+//!
+//! A transition is a [`Change`]: one transaction that holds the state change and its audit
+//! event, committed by [`Change::commit`], which then logs the events and publishes a typed
+//! [`LifecycleEvent`] to whoever subscribed (notifications, metrics, the detector), so that
+//! nothing is announced that did not commit. People's transitions live in [`file`] and
+//! [`decide`]; the machine's are driven by [`crate::workers`] through the same [`Change`].
+//! This module knows nothing of HTTP: its [`LifecycleError`] is mapped to a status at the web
+//! edge.
+
+mod decide;
+mod file;
+mod read;
+mod work;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+pub use decide::Decision;
+pub use file::{Checked, RequestForm};
+pub use read::{RequestHistory, TicketHistory};
+pub use work::{WorkQueue, queue};
+
+use crate::audit::log_event;
+use crate::clock::{Clock, Millis};
+use crate::domain::access::{self, RequestAccess};
+use crate::domain::policy::Finding;
+use crate::domain::stamp::Stamp;
+use crate::domain::{AuditAction, Person, Roles, State};
+use crate::store::{AuditEvent, NewEvent, Request, Store, StoreError, Tx};
+use crate::targets::Registry;
+
+/// The broker's own name in the audit history.
+pub const BROKER_ACTOR: &str = "breakglass-broker";
+
+/// How many published events a slow subscriber may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 1024;
+
+/// Why a transition did not happen, in words for the person who asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The request breaks its target's policy; every finding is listed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<Finding>),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Who made a transition.
+#[derive(Clone, Copy, Debug)]
+pub enum Actor<'a> {
+    Person(&'a Person),
+    Broker,
+}
+
+impl Actor<'_> {
+    pub fn name(&self) -> &str {
+        match self {
+            Actor::Person(person) => &person.name,
+            Actor::Broker => BROKER_ACTOR,
+        }
+    }
+}
+
+/// What happened to a request, published once it committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    pub request_id: String,
+    pub ticket: String,
+    pub target: String,
+    pub namespace: String,
+    pub action: AuditAction,
+    /// The state the request moved to, for transitions that move it.
+    pub state: Option<State>,
+    pub actor: String,
+    pub at: Millis,
+    /// The audit event's place in the chain.
+    pub seq: i64,
+}
+
+/// The request fields every audit event about it carries.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestRef<'a> {
+    pub id: &'a str,
+    pub ticket: &'a str,
+    pub target: &'a str,
+    pub namespace: &'a str,
+}
+
+impl<'a> From<&'a Request> for RequestRef<'a> {
+    fn from(r: &'a Request) -> Self {
+        RequestRef {
+            id: &r.id,
+            ticket: &r.ticket,
+            target: &r.target,
+            namespace: &r.namespace,
+        }
+    }
+}
+
+/// The lifecycle's shared parts: the store, the clock, the targets, the roles, the queue of
+/// work for the workers and the publisher of lifecycle events. Cheap to clone.
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub store: Store,
+    pub clock: Clock,
+    pub targets: Registry,
+    pub roles: Arc<Roles>,
+    work: WorkQueue,
+    events: broadcast::Sender<LifecycleEvent>,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        targets: Registry,
+        roles: Roles,
+        work: WorkQueue,
+    ) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        Lifecycle {
+            store,
+            clock,
+            targets,
+            roles: Arc::new(roles),
+            work,
+            events,
+        }
+    }
+
+    /// Every lifecycle event committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LifecycleEvent> {
+        self.events.subscribe()
+    }
+
+    /// Opens a change: a transaction whose audit events are logged and published on commit.
+    pub async fn begin(&self) -> Result<Change, StoreError> {
+        Ok(Change {
+            tx: self.store.begin().await?,
+            clock: self.clock.clone(),
+            written: Vec::new(),
+            events: self.events.clone(),
+        })
+    }
+
+    /// What the access rules need to know of a request.
+    pub fn access<'a>(&'a self, request: &'a Request) -> RequestAccess<'a> {
+        RequestAccess {
+            requester_subject: &request.requester_subject,
+            state: request.state,
+            decide_by: request.decide_by,
+            rules: self.targets.rules(&request.target),
+        }
+    }
+
+    pub fn may_see(&self, person: &Person, request: &Request) -> bool {
+        access::may_see(&self.roles, &self.access(request), person)
+    }
+
+    /// Hands a request to the workers now, rather than at their next look at the store.
+    fn wake(&self, id: &str) {
+        self.work.push(id);
+    }
+}
+
+/// One transition in the making: the transaction that holds the state change, and the audit
+/// events written in it.
+pub struct Change {
+    tx: Tx,
+    clock: Clock,
+    written: Vec<AuditEvent>,
+    events: broadcast::Sender<LifecycleEvent>,
+}
+
+impl Change {
+    /// The transaction, for the store calls that make the change itself.
+    pub fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+
+    /// Moves the request to `action`'s resulting state (when it has one) and records the audit
+    /// event, in this change.
+    pub async fn transition(
+        &mut self,
+        request: RequestRef<'_>,
+        actor: Actor<'_>,
+        action: AuditAction,
+        detail: Value,
+    ) -> Result<(), StoreError> {
+        if let Some(state) = action.resulting_state() {
+            Store::set_state(&mut self.tx, request.id, state, self.clock.now()).await?;
+        }
+        self.record(request, actor, action, detail).await
+    }
+
+    /// Records the audit event alone: for transitions whose state change the caller made with
+    /// a store call of its own (an apply sets the expiry with it), and for events that change
+    /// no state.
+    pub async fn record(
+        &mut self,
+        request: RequestRef<'_>,
+        actor: Actor<'_>,
+        action: AuditAction,
+        detail: Value,
+    ) -> Result<(), StoreError> {
+        let event = Store::append_audit(
+            &mut self.tx,
+            NewEvent {
+                at: self.clock.now(),
+                actor: actor.name(),
+                action,
+                request_id: Some(request.id),
+                ticket: Some(request.ticket),
+                target: Some(request.target),
+                namespace: Some(request.namespace),
+                detail,
+            },
+        )
+        .await?;
+        self.written.push(event);
+        Ok(())
+    }
+
+    /// Commits, then logs the audit events and publishes the lifecycle events: only what
+    /// committed is logged or announced.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        for event in &self.written {
+            log_event(event);
+            if let Some(published) = published(event) {
+                // Nobody listening is fine: subscribers are optional.
+                let _ = self.events.send(published);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The broker's stamp for a request: the same on the objects the worker applies and on the
+/// request page that shows them before they are.
+pub fn stamp_of<'a>(
+    request: &'a Request,
+    approvers: &'a [String],
+    expires_at: &'a str,
+) -> Stamp<'a> {
+    Stamp {
+        request_id: &request.id,
+        ticket: &request.ticket,
+        requester: &request.requester_name,
+        approvers,
+        expires_at,
+    }
+}
+
+/// The lifecycle event for an audit event about a request.
+fn published(event: &AuditEvent) -> Option<LifecycleEvent> {
+    let action = AuditAction::parse(&event.action)?;
+    Some(LifecycleEvent {
+        request_id: event.request_id.clone()?,
+        ticket: event.ticket.clone().unwrap_or_default(),
+        target: event.target.clone().unwrap_or_default(),
+        namespace: event.namespace.clone().unwrap_or_default(),
+        action,
+        state: action.resulting_state(),
+        actor: event.actor.clone(),
+        at: event.at,
+        seq: event.seq,
+    })
+}

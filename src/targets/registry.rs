@@ -1,0 +1,106 @@
+//! One registry of targets: a target's name gives its configuration, its policy and its
+//! client together, and a name that is not configured fails the same clear way everywhere.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{KubernetesTarget, Target};
+use crate::config::{Credentials, TargetConfig};
+use crate::domain::ApprovalRule;
+use crate::domain::policy::{Policy, quoted};
+
+/// Everything the broker knows of one target.
+pub struct TargetEntry {
+    pub config: TargetConfig,
+    pub policy: Policy,
+    pub client: Arc<dyn Target>,
+}
+
+impl TargetEntry {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn rules(&self) -> &[ApprovalRule] {
+        &self.config.approvals
+    }
+}
+
+/// A target name that is not configured on this broker.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} is not a configured target (known: {known})", quoted(.name))]
+pub struct UnknownTarget {
+    pub name: String,
+    pub known: String,
+}
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    /// In configuration order, which is the order people see them in.
+    entries: Arc<Vec<Arc<TargetEntry>>>,
+}
+
+impl Registry {
+    /// Builds every configured target's policy and connects its client.
+    pub async fn connect(targets: &[TargetConfig]) -> anyhow::Result<Registry> {
+        let mut entries = Vec::with_capacity(targets.len());
+        for config in targets {
+            entries.push(TargetEntry {
+                policy: config.policy()?,
+                client: Arc::new(connect(config).await?),
+                config: config.clone(),
+            });
+        }
+        Ok(Registry::new(entries))
+    }
+
+    /// A registry of these entries, e.g. with a test double as a client.
+    pub fn new(entries: Vec<TargetEntry>) -> Registry {
+        Registry {
+            entries: Arc::new(entries.into_iter().map(Arc::new).collect()),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Arc<TargetEntry>, UnknownTarget> {
+        self.entries
+            .iter()
+            .find(|e| e.name() == name)
+            .ok_or_else(|| UnknownTarget {
+                name: name.to_owned(),
+                known: self.names().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// The approval rules of a target, or None when it is not configured.
+    pub fn rules(&self, name: &str) -> Option<&[ApprovalRule]> {
+        self.get(name).ok().map(|e| e.rules())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.name())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<TargetEntry>> {
+        self.entries.iter()
+    }
+}
+
+async fn connect(target: &TargetConfig) -> anyhow::Result<KubernetesTarget> {
+    match (target.credentials, &target.kubeconfig) {
+        (Credentials::Kubeconfig, Some(path)) => {
+            KubernetesTarget::from_kubeconfig(path, target.context.as_deref())
+                .await
+                .with_context(|| {
+                    format!(
+                        "target {}: loading kubeconfig {}",
+                        target.name,
+                        path.display()
+                    )
+                })
+        }
+        (Credentials::InCluster, _) => KubernetesTarget::in_cluster()
+            .with_context(|| format!("target {}: in-cluster credentials", target.name)),
+        _ => anyhow::bail!("target {}: unsupported credentials", target.name),
+    }
+}

@@ -1,0 +1,81 @@
+//! What the JSON API shows of requests and decisions, shared by the request and audit routes.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::clock::rfc3339;
+use crate::domain::{ApprovalTally, State as RequestState};
+use crate::store::{Approval, Request};
+
+/// A request as the API shows it.
+#[derive(Serialize)]
+pub struct RequestView {
+    pub id: String,
+    pub state: RequestState,
+    pub digest: String,
+    pub target: String,
+    pub namespace: String,
+    pub ticket: String,
+    pub justification: String,
+    pub requester: String,
+    pub duration_minutes: i64,
+    pub created_at: String,
+    pub decide_by: String,
+    pub applied_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub last_error: Option<String>,
+    pub objects: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Vec<ApprovalView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalTally>,
+}
+
+#[derive(Serialize)]
+pub struct ApprovalView {
+    pub approver: String,
+    pub decision: String,
+    pub comment: String,
+    pub digest: String,
+    pub at: String,
+}
+
+impl From<Approval> for ApprovalView {
+    fn from(a: Approval) -> Self {
+        ApprovalView {
+            approver: a.approver_name,
+            decision: a.decision,
+            comment: a.comment,
+            digest: a.digest,
+            at: rfc3339(a.at),
+        }
+    }
+}
+
+impl RequestView {
+    pub fn new(r: Request) -> Self {
+        let objects = serde_json::from_str(&r.objects).unwrap_or(Value::Null);
+        RequestView {
+            id: r.id,
+            state: r.state,
+            digest: r.digest,
+            target: r.target,
+            namespace: r.namespace,
+            ticket: r.ticket,
+            justification: r.justification,
+            requester: r.requester_name,
+            duration_minutes: r.duration_seconds / 60,
+            created_at: rfc3339(r.created_at),
+            decide_by: rfc3339(r.decide_by),
+            applied_at: r.applied_at.map(rfc3339),
+            // Planned expiry is only a fact once the request is live.
+            expires_at: r.expires_at.filter(|_| r.applied_at.is_some()).map(rfc3339),
+            ended_at: r.ended_at.map(rfc3339),
+            last_error: r.last_error,
+            objects,
+            approvals: None,
+            approval: None,
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The lifecycle module on its own: a request from filing to expiry on SQLite, against a test
+//! double of the target interface (the Kubernetes target has its own end-to-end tests), with
+//! the published lifecycle events and the audit history checked step by step.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use breakglass_broker::clock::Clock;
+use breakglass_broker::config::{Credentials, TargetConfig, TargetKind};
+use breakglass_broker::domain::policy::{ImagePolicy, PodPolicy, default_kinds};
+use breakglass_broker::domain::stamp::REQUEST_ID;
+use breakglass_broker::domain::{
+    ApprovalRule, AuditAction, BREAKGLASS_LABEL, Person, Roles, State,
+};
+use breakglass_broker::lifecycle::{
+    self, Decision, Lifecycle, LifecycleError, LifecycleEvent, RequestForm,
+};
+use breakglass_broker::store::{AuditFilter, Store};
+use breakglass_broker::targets::{ObjectRef, Registry, Target, TargetEntry, TargetError};
+use breakglass_broker::workers::Worker;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+use crate::common::{HOTFIX_IMAGE, deployment};
+
+/// A target that keeps objects in memory, versions every write, and honours the version
+/// preconditions of restore and delete as a cluster does.
+#[derive(Default)]
+struct Double {
+    objects: Mutex<HashMap<String, Value>>,
+    versions: AtomicU64,
+}
+
+impl Double {
+    fn key(object: &ObjectRef) -> String {
+        format!("{}/{}/{}", object.kind, object.namespace, object.name)
+    }
+
+    fn object(&self, key: &str) -> Option<Value> {
+        self.objects.lock().expect("lock").get(key).cloned()
+    }
+
+    fn store(&self, object: &ObjectRef, body: &Value) -> String {
+        let version = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut body = body.clone();
+        body["metadata"]["resourceVersion"] = Value::String(version.to_string());
+        self.objects
+            .lock()
+            .expect("lock")
+            .insert(Self::key(object), body);
+        version.to_string()
+    }
+
+    fn at_version(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError> {
+        let live = self.object(&Self::key(object)).ok_or(TargetError::NotFound)?;
+        let live_version = live["metadata"]["resourceVersion"].as_str();
+        match version {
+            Some(version) if live_version != Some(version) => Err(TargetError::Conflict(format!(
+                "{object} is at version {live_version:?}, not {version}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Target for Double {
+    async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
+        Ok(self.object(&Self::key(object)))
+    }
+
+    async fn apply(&self, object: &ObjectRef, body: &Value) -> Result<String, TargetError> {
+        Ok(self.store(object, body))
+    }
+
+    async fn dry_run(&self, _object: &ObjectRef, _body: &Value) -> Result<(), TargetError> {
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        object: &ObjectRef,
+        body: &Value,
+        version: &str,
+    ) -> Result<(), TargetError> {
+        self.at_version(object, Some(version))?;
+        self.store(object, body);
+        Ok(())
+    }
+
+    async fn delete(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError> {
+        self.at_version(object, version)?;
+        self.objects.lock().expect("lock").remove(&Self::key(object));
+        Ok(())
+    }
+}
+
+fn target_config(name: &str) -> TargetConfig {
+    TargetConfig {
+        name: name.into(),
+        kind: TargetKind::Kubernetes,
+        credentials: Credentials::InCluster,
+        kubeconfig: None,
+        context: None,
+        namespaces: vec!["prod".into()],
+        max_duration: Duration::from_secs(4 * 3600),
+        approval_window: Duration::from_secs(30 * 60),
+        approvals: vec![ApprovalRule {
+            group: "approvers".into(),
+            count: 2,
+        }],
+        images: ImagePolicy {
+            registries: vec!["us-docker.pkg.dev/".into()],
+            require_digest: true,
+        },
+        pods: PodPolicy {
+            allow_automount_token: true,
+            ..PodPolicy::default()
+        },
+        kinds: default_kinds(),
+        ticket_pattern: "^INC-[0-9]+$".into(),
+        max_objects: 20,
+        max_manifest_bytes: 256 * 1024,
+    }
+}
+
+fn person(subject: &str, groups: &[&str]) -> Person {
+    Person {
+        subject: subject.into(),
+        name: subject.into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+fn roles() -> Roles {
+    Roles {
+        requesters: vec!["oncall".into()],
+        auditors: vec!["auditors".into()],
+    }
+}
+
+struct Harness {
+    lifecycle: Lifecycle,
+    worker: Arc<Worker>,
+    double: Arc<Double>,
+    clock: Clock,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(targets: &[&str]) -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("lifecycle.db").display()
+    ))
+    .await
+    .expect("store");
+    let clock = Clock::manual(1_800_000_000_000);
+    let double = Arc::new(Double::default());
+    let entries = targets
+        .iter()
+        .map(|name| {
+            let config = target_config(name);
+            TargetEntry {
+                policy: config.policy().expect("policy"),
+                config,
+                client: double.clone(),
+            }
+        })
+        .collect();
+    let (work, _queue) = lifecycle::queue();
+    let lifecycle = Lifecycle::new(store, clock.clone(), Registry::new(entries), roles(), work);
+    Harness {
+        worker: Worker::new(lifecycle.clone()),
+        lifecycle,
+        double,
+        clock,
+        _dir: dir,
+    }
+}
+
+fn form(target: &str) -> RequestForm {
+    RequestForm {
+        target: target.into(),
+        namespace: "prod".into(),
+        manifest: deployment("api", HOTFIX_IMAGE),
+        ticket: "INC-7".into(),
+        justification: "checkout is down".into(),
+        duration_minutes: 30,
+    }
+}
+
+/// Everything published so far, without waiting.
+fn drain(events: &mut broadcast::Receiver<LifecycleEvent>) -> Vec<LifecycleEvent> {
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_lifecycle_takes_a_request_from_filing_to_expiry_against_a_target_double() {
+    let h = harness(&["prod"]).await;
+    let mut events = h.lifecycle.subscribe();
+    let (alice, bob, carol) = (
+        person("alice", &["oncall"]),
+        person("bob", &["approvers"]),
+        person("carol", &["approvers"]),
+    );
+
+    let filed = h.lifecycle.file(&alice, form("prod")).await.expect("filed");
+    assert_eq!(filed.state, State::Pending);
+    let id = filed.id.clone();
+    let approve = |who| {
+        let lifecycle = h.lifecycle.clone();
+        let id = id.clone();
+        let digest = filed.digest.clone();
+        async move {
+            lifecycle
+                .decide(who, &id, Decision::Approve, Some(&digest), "ok")
+                .await
+        }
+    };
+    let after_bob = approve(&bob).await.expect("bob approves");
+    assert_eq!(after_bob.state, State::Pending, "one of two approvals");
+    let after_carol = approve(&carol).await.expect("carol approves");
+    assert_eq!(after_carol.state, State::Approved);
+
+    h.worker.process(&id).await;
+    let active = h.lifecycle.store.request(&id).await.expect("read").expect("exists");
+    assert_eq!(active.state, State::Active);
+    let live = h.double.object("Deployment/prod/api").expect("applied");
+    assert_eq!(live["metadata"]["labels"][REQUEST_ID], id.as_str());
+    assert_eq!(
+        live["spec"]["template"]["metadata"]["labels"][BREAKGLASS_LABEL],
+        "true"
+    );
+
+    // Not yet due: the worker leaves it alone.
+    h.clock.advance(Duration::from_secs(29 * 60));
+    h.worker.process(&id).await;
+    assert!(h.double.object("Deployment/prod/api").is_some());
+    h.clock.advance(Duration::from_secs(61));
+    h.worker.process(&id).await;
+    let ended = h.lifecycle.store.request(&id).await.expect("read").expect("exists");
+    assert_eq!(ended.state, State::Expired);
+    assert!(
+        h.double.object("Deployment/prod/api").is_none(),
+        "the object the broker created is gone"
+    );
+
+    let published = drain(&mut events);
+    let steps: Vec<(AuditAction, Option<State>, &str)> = published
+        .iter()
+        .map(|e| (e.action, e.state, e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (AuditAction::Created, Some(State::Pending), "alice"),
+            (AuditAction::Approved, None, "bob"),
+            (AuditAction::Approved, None, "carol"),
+            (AuditAction::FullyApproved, Some(State::Approved), "carol"),
+            (AuditAction::Applying, None, "breakglass-broker"),
+            (AuditAction::Applied, Some(State::Active), "breakglass-broker"),
+            (AuditAction::Expired, Some(State::Expired), "breakglass-broker"),
+        ]
+    );
+    assert!(published.iter().all(|e| e.request_id == id && e.ticket == "INC-7"));
+
+    let history = h
+        .lifecycle
+        .store
+        .audit_events(&AuditFilter {
+            request_id: Some(id.clone()),
+            oldest_first: true,
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("history");
+    let recorded: Vec<(&str, i64)> = history.iter().map(|e| (e.action.as_str(), e.seq)).collect();
+    let announced: Vec<(&str, i64)> = published.iter().map(|e| (e.action.as_str(), e.seq)).collect();
+    assert_eq!(recorded, announced, "every event published is the audit event it commits with");
+}
+
+#[tokio::test]
+async fn a_refused_transition_publishes_nothing_and_records_nothing() {
+    let h = harness(&["prod"]).await;
+    let alice = person("alice", &["oncall", "approvers"]);
+    let filed = h.lifecycle.file(&alice, form("prod")).await.expect("filed");
+    let mut events = h.lifecycle.subscribe();
+
+    let own = h
+        .lifecycle
+        .decide(&alice, &filed.id, Decision::Approve, Some(&filed.digest), "")
+        .await;
+    assert!(matches!(own, Err(LifecycleError::Forbidden(_))), "{own:?}");
+    let stranger = h.lifecycle.cancel(&person("bob", &["approvers"]), &filed.id).await;
+    assert!(matches!(stranger, Err(LifecycleError::Forbidden(_))), "{stranger:?}");
+
+    assert!(drain(&mut events).is_empty());
+    let head = h.lifecycle.store.audit_head().await.expect("head");
+    assert_eq!(head.seq, 1, "only the filing is in the history");
+}
+
+#[tokio::test]
+async fn a_request_whose_target_is_no_longer_configured_cannot_be_decided_and_says_why() {
+    let before = harness(&["prod"]).await;
+    let alice = person("alice", &["oncall"]);
+    let filed = before.lifecycle.file(&alice, form("prod")).await.expect("filed");
+    // The same database under a broker whose configuration lost the target.
+    let (work, _queue) = lifecycle::queue();
+    let after = Lifecycle::new(
+        before.lifecycle.store.clone(),
+        before.clock.clone(),
+        Registry::new(Vec::new()),
+        roles(),
+        work,
+    );
+
+    let decided = after
+        .decide(
+            &person("bob", &["approvers"]),
+            &filed.id,
+            Decision::Approve,
+            Some(&filed.digest),
+            "",
+        )
+        .await;
+    // Bob cannot see it either: nobody is an approver of a target that is not configured.
+    assert!(matches!(decided, Err(LifecycleError::NotFound)), "{decided:?}");
+    let refiled = after.file(&alice, form("prod")).await;
+    match refiled {
+        Err(LifecycleError::Refused(findings)) => {
+            assert!(
+                findings[0].to_string().contains("\"prod\" is not a configured target"),
+                "{findings:?}"
+            );
+        }
+        other => panic!("expected a refusal naming the target, got {other:?}"),
+    }
+    let (tally, _) = after
+        .tally(&after.store.request(&filed.id).await.expect("read").expect("exists"))
+        .await
+        .expect("tally");
+    assert!(!tally.satisfied);
+}
