@@ -440,6 +440,20 @@ ticket_pattern = "^[A-Z][A-Z0-9]*-[0-9]+$"
             if behind.is_empty() {
                 return;
             }
+            // A request that ended otherwise will not get there: say so now, not at the deadline.
+            let ended: Vec<&String> = expected
+                .keys()
+                .filter(|id| {
+                    states
+                        .get(id.as_str())
+                        .is_some_and(|s| ENDED.contains(s) && Some(s) != expected.get(*id))
+                })
+                .collect();
+            assert!(
+                ended.is_empty(),
+                "ended otherwise: {:?}",
+                &behind[..behind.len().min(5)]
+            );
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{} requests never got there: {:?}",
@@ -595,6 +609,17 @@ impl Infra {
             .collect()
     }
 }
+
+/// States a request never leaves in these tests (nobody ends a `needs_attention` here).
+const ENDED: [&str; 7] = [
+    "expired",
+    "closed",
+    "rejected",
+    "cancelled",
+    "lapsed",
+    "failed",
+    "needs_attention",
+];
 
 fn count(actions: &[String], action: &str) -> usize {
     actions.iter().filter(|a| *a == action).count()
