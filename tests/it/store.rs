@@ -657,33 +657,45 @@ async fn two_deciders_on_one_request_take_turns_and_see_each_other(store: Store)
 }
 
 async fn two_workers_racing_for_one_request_get_one_lease(store: Store) {
-    let ids = [
-        request_in(&store, State::Approved, NOW + 60_000).await,
-        request_in(&store, State::Approved, NOW + 60_000).await,
-        request_in(&store, State::Approved, NOW + 60_000).await,
-    ];
-    for id in &ids {
-        let claims = (0..8).map(|worker| {
+    const WORKERS: usize = 8;
+    for round in 0..3 {
+        let id = request_in(&store, State::Approved, NOW + 60_000).await;
+        // Every claim is its own task, and all of them wait at the barrier until the last
+        // is ready, so the UPDATEs reach the database together rather than one by one.
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(WORKERS));
+        let mut claims = tokio::task::JoinSet::new();
+        for worker in 0..WORKERS {
             let store = store.clone();
             let id = id.clone();
-            tokio::spawn(async move {
-                store
-                    .claim(
-                        &id,
-                        State::Approved,
-                        &format!("w{worker}"),
-                        NOW,
-                        NOW + 15_000,
-                    )
+            let start = start.clone();
+            claims.spawn(async move {
+                let owner = format!("w{worker}");
+                start.wait().await;
+                let won = store
+                    .claim(&id, State::Approved, &owner, NOW, NOW + 15_000)
                     .await
-                    .expect("claim")
-            })
-        });
-        let mut won = 0;
-        for claim in claims {
-            won += usize::from(claim.await.expect("task"));
+                    .expect("claim");
+                (owner, won)
+            });
         }
-        assert_eq!(won, 1, "exactly one of eight workers holds {id}");
+        let mut winners = Vec::new();
+        while let Some(claim) = claims.join_next().await {
+            let (owner, won) = claim.expect("claim task");
+            if won {
+                winners.push(owner);
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one of {WORKERS} racing workers holds the lease: {winners:?}"
+        );
+        let held = store.request(&id).await.expect("read").expect("exists");
+        assert_eq!(
+            held.lease_owner.as_deref(),
+            winners.first().map(String::as_str),
+            "round {round}: the row names the one winner"
+        );
     }
 }
 

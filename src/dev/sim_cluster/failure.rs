@@ -25,8 +25,8 @@ pub struct Failure {
     #[serde(default)]
     pub status: Option<u16>,
     /// How long each affected request is held before it is answered (or, without `status`,
-    /// served). A request that fails is failed when it arrives: clearing the failure while it
-    /// is held does not let it through.
+    /// served). Clearing the failure ends every hold at once, so a test can choose the moment;
+    /// a request that fails is still failed: what happens to it is decided when it arrives.
     #[serde(default)]
     pub delay_ms: u64,
     /// Affect only writes (anything but GET and HEAD), so reads still answer.
@@ -48,7 +48,7 @@ pub struct Failure {
 
 impl Failure {
     /// Whether this failure applies to a request with this method and path.
-    fn affects(&self, method: &Method, path: &str) -> bool {
+    pub(super) fn affects(&self, method: &Method, path: &str) -> bool {
         if path.starts_with("/sim/") {
             return false;
         }
@@ -65,11 +65,19 @@ impl Failure {
     }
 }
 
-/// `GET /sim/v1/failure`: the failure in force, and how many requests it holds right now.
+/// `GET /sim/v1/failure`: the failure in force, how many requests it holds right now, and how
+/// many it has affected so far, so that a test can count a client's attempts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailureState {
     pub failure: Option<Failure>,
     pub held: usize,
+    /// Requests any failure has held or failed since the simulator started (the ones
+    /// `pass_first` let through do not count).
+    #[serde(default)]
+    pub affected: u64,
+    /// Of those, the ones answered with a failure's `status`.
+    #[serde(default)]
+    pub failed: u64,
 }
 
 /// Counts a held request for as long as it is held, including when its client goes away.
@@ -93,33 +101,41 @@ pub(super) async fn inject(
     request: Request,
     next: Next,
 ) -> Response {
-    let failure = match sim.failure_mode() {
-        Some(f) if f.affects(request.method(), request.uri().path()) => f,
-        _ => return next.run(request).await,
-    };
-    if sim.pass_one_through(&failure) {
+    let Some(failure) = sim.failure_for(request.method(), request.uri().path()) else {
         return next.run(request).await;
-    }
+    };
     if failure.after_commit {
         let response = next.run(request).await;
         hold(&sim, failure.delay_ms).await;
         return match failure.status {
-            Some(code) => ApiError::injected(code).into_response(),
+            Some(code) => injected(&sim, code),
             None => response,
         };
     }
     hold(&sim, failure.delay_ms).await;
     match failure.status {
-        Some(code) => ApiError::injected(code).into_response(),
+        Some(code) => injected(&sim, code),
         None => next.run(request).await,
     }
 }
 
-/// Holds a request for `delay_ms`, counted in [`FailureState::held`] while it waits.
+fn injected(sim: &SimCluster, code: u16) -> Response {
+    sim.inner.failed.fetch_add(1, Ordering::SeqCst);
+    ApiError::injected(code).into_response()
+}
+
+/// Holds a request for `delay_ms`, or until the failure is cleared, counted in
+/// [`FailureState::held`] while it waits.
 async fn hold(sim: &SimCluster, delay_ms: u64) {
     if delay_ms > 0 {
+        let cleared = sim.inner.cleared.notified();
+        tokio::pin!(cleared);
+        cleared.as_mut().enable();
         let _held = Held::new(sim);
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+            () = cleared => {}
+        }
     }
 }
 

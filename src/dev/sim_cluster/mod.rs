@@ -24,7 +24,7 @@ mod writes;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::State;
@@ -146,6 +146,11 @@ struct Inner {
     failure: Mutex<Option<Failure>>,
     /// Requests a delaying failure holds right now.
     held: AtomicUsize,
+    /// Requests a failure has held or failed, and of those the ones it failed, since start.
+    affected: AtomicU64,
+    failed: AtomicU64,
+    /// Wakes the requests a delay holds when the failure is cleared.
+    cleared: tokio::sync::Notify,
 }
 
 /// A handle on one simulated cluster; clones share it.
@@ -191,6 +196,9 @@ impl SimCluster {
                 store: Mutex::new(Store::default()),
                 failure: Mutex::new(None),
                 held: AtomicUsize::new(0),
+                affected: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                cleared: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -260,14 +268,18 @@ impl SimCluster {
         }));
     }
 
-    /// Make the API fail, stall or slow down as `failure` says, until cleared with `None`;
-    /// the same as `POST /sim/v1/failure`.
+    /// Make the API fail, stall or slow down as `failure` says, until cleared with `None`
+    /// (which also ends every hold at once); the same as `POST /sim/v1/failure`.
     pub fn set_failure_mode(&self, failure: Option<Failure>) {
+        let clearing = failure.is_none();
         *self
             .inner
             .failure
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+        if clearing {
+            self.inner.cleared.notify_waiters();
+        }
     }
 
     fn failure_mode(&self) -> Option<Failure> {
@@ -278,21 +290,22 @@ impl SimCluster {
             .clone()
     }
 
-    /// Spends one of the failure's `pass_first` allowances, if any are left: true lets this
-    /// request through untouched.
-    fn pass_one_through(&self, failure: &Failure) -> bool {
+    /// The failure that affects a request with this method and path, if any. Deciding under
+    /// the lock, in one step, spends the `pass_first` allowances exactly: of requests that
+    /// arrive together, no more than that many pass, and no fewer.
+    fn failure_for(&self, method: &axum::http::Method, path: &str) -> Option<Failure> {
         let mut current = self
             .inner
             .failure
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match current.as_mut() {
-            Some(f) if f == failure && f.pass_first > 0 => {
-                f.pass_first -= 1;
-                true
-            }
-            _ => false,
+        let failure = current.as_mut().filter(|f| f.affects(method, path))?;
+        if failure.pass_first > 0 {
+            failure.pass_first -= 1;
+            return None;
         }
+        self.inner.affected.fetch_add(1, Ordering::SeqCst);
+        Some(failure.clone())
     }
 
     /// The failure in force and how many requests it holds right now.
@@ -300,6 +313,8 @@ impl SimCluster {
         FailureState {
             failure: self.failure_mode(),
             held: self.inner.held.load(Ordering::SeqCst),
+            affected: self.inner.affected.load(Ordering::SeqCst),
+            failed: self.inner.failed.load(Ordering::SeqCst),
         }
     }
 
