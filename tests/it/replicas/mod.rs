@@ -604,7 +604,7 @@ impl Infra {
             .map(|name| {
                 writes
                     .get(name)
-                    .map_or((0, 0, 0), |c| (c.applies, c.deletes, c.total()))
+                    .map_or((0, 0, 0), |c| (c.applied(), c.deletes, c.total()))
             })
             .collect()
     }

@@ -223,7 +223,7 @@ async fn with_the_database_down_the_api_answers_503_and_applies_nothing_then_car
     let writes = infra.writes().await;
     for name in ["live", "waiting", "after"] {
         assert_eq!(
-            writes.get(name).map(|c| (c.applies, c.deletes)),
+            writes.get(name).map(|c| (c.applied(), c.deletes)),
             Some((1, 1)),
             "{name}: {writes:?}"
         );
@@ -333,6 +333,6 @@ async fn a_failing_cluster_is_retried_with_backoff_and_the_request_shows_the_las
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(active["last_error"].is_null(), "{active}");
-    assert_eq!(sim.write_count(&key).applies, 1);
+    assert_eq!(sim.write_count(&key).applied(), 1);
     assert_eq!(failed(), u64::try_from(ATTEMPTS).expect("small"));
 }

@@ -106,7 +106,7 @@ async fn three_replicas_apply_and_undo_each_of_fifty_racing_requests_exactly_onc
     for i in 0..TOTAL {
         let written = writes[&format!("race-{i}")];
         assert_eq!(
-            (written.applies, written.deletes, written.total()),
+            (written.applied(), written.deletes, written.total()),
             (1, 1, 2),
             "race-{i} was applied once and undone once"
         );
