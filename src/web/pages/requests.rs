@@ -300,7 +300,7 @@ async fn object_views(
             if let Ok(Some(live)) = target.get(&reference).await {
                 exists = true;
                 let shown = view::masked(&view::comparable(live), &applied);
-                diff = view::diff(&view::yaml(&shown), &view::yaml(&applied));
+                diff = view::diff(&shown.yaml(), &view::yaml(&applied));
             }
         }
         views.push(ObjectView {

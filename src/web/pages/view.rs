@@ -111,72 +111,89 @@ pub struct YamlLine {
 /// or written as a block scalar: a string that is not one plain, unambiguous line is
 /// double-quoted with its line breaks escaped, so it cannot draw a line that reads as a field.
 pub fn yaml_lines(value: &Value) -> Vec<YamlLine> {
-    let mut out = Vec::new();
-    let mut path = Vec::new();
-    match value {
-        Value::Object(map) if !map.is_empty() => map_lines(map, 0, &mut path, &mut out),
-        Value::Array(items) if !items.is_empty() => list_lines(items, 0, &mut path, &mut out),
-        other => out.push(YamlLine {
-            path: Vec::new(),
-            text: scalar(other),
-        }),
-    }
-    out
+    Writer::default().write(value)
 }
 
-fn map_lines(
-    map: &serde_json::Map<String, Value>,
-    indent: usize,
-    path: &mut Vec<Step>,
-    out: &mut Vec<YamlLine>,
-) {
-    let pad = " ".repeat(indent);
-    for (key, child) in map {
-        path.push(Step::Key(key.clone()));
-        let key_text = string(key);
-        match child {
-            Value::Object(inner) if !inner.is_empty() => {
-                out.push(YamlLine {
-                    path: path.clone(),
-                    text: format!("{pad}{key_text}:"),
-                });
-                map_lines(inner, indent + 2, path, out);
-            }
-            Value::Array(items) if !items.is_empty() => {
-                out.push(YamlLine {
-                    path: path.clone(),
-                    text: format!("{pad}{key_text}:"),
-                });
-                // As `kubectl get -o yaml` writes them: a list at its key's indentation.
-                list_lines(items, indent, path, out);
-            }
-            _ => out.push(YamlLine {
-                path: path.clone(),
-                text: format!("{pad}{key_text}: {}", scalar(child)),
-            }),
-        }
-        path.pop();
-    }
+#[derive(Default)]
+struct Writer<'h> {
+    /// Paths whose values are written as [`HIDDEN`], whatever they hold.
+    hidden: &'h [Vec<Step>],
+    path: Vec<Step>,
+    out: Vec<YamlLine>,
 }
 
-fn list_lines(items: &[Value], indent: usize, path: &mut Vec<Step>, out: &mut Vec<YamlLine>) {
-    let pad = " ".repeat(indent);
-    for (i, item) in items.iter().enumerate() {
-        path.push(step_of(item, i));
-        let first = out.len();
-        match item {
-            Value::Object(map) if !map.is_empty() => map_lines(map, indent + 2, path, out),
-            Value::Array(inner) if !inner.is_empty() => list_lines(inner, indent + 2, path, out),
-            _ => out.push(YamlLine {
-                path: path.clone(),
-                text: format!("{pad}  {}", scalar(item)),
-            }),
+impl Writer<'_> {
+    fn write(mut self, value: &Value) -> Vec<YamlLine> {
+        match value {
+            Value::Object(map) if !map.is_empty() => self.map(map, 0),
+            Value::Array(items) if !items.is_empty() => self.list(items, 0),
+            other => self.push(self.scalar(other)),
         }
-        // The item's first line carries the dash where its indentation was.
-        if let Some(line) = out.get_mut(first) {
-            line.text.replace_range(..indent + 2, &format!("{pad}- "));
+        self.out
+    }
+
+    fn push(&mut self, text: String) {
+        self.out.push(YamlLine {
+            path: self.path.clone(),
+            text,
+        });
+    }
+
+    fn scalar(&self, value: &Value) -> String {
+        if self.hidden.contains(&self.path) {
+            HIDDEN.to_owned()
+        } else {
+            scalar(value)
         }
-        path.pop();
+    }
+
+    /// A mapping or list to write below its key, unless it is empty or hidden.
+    fn block<'v>(&self, value: &'v Value) -> Option<&'v Value> {
+        let nonempty = match value {
+            Value::Object(map) => !map.is_empty(),
+            Value::Array(items) => !items.is_empty(),
+            _ => false,
+        };
+        (nonempty && !self.hidden.contains(&self.path)).then_some(value)
+    }
+
+    fn map(&mut self, map: &serde_json::Map<String, Value>, indent: usize) {
+        let pad = " ".repeat(indent);
+        for (key, child) in map {
+            self.path.push(Step::Key(key.clone()));
+            let head = format!("{pad}{}:", string(key));
+            match self.block(child) {
+                Some(Value::Object(inner)) => {
+                    self.push(head);
+                    self.map(inner, indent + 2);
+                }
+                Some(Value::Array(items)) => {
+                    self.push(head);
+                    // As `kubectl get -o yaml` writes them: a list at its key's indentation.
+                    self.list(items, indent);
+                }
+                _ => self.push(format!("{head} {}", self.scalar(child))),
+            }
+            self.path.pop();
+        }
+    }
+
+    fn list(&mut self, items: &[Value], indent: usize) {
+        let pad = " ".repeat(indent);
+        for (i, item) in items.iter().enumerate() {
+            self.path.push(step_of(item, i));
+            let first = self.out.len();
+            match self.block(item) {
+                Some(Value::Object(map)) => self.map(map, indent + 2),
+                Some(Value::Array(inner)) => self.list(inner, indent + 2),
+                _ => self.push(format!("{pad}  {}", self.scalar(item))),
+            }
+            // The item's first line carries the dash where its indentation was.
+            if let Some(line) = self.out.get_mut(first) {
+                line.text.replace_range(..indent + 2, &format!("{pad}- "));
+            }
+            self.path.pop();
+        }
     }
 }
 
@@ -330,27 +347,50 @@ fn is_stamp(path: &[Step], kind: &str) -> bool {
         && (owner.is_empty() || (!template.is_empty() && owner_is(&template)))
 }
 
-/// What a masked value shows instead of itself.
+/// What a masked value shows instead of itself. Written bare: a string is never written
+/// bare when it starts with `(`, so no value of the request can read as a masked one.
 pub const HIDDEN: &str = "(hidden)";
 
 /// The lists whose items are containers, in any pod spec.
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
-/// The live object as a page may show it. The broker reads it with its own rights, which the
-/// reader may not have, so inline data (environment values, commands and arguments, header
-/// values, free-form volume options, annotation values) is replaced by [`HIDDEN`] unless the
-/// request sets the same value at the same place: then the reader knows it already. A value
-/// the request changes shows as hidden against the request's own value ("changed, hidden").
-pub fn masked(live: &Value, request: &Value) -> Value {
-    let mut out = live.clone();
-    mask(&mut out, &mut Vec::new(), request);
-    out
+/// The live object as a page may show it, with its inline data taken out.
+pub struct Masked {
+    pub value: Value,
+    /// Where a value was taken out.
+    pub hidden: Vec<Vec<Step>>,
 }
 
-fn mask(value: &mut Value, path: &mut Vec<Step>, request: &Value) {
+impl Masked {
+    pub fn yaml(&self) -> String {
+        Writer {
+            hidden: &self.hidden,
+            ..Writer::default()
+        }
+        .write(&self.value)
+        .into_iter()
+        .map(|line| line.text + "\n")
+        .collect()
+    }
+}
+
+/// The broker reads the live object with its own rights, which the reader may not have, so
+/// its inline data (environment values, commands and arguments, header values, free-form
+/// volume options, annotation values) is taken out and shows as [`HIDDEN`], unless the
+/// request sets the same value at the same place: then the reader knows it already. A value
+/// the request changes shows as hidden against the request's own value ("changed, hidden").
+pub fn masked(live: &Value, request: &Value) -> Masked {
+    let mut value = live.clone();
+    let mut hidden = Vec::new();
+    mask(&mut value, &mut Vec::new(), request, &mut hidden);
+    Masked { value, hidden }
+}
+
+fn mask(value: &mut Value, path: &mut Vec<Step>, request: &Value, hidden: &mut Vec<Vec<Step>>) {
     if is_inline_data(path) {
         if at(request, path) != Some(value) {
-            *value = Value::String(HIDDEN.to_owned());
+            *value = Value::Null;
+            hidden.push(path.clone());
         }
         return;
     }
@@ -358,14 +398,14 @@ fn mask(value: &mut Value, path: &mut Vec<Step>, request: &Value) {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
                 path.push(Step::Key(key.clone()));
-                mask(child, path, request);
+                mask(child, path, request, hidden);
                 path.pop();
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 path.push(step_of(item, i));
-                mask(item, path, request);
+                mask(item, path, request, hidden);
                 path.pop();
             }
         }
@@ -614,37 +654,61 @@ mod tests {
             json!([{"name": "v", "flexVolume": {"driver": "d", "options": {"pw": "s3cret-vol"}}}]);
 
         let shown = masked(&live, &request);
-        let text = yaml(&shown);
+        let text = shown.yaml();
+
         assert!(!text.contains("s3cret"), "{text}");
-        let container = &shown["spec"]["template"]["spec"]["containers"][0];
-        let env = |name: &str| {
-            container["env"]
-                .as_array()
-                .and_then(|env| env.iter().find(|e| e["name"] == name))
-                .map(|e| e["value"].clone())
+        assert!(
+            !serde_json::to_string(&shown.value)
+                .expect("json")
+                .contains("s3cret"),
+            "taken out, not only left unwritten"
+        );
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let hidden = |path: &[&str]| -> bool {
+            let mut steps = vec![
+                Step::Key("spec".into()),
+                Step::Key("template".into()),
+                Step::Key("spec".into()),
+                Step::Key("containers".into()),
+                Step::Named("api".into()),
+            ];
+            for part in path {
+                steps.push(match part.strip_prefix('=') {
+                    Some(name) => Step::Named(name.to_owned()),
+                    None => Step::Key((*part).to_owned()),
+                });
+            }
+            shown.hidden.contains(&steps)
         };
-        assert_eq!(env("SAME"), Some(json!("shared")), "set the same: shown");
-        assert_eq!(env("CHANGED"), Some(json!(HIDDEN)), "changed: hidden");
-        assert_eq!(env("ONLY_LIVE"), Some(json!(HIDDEN)));
-        assert_eq!(
-            env("FROM"),
-            Some(json!(HIDDEN)),
+        assert!(!hidden(&["env", "=SAME", "value"]), "set the same: shown");
+        assert!(lines.contains(&"value: shared"), "{text}");
+        assert!(hidden(&["env", "=CHANGED", "value"]), "changed: hidden");
+        assert!(hidden(&["env", "=ONLY_LIVE", "value"]));
+        assert!(
+            hidden(&["env", "=FROM", "value"]),
             "a reference does not set the value"
         );
-        assert_eq!(container["args"], json!(["--port=80"]));
-        assert_eq!(container["command"], json!(HIDDEN));
-        assert_eq!(container["image"], "release", "images stay visible");
-        assert_eq!(
-            shown["metadata"]["annotations"]["breakglass-broker.io/requester"], "alice",
-            "the request sets the same annotation"
+        assert!(
+            !hidden(&["args"]) && lines.contains(&"- \"--port=80\""),
+            "{text}"
         );
-        assert_eq!(
-            shown["metadata"]["labels"]["app"], "api",
-            "labels stay visible"
+        assert!(
+            hidden(&["command"]) && lines.contains(&"command: (hidden)"),
+            "{text}"
         );
-        // The request's side is never masked, and masking the same way twice changes nothing.
-        assert_eq!(masked(&request, &request), request);
-        assert_eq!(masked(&shown, &request), shown);
+        assert!(lines.contains(&"image: release"), "images stay visible");
+        assert!(
+            lines.contains(&"breakglass-broker.io/requester: alice"),
+            "the request sets the same annotation: {text}"
+        );
+        assert!(
+            lines.contains(&"kubectl.kubernetes.io/last-applied-configuration: (hidden)"),
+            "{text}"
+        );
+        assert!(lines.contains(&"app: api"), "labels stay visible");
+        // The request's side is never masked.
+        let same = masked(&request, &request);
+        assert!(same.hidden.is_empty() && same.value == request);
         // The diff tells that CHANGED changes, not what it was.
         let changes: Vec<String> = diff(&text, &yaml(&request))
             .into_iter()
@@ -652,6 +716,26 @@ mod tests {
             .map(|l| format!("{}{}", l.sign, l.text.trim()))
             .collect();
         assert!(changes.contains(&"+value: new".to_owned()), "{changes:?}");
+        assert!(!changes.iter().any(|l| l.contains("shared")), "{changes:?}");
+    }
+
+    #[test]
+    fn a_request_value_that_spells_the_mask_does_not_read_as_one() {
+        let request = stamped_deployment(json!({
+            "name": "api", "image": "x", "env": [{"name": "TOKEN", "value": HIDDEN}]
+        }));
+        let live = stamped_deployment(json!({
+            "name": "api", "image": "x", "env": [{"name": "TOKEN", "value": "s3cret"}]
+        }));
+
+        let before = masked(&live, &request).yaml();
+        let changes: Vec<String> = diff(&before, &yaml(&request))
+            .into_iter()
+            .filter(|l| l.sign != " ")
+            .map(|l| format!("{}{}", l.sign, l.text.trim()))
+            .collect();
+
+        assert_eq!(changes, vec!["-value: (hidden)", "+value: \"(hidden)\""]);
         assert!(!changes.iter().any(|l| l.contains("shared")), "{changes:?}");
     }
 

@@ -53,7 +53,8 @@ fn unescape(html: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Each line of the page's `<pre class="{class}">` blocks: its span's class and its text.
+/// Each line a reader sees in the page's `<pre class="{class}">` blocks, with the class of the
+/// span it sits in (a line break inside a span starts a new line on screen too).
 fn pre_lines(html: &str, class: &str) -> Vec<(String, String)> {
     let opening = format!("<pre class=\"{class}\">");
     html.split(&opening)
@@ -63,10 +64,13 @@ fn pre_lines(html: &str, class: &str) -> Vec<(String, String)> {
             block
                 .split("<span class=\"")
                 .skip(1)
-                .map(|span| {
+                .flat_map(|span| {
                     let (class, rest) = span.split_once("\">").expect("span class");
                     let text = rest.split("</span>").next().unwrap_or_default();
-                    (class.to_owned(), unescape(text.trim_end_matches('\n')))
+                    unescape(text.trim_end_matches('\n'))
+                        .lines()
+                        .map(|line| (class.to_owned(), line.to_owned()))
+                        .collect::<Vec<_>>()
                 })
                 .collect::<Vec<_>>()
         })
@@ -314,13 +318,13 @@ async fn the_diff_hides_what_runs_now_unless_the_request_sets_the_same_value() {
             // Set the same by the request: the reader knows it, it stays shown and unchanged.
             " value: shared-value",
             // Changed: the old value is hidden, the request's own is shown.
-            "-value: \"(hidden)\"",
+            "-value: (hidden)",
             "+value: new-value",
             // Only in what runs now: the name shows, its value does not.
             "-name: ONLY_LIVE",
-            "-command: \"(hidden)\"",
-            "-vault.example/token: \"(hidden)\"",
-            "-kubectl.kubernetes.io/last-applied-configuration: \"(hidden)\"",
+            "-command: (hidden)",
+            "-vault.example/token: (hidden)",
+            "-kubectl.kubernetes.io/last-applied-configuration: (hidden)",
         ] {
             assert!(diff.iter().any(|l| l == line), "{line} in {diff:#?}");
         }
