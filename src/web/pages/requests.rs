@@ -261,7 +261,8 @@ fn event_view(e: &AuditEvent) -> EventView {
 }
 
 /// What each object will look like once stamped, whether the cluster would admit it without
-/// breakglass (a server-side dry run), and how it differs from what runs now.
+/// breakglass (a server-side dry run), and how it differs from what runs now. What runs now is
+/// read with the broker's rights, so its inline data is masked (see [`view::masked`]).
 async fn object_views(
     state: &AppState,
     request: &Request,
@@ -288,7 +289,7 @@ async fn object_views(
     let mut views = Vec::new();
     for object in &objects {
         let reference = ObjectRef::from(object);
-        let applied = view::yaml(&stamped(object, &stamp));
+        let applied = stamped(object, &stamp);
         let (mut admission, mut admitted, mut diff, mut exists) = (None, false, Vec::new(), false);
         if let (Some(target), true) = (&target, undecided) {
             match target.dry_run(&reference, &object.body).await {
@@ -298,7 +299,8 @@ async fn object_views(
             }
             if let Ok(Some(live)) = target.get(&reference).await {
                 exists = true;
-                diff = view::diff(&view::yaml(&view::comparable(live)), &applied);
+                let shown = view::masked(&view::comparable(live), &applied);
+                diff = view::diff(&shown.yaml(), &view::yaml(&applied));
             }
         }
         views.push(ObjectView {
@@ -314,7 +316,7 @@ async fn object_views(
                 .collect(),
             admission,
             admitted,
-            lines: view::marked_lines(&applied),
+            lines: view::marked_lines(&applied, &object.kind),
             diff,
             exists,
         });

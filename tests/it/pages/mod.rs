@@ -3,6 +3,7 @@
 
 mod cookies;
 mod headers;
+mod rendering;
 mod request_page;
 
 use breakglass_broker::dev::idp::Misbehaviour;

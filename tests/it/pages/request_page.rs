@@ -11,7 +11,7 @@ use super::{csrf_of, location, page, sign_in};
 use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
 
 /// An image the simulated Binary Authorization treats as attested (and the policy allows).
-fn attested_image() -> String {
+pub(super) fn attested_image() -> String {
     format!(
         "{ATTESTED_PREFIX}api@sha256:1111111111111111111111111111111111111111111111111111111111111111"
     )
@@ -22,7 +22,7 @@ fn key(name: &str) -> ObjectKey {
 }
 
 /// A deploy-rights kube client, as the ordinary pipeline would use it.
-async fn deployer(env: &TestEnv) -> Api<DynamicObject> {
+pub(super) async fn deployer(env: &TestEnv) -> Api<DynamicObject> {
     let kubeconfig = kube::config::Kubeconfig::read_from(env.dir.path().join("broker-kubeconfig"))
         .expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
