@@ -59,7 +59,7 @@ pub fn state_sentence(state: State) -> &'static str {
         State::Lapsed => "Nobody approved it in time. Nothing was applied.",
         State::Failed => "The apply failed; nothing of it remains in the cluster.",
         State::NeedsAttention => {
-            "The undo left objects alone because someone changed them since. A person must look."
+            "The broker could not finish ending this breakglass: the cluster refused or stayed unreachable, so something of it may still run. The requester or an approver can end it again."
         }
     }
 }
