@@ -23,22 +23,14 @@ async fn file_as(
     ticket: &str,
     namespace: &str,
 ) -> String {
-    let (status, body) = env
-        .post(
-            persona,
-            "/api/v1/requests",
-            json!({
-                "target": "dev-cluster",
-                "namespace": namespace,
-                "manifest": deployment(name, HOTFIX_IMAGE),
-                "ticket": ticket,
-                "justification": "checkout is down; hotfix image from the release branch",
-                "duration_minutes": 30,
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().expect("id").to_owned()
+    env.file_under(
+        persona,
+        namespace,
+        &deployment(name, HOTFIX_IMAGE),
+        ticket,
+        30,
+    )
+    .await
 }
 
 fn events(body: &Value) -> &Vec<Value> {

@@ -25,6 +25,18 @@ pub fn deployment(name: &str, image: &str) -> String {
     )
 }
 
+/// The body of a filing on dev-cluster with a justification that passes the policy.
+pub fn request_body(namespace: &str, manifest: &str, ticket: &str, minutes: u64) -> Value {
+    json!({
+        "target": "dev-cluster",
+        "namespace": namespace,
+        "manifest": manifest,
+        "ticket": ticket,
+        "justification": "payments API crashloops; hotfix image built from release branch",
+        "duration_minutes": minutes,
+    })
+}
+
 impl TestEnv {
     pub async fn start() -> TestEnv {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -103,16 +115,30 @@ impl TestEnv {
         self.post(
             persona,
             "/api/v1/requests",
-            json!({
-                "target": "dev-cluster",
-                "namespace": "prod",
-                "manifest": manifest,
-                "ticket": "INC-4242",
-                "justification": "payments API crashloops; hotfix image built from release branch",
-                "duration_minutes": minutes,
-            }),
+            request_body("prod", manifest, "INC-4242", minutes),
         )
         .await
+    }
+
+    /// Files a request as `persona` under `ticket` in `namespace` and returns its id,
+    /// asserting it was filed.
+    pub async fn file_under(
+        &self,
+        persona: &str,
+        namespace: &str,
+        manifest: &str,
+        ticket: &str,
+        minutes: u64,
+    ) -> String {
+        let (status, body) = self
+            .post(
+                persona,
+                "/api/v1/requests",
+                request_body(namespace, manifest, ticket, minutes),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
     }
 
     /// Files a request as alice and returns (id, digest), asserting it is pending.

@@ -370,22 +370,8 @@ async fn the_request_list_filters_by_state_and_ticket_and_limits_newest_first() 
     let file_under = |name: &'static str, ticket: &'static str| {
         let env = &env;
         async move {
-            let (status, body) = env
-                .post(
-                    "alice",
-                    "/api/v1/requests",
-                    serde_json::json!({
-                        "target": "dev-cluster",
-                        "namespace": "prod",
-                        "manifest": deployment(name, HOTFIX_IMAGE),
-                        "ticket": ticket,
-                        "justification": "checkout is down; hotfix image from the release branch",
-                        "duration_minutes": 60,
-                    }),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{body}");
-            body["id"].as_str().expect("id").to_owned()
+            env.file_under("alice", "prod", &deployment(name, HOTFIX_IMAGE), ticket, 60)
+                .await
         }
     };
     let pending = file_under("list-a", "INC-4242").await;

@@ -48,14 +48,7 @@ fn case(name: &'static str, body: Value, status: StatusCode, expect: &[&str]) ->
 
 /// A request for dev-cluster, namespace prod, with a valid ticket, justification and duration.
 fn request(manifest: &str) -> Value {
-    json!({
-        "target": "dev-cluster",
-        "namespace": "prod",
-        "manifest": manifest,
-        "ticket": "INC-4242",
-        "justification": "payments API crashloops; hotfix image built from release branch",
-        "duration_minutes": 60,
-    })
+    crate::common::request_body("prod", manifest, "INC-4242", 60)
 }
 
 /// The same request with one field replaced (or removed, with `Value::Null` and `remove`).
