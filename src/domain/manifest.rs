@@ -464,7 +464,10 @@ mod tests {
         }
         let started = std::time::Instant::now();
         assert!(parse(&doc, &Limits::default()).is_err());
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Refused in milliseconds; the bound is loose for a debug build on a busy machine and
+        // still far below the minutes (and gigabytes) a full expansion of 9^10 items takes.
+        let bound = if cfg!(debug_assertions) { 30 } else { 2 };
+        assert!(started.elapsed() < std::time::Duration::from_secs(bound));
     }
 
     #[test]
