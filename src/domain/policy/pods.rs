@@ -998,9 +998,11 @@ mod tests {
         ] {
             assert!(!is_domain(not_host), "{not_host}");
         }
-        // A first part that is not a host must itself be a valid path part.
+        // A first part that is not a host must itself be a valid path part, and so must a
+        // lone part however much it looks like a host (it names an image, not a registry).
         assert!(check_reference("Team/api").is_err());
         assert_eq!(check_reference("Registry.example/api"), Ok(()));
+        assert!(check_reference("Registry.example").is_err());
     }
 
     #[test]
