@@ -535,23 +535,38 @@ mod tests {
 
     #[test]
     fn deep_nesting_and_alias_bombs_are_refused_by_name() {
-        let deep = format!("a: {}1{}\n", "[".repeat(40), "]".repeat(40));
-        let err = parse(&deep, &Limits::default()).expect_err("too deep");
-        assert!(
-            err.to_string()
-                .contains("is nested more than 32 levels deep; flatten it"),
-            "{err}"
-        );
-        let mut aliases = String::from("base: &b x\nlist:\n");
-        for _ in 0..100 {
-            aliases.push_str("- *b\n");
+        let too_deep = "is nested more than 32 levels deep; flatten it";
+        let flow = format!("a: {}1{}\n", "[".repeat(40), "]".repeat(40));
+        let mut block = String::new();
+        for i in 0..40 {
+            block.push_str(&format!("{}k{i}:\n", "  ".repeat(i)));
         }
-        let err = parse(&aliases, &Limits::default()).expect_err("alias bomb");
-        assert!(
-            err.to_string()
-                .contains("uses YAML aliases that expand too far"),
-            "{err}"
-        );
+        block.push_str(&format!("{}v: 1\n", "  ".repeat(40)));
+        for deep in [flow, block] {
+            let err = parse(&deep, &Limits::default()).expect_err("too deep");
+            assert!(err.to_string().contains(too_deep), "{err}");
+        }
+
+        let bomb = "uses YAML aliases that expand too far";
+        // One anchor used more than 16 times; 72 aliases over six anchors; 70 anchors.
+        let mut one_anchor = String::from("base: &b x\nlist:\n");
+        one_anchor.push_str(&"- *b\n".repeat(100));
+        let mut many_aliases = String::new();
+        for a in 0..6 {
+            many_aliases.push_str(&format!("a{a}: &a{a} x\n"));
+        }
+        many_aliases.push_str("l:\n");
+        for a in 0..6 {
+            many_aliases.push_str(&format!("- *a{a}\n").repeat(12));
+        }
+        let mut many_anchors = String::from("l:\n");
+        for a in 0..70 {
+            many_anchors.push_str(&format!("- &a{a} x\n"));
+        }
+        for aliases in [one_anchor, many_aliases, many_anchors] {
+            let err = parse(&aliases, &Limits::default()).expect_err("alias bomb");
+            assert!(err.to_string().contains(bomb), "{err}");
+        }
     }
 
     #[test]
