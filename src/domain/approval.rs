@@ -205,6 +205,19 @@ mod tests {
     }
 
     #[test]
+    fn each_rule_lists_only_the_approvers_counted_for_its_own_group() {
+        let rules = rules(&[("sre", 1), ("security", 1)]);
+        let t = tally(
+            &rules,
+            "alice",
+            &[person("sam", &["sre"]), person("sue", &["security"])],
+        );
+        assert!(t.satisfied);
+        assert_eq!(t.rules[0].counted, vec!["sam".to_owned()]);
+        assert_eq!(t.rules[1].counted, vec!["sue".to_owned()]);
+    }
+
+    #[test]
     fn someone_outside_every_group_neither_counts_nor_decides() {
         let rules = rules(&[("approvers", 1)]);
         let mallory = person("mallory", &[]);

@@ -105,6 +105,13 @@ mod tests {
     }
 
     #[test]
+    fn canonical_json_keeps_array_order_with_a_comma_between_items() {
+        let v: Value =
+            serde_json::from_str(r#"[3, "b", [1, 2], {"k": [true, null]}]"#).expect("json");
+        assert_eq!(canonical_json(&v), r#"[3,"b",[1,2],{"k":[true,null]}]"#);
+    }
+
+    #[test]
     fn canonical_json_sorts_keys_at_every_depth() {
         let v: Value =
             serde_json::from_str(r#"{"b":{"d":1,"c":[{"f":1,"e":2}]},"a":"x"}"#).expect("json");

@@ -18,3 +18,21 @@ impl Person {
         groups.iter().any(|g| self.in_group(g))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_person_holds_a_role_through_any_one_of_its_groups_and_only_so() {
+        let erin = Person {
+            subject: "erin".into(),
+            name: "Erin".into(),
+            groups: vec!["oncall".into(), "approvers".into()],
+        };
+        let role = |groups: &[&str]| groups.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>();
+        assert!(erin.in_any(&role(&["auditors", "approvers"])));
+        assert!(!erin.in_any(&role(&["auditors", "security"])));
+        assert!(!erin.in_any(&[]));
+    }
+}

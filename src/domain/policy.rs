@@ -596,6 +596,221 @@ mod tests {
         );
     }
 
+    const IMAGE: &str = "us-docker.pkg.dev/acme/api@sha256:8f4e9a1c2b3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7";
+
+    /// A pod spec every guardrail passes, as a YAML flow mapping.
+    fn pod_spec() -> String {
+        format!(
+            "{{automountServiceAccountToken: false, containers: [{{name: api, image: \"{IMAGE}\"}}]}}"
+        )
+    }
+
+    fn fields_findings(ticket: &str, justification: &str, duration_minutes: u64) -> Vec<String> {
+        policy()
+            .check_fields(&RequestFields {
+                namespace: "payments",
+                ticket,
+                justification,
+                duration_minutes,
+            })
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn request_fields_are_accepted_up_to_each_bound_and_refused_past_it() {
+        let why = "checkout is down; hotfix";
+        assert_eq!(fields_findings("INC-1", why, 240), Vec::<String>::new());
+        assert_eq!(fields_findings("INC-1", why, 1), Vec::<String>::new());
+        assert_eq!(
+            fields_findings("INC-1", why, 0),
+            vec![
+                "duration_minutes 0 is not between 1 and 240 minutes (target prod-gke allows at most 4h)"
+            ]
+        );
+        let longest_ticket = format!("INC-{}", "1".repeat(MAX_TICKET_CHARS - 4));
+        assert_eq!(
+            fields_findings(&longest_ticket, why, 60),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            fields_findings(&format!("{longest_ticket}1"), why, 60),
+            vec!["ticket is longer than 200 characters"]
+        );
+        let shortest = "x".repeat(MIN_JUSTIFICATION_CHARS);
+        assert_eq!(
+            fields_findings("INC-1", &shortest, 60),
+            Vec::<String>::new()
+        );
+        let longest = "x".repeat(MAX_JUSTIFICATION_CHARS);
+        assert_eq!(fields_findings("INC-1", &longest, 60), Vec::<String>::new());
+        assert_eq!(
+            fields_findings("INC-1", &format!("{longest}x"), 60),
+            vec!["justification must be at most 4000 characters"]
+        );
+    }
+
+    #[test]
+    fn kinds_outside_the_list_are_refused_naming_the_allowed_ones() {
+        let found = findings("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n");
+        assert_eq!(
+            found,
+            vec![
+                "Secret/s: kind \"Secret\" may not be requested on target prod-gke (allowed: Deployment, StatefulSet, DaemonSet, Job, CronJob, Pod)"
+            ]
+        );
+        assert!(
+            !default_kinds().iter().any(|k| k.kind == "ReplicaSet"),
+            "ReplicaSet is only ever added by a target"
+        );
+    }
+
+    #[test]
+    fn a_pod_a_cron_job_and_a_deployment_are_each_checked_where_their_pod_is() {
+        let pod = findings(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {{hostPID: true, automountServiceAccountToken: false, containers: [{{name: a, image: \"{IMAGE}\"}}]}}\n"
+        ));
+        assert_eq!(
+            pod,
+            vec!["Pod/p: spec.hostPID is true; pods may not share the node's process namespace"]
+        );
+        let cron = findings(&format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: c}}\nspec:\n  schedule: \"* * * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec: {{hostPID: true, automountServiceAccountToken: false, containers: [{{name: a, image: \"{IMAGE}\"}}]}}\n"
+        ));
+        assert_eq!(
+            cron,
+            vec![
+                "CronJob/c: spec.jobTemplate.spec.template.spec.hostPID is true; pods may not share the node's process namespace"
+            ]
+        );
+        assert_eq!(
+            findings(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: 1}\n"
+            ),
+            vec![
+                "Deployment/d: spec.template is missing or not a mapping; a Deployment runs its pods from this template"
+            ]
+        );
+        assert_eq!(
+            findings(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {template: {metadata: {labels: {app: d}}}}\n"
+            ),
+            vec![
+                "Deployment/d: spec.template.spec is missing or not a mapping; it says what the pod runs"
+            ]
+        );
+    }
+
+    #[test]
+    fn finalizers_and_owners_are_refused_on_the_object_and_its_template_but_empty_lists_pass() {
+        let deployment = |metadata: &str, template_metadata: &str| {
+            findings(&format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {metadata}\nspec:\n  template:\n    metadata: {template_metadata}\n    spec: {}\n",
+                pod_spec()
+            ))
+        };
+        assert_eq!(
+            deployment(
+                "{name: d, finalizers: [], ownerReferences: []}",
+                "{finalizers: []}"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            deployment(
+                "{name: d, finalizers: [x/y]}",
+                "{ownerReferences: [{kind: ReplicaSet}]}"
+            ),
+            vec![
+                "Deployment/d: metadata.finalizers is set; a finalizer could keep the breakglass workload after its time is up",
+                "Deployment/d: spec.template.metadata.ownerReferences is set; another object would own this one and decide when it goes away",
+            ]
+        );
+        assert_eq!(
+            deployment("{name: d}", "[x]"),
+            vec!["Deployment/d: spec.template.metadata must be a mapping"]
+        );
+        // A Pod is its own template: its metadata is checked once.
+        let pod = findings(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, finalizers: [x/y]}}\nspec: {}\n",
+            pod_spec()
+        ));
+        assert_eq!(
+            pod,
+            vec![
+                "Pod/p: metadata.finalizers is set; a finalizer could keep the breakglass workload after its time is up"
+            ]
+        );
+    }
+
+    #[test]
+    fn labels_and_annotations_must_be_mappings_of_strings() {
+        let found = findings(&format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d, labels: {{app: d, replicas: 3}}, annotations: [x]}}\nspec:\n  template:\n    metadata: {{annotations: {{owner: \"team\", on: yes}}}}\n    spec: {}\n",
+            pod_spec()
+        ));
+        assert_eq!(
+            found,
+            vec![
+                "Deployment/d: metadata.labels[\"replicas\"] is 3; labels must be strings (quote the value)",
+                "Deployment/d: metadata.annotations must be a mapping of strings to strings",
+                "Deployment/d: spec.template.metadata.annotations[\"on\"] is true; annotations must be strings (quote the value)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_images_of_a_pod_are_those_of_every_container_list() {
+        let docs = parse(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          initContainers: [{name: i, image: init}]\n          containers: [{name: a, image: app}, {name: b}]\n          ephemeralContainers: [{name: e, image: debug}]\n",
+            &Limits::default(),
+        )
+        .expect("parses");
+        let objects = normalize(docs, "payments").expect("normalizes");
+        assert_eq!(images(&objects[0]), vec!["init", "app", "debug"]);
+    }
+
+    #[test]
+    fn a_finding_says_only_the_parts_it_has() {
+        assert_eq!(Finding::new("", "", "too big").to_string(), "too big");
+        assert_eq!(
+            Finding::new("", "ticket", "is empty").to_string(),
+            "ticket is empty"
+        );
+        assert_eq!(
+            Finding::new("Pod/p", "", "is odd").to_string(),
+            "Pod/p: is odd"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_described_not_repeated() {
+        use serde_json::json;
+        assert_eq!(
+            [
+                json!(null),
+                json!(true),
+                json!(1),
+                json!("s"),
+                json!([1]),
+                json!({"a": 1})
+            ]
+            .iter()
+            .map(kind_of)
+            .collect::<Vec<_>>(),
+            [
+                "null",
+                "a boolean",
+                "a number",
+                "a string",
+                "a list",
+                "a mapping"
+            ]
+        );
+        assert_eq!(not_a_string(&json!([1])), "is a list; it must be a string");
+    }
+
     #[test]
     fn quoted_text_is_cut_short() {
         assert_eq!(quoted("abc"), "\"abc\"");

@@ -120,6 +120,31 @@ mod tests {
     }
 
     #[test]
+    fn the_final_states_are_the_ones_nothing_leaves() {
+        let finals: Vec<State> = State::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(
+            finals,
+            vec![
+                State::Expired,
+                State::Closed,
+                State::Rejected,
+                State::Cancelled,
+                State::Lapsed,
+                State::Failed,
+            ]
+        );
+    }
+
+    #[test]
+    fn only_pending_requests_can_be_cancelled() {
+        assert!(check_cancellable(State::Pending).is_ok());
+        for state in State::ALL.into_iter().filter(|s| *s != State::Pending) {
+            let err = check_cancellable(state).expect_err("refused");
+            assert_eq!(err, format!("cannot cancel a request that is {state}"));
+        }
+    }
+
+    #[test]
     fn only_running_or_unfinished_breakglasses_can_be_closed() {
         assert!(check_closable(State::Active).is_ok());
         assert!(check_closable(State::NeedsAttention).is_ok());

@@ -1,6 +1,7 @@
 //! The auditor's view over HTTP: search, the view per ticket, exports, verification, and who
 //! sees what. Tampering with the database itself is in `audit/tamper.rs`.
 
+mod checkpoints;
 mod tamper;
 
 use std::time::Duration;
