@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use super::verify::Checkpoint;
 use super::verify::verify_from;
 use crate::clock::{Clock, Millis, rfc3339};
 use crate::domain::AuditAction;
@@ -82,15 +83,6 @@ pub fn log_checkpoint(seq: i64, hash: &str, reason: &str) {
 /// head it verified: an incremental walk notices a rewrite behind it only when the rewrite
 /// reaches the remembered head, a full one notices any edit.
 const FULL_EVERY_ROUNDS: u32 = 12;
-
-/// A point of the chain as the log recorded it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub seq: i64,
-    pub hash: String,
-    /// The line of the checkpoints file it came from, to point people at it.
-    pub line: usize,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

@@ -22,9 +22,17 @@ use std::fmt;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::checkpoint::Checkpoint;
 use crate::clock::Millis;
 use crate::store::{AuditCheck, ChainHead, ChainRow, GENESIS_HASH, Store, StoreError};
+
+/// A point of the chain as the log recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    /// The line of the checkpoints file it came from, to point people at it.
+    pub line: usize,
+}
 
 /// What is wrong with the chain, at the first place it goes wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

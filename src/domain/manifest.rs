@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::policy::{Finding, kind_of, not_a_string, quoted, shown};
+use super::finding::{Finding, kind_of, not_a_string, quoted, shown};
 
 /// Bounds on what a manifest may be before any of it is looked at.
 #[derive(Clone, Copy, Debug)]
@@ -636,7 +636,11 @@ mod tests {
             first_line("bad \u{1b}[31mthing\nsecond line"),
             "bad \\u{1b}[31mthing"
         );
-        assert_eq!(first_line("  \nsecond"), "second", "the first line that says something");
+        assert_eq!(
+            first_line("  \nsecond"),
+            "second",
+            "the first line that says something"
+        );
         assert_eq!(first_line("  \n \n"), "could not be parsed");
         let err = ParseError::Invalid {
             message: "m".into(),

@@ -6,6 +6,7 @@ pub mod approval;
 pub mod chain;
 pub mod digest;
 pub mod end;
+pub mod finding;
 pub mod manifest;
 pub mod person;
 pub mod policy;
