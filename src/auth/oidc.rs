@@ -61,6 +61,11 @@ struct Provider {
 }
 
 const REFRESH_MS: Millis = 30_000;
+/// How far the provider's clock may run ahead of ours for `iat` and `nbf`.
+const SKEW_SECONDS: i64 = 60;
+/// The longest lifetime (`exp - iat`) a token may claim: a stolen token must not last for
+/// years.
+const MAX_LIFETIME_SECONDS: i64 = 24 * 3600;
 
 impl Verifier {
     pub fn new(
@@ -150,7 +155,42 @@ impl Verifier {
             other => other,
         }
         .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        self.check_more(&claims).map_err(AuthError::Invalid)?;
         Ok(self.person(&claims))
+    }
+
+    /// What the signature, issuer, audience and expiry do not cover: the authorized party,
+    /// tokens from the future, and lifetimes longer than a day.
+    fn check_more(&self, claims: &IdTokenClaims) -> Result<(), String> {
+        match claims.authorized_party() {
+            Some(azp) if azp != &self.client_id => {
+                return Err(format!(
+                    "it was issued to another client (azp {:?}), not to this broker",
+                    azp.as_str()
+                ));
+            }
+            None if claims.audiences().len() > 1 => {
+                return Err("it names several audiences but no authorized party (azp)".to_owned());
+            }
+            _ => {}
+        }
+        let now = self.clock.now_utc().timestamp();
+        let issued = claims.issue_time().timestamp();
+        if issued > now + SKEW_SECONDS {
+            return Err("it was issued in the future (iat)".to_owned());
+        }
+        let not_before = claims
+            .additional_claims()
+            .claims
+            .get("nbf")
+            .and_then(serde_json::Value::as_i64);
+        if not_before.is_some_and(|nbf| nbf > now + SKEW_SECONDS) {
+            return Err("it is not valid yet (nbf)".to_owned());
+        }
+        if claims.expiration().timestamp() - issued > MAX_LIFETIME_SECONDS {
+            return Err("its lifetime (exp - iat) is longer than 24 hours".to_owned());
+        }
+        Ok(())
     }
 
     fn check(

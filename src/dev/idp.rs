@@ -75,12 +75,37 @@ struct Grant {
     expires_at: Millis,
 }
 
-/// What a token is made for; tests ask for wrong audiences and past expiry on purpose.
+/// What a token is made for; tests ask for wrong audiences, past expiry, tokens from the
+/// future and too long lifetimes on purpose.
 pub struct TokenSpec<'a> {
     pub persona: &'a str,
     pub audience: &'a str,
     pub ttl: Duration,
     pub nonce: Option<&'a Nonce>,
+    /// A second audience beside `audience`.
+    pub extra_audience: Option<&'a str>,
+    /// The authorized party (`azp`) claim, if any.
+    pub azp: Option<&'a str>,
+    /// How far from now `iat` is (and so `exp`, which is `iat + ttl`).
+    pub issued_in: Duration,
+    /// A `nbf` claim this far from now, if any.
+    pub not_before_in: Option<Duration>,
+}
+
+impl<'a> TokenSpec<'a> {
+    /// A well-formed token for `persona` with the broker's audience, for an hour.
+    pub fn new(persona: &'a str) -> Self {
+        TokenSpec {
+            persona,
+            audience: CLIENT_ID,
+            ttl: Duration::seconds(3600),
+            nonce: None,
+            extra_audience: None,
+            azp: None,
+            issued_in: Duration::zero(),
+            not_before_in: None,
+        }
+    }
 }
 
 impl DevIdp {
@@ -147,22 +172,29 @@ impl DevIdp {
         let Some(groups) = Self::groups(spec.persona) else {
             return Ok(None);
         };
-        let now = self.inner.clock.now_utc();
+        let now = self.inner.clock.now_utc() + spec.issued_in;
         let standard =
             StandardClaims::<CoreGenderClaim>::new(SubjectIdentifier::new(spec.persona.into()))
                 .set_preferred_username(Some(EndUserUsername::new(spec.persona.into())));
-        let other = OtherClaims {
+        let mut other = OtherClaims {
             claims: [("groups".to_owned(), json!(groups))].into_iter().collect(),
         };
+        if let Some(offset) = spec.not_before_in {
+            let nbf = (self.inner.clock.now_utc() + offset).timestamp();
+            other.claims.insert("nbf".to_owned(), json!(nbf));
+        }
+        let mut audiences = vec![Audience::new(spec.audience.into())];
+        audiences.extend(spec.extra_audience.map(|a| Audience::new(a.into())));
         let claims = openidconnect::IdTokenClaims::new(
             IssuerUrl::new(issuer.to_owned())?,
-            vec![Audience::new(spec.audience.into())],
+            audiences,
             now + spec.ttl,
             now,
             standard,
             other,
         )
-        .set_nonce(spec.nonce.cloned());
+        .set_nonce(spec.nonce.cloned())
+        .set_authorized_party(spec.azp.map(|a| openidconnect::ClientId::new(a.into())));
         let token = IdToken::new(
             claims,
             &self.inner.key,
@@ -212,6 +244,14 @@ struct TokenQuery {
     audience: Option<String>,
     /// Lifetime in seconds (default 3600); negative makes an already expired token.
     ttl_seconds: Option<i64>,
+    /// A second audience.
+    extra_audience: Option<String>,
+    /// An `azp` claim.
+    azp: Option<String>,
+    /// `iat` this many seconds from now (positive: from the future).
+    iat_offset_seconds: Option<i64>,
+    /// An `nbf` claim this many seconds from now.
+    nbf_offset_seconds: Option<i64>,
 }
 
 /// `GET /dev/idp/token?persona=NAME`: a token for scripts and tests, no browser needed.
@@ -219,11 +259,21 @@ async fn script_token(
     State(idp): State<DevIdp>,
     Query(q): Query<TokenQuery>,
 ) -> (axum::http::StatusCode, Json<Value>) {
+    const TEN_YEARS: i64 = 10 * 366 * 86_400;
     let spec = TokenSpec {
-        persona: &q.persona,
         audience: q.audience.as_deref().unwrap_or(CLIENT_ID),
-        ttl: Duration::seconds(q.ttl_seconds.unwrap_or(3600).clamp(-86_400, 86_400)),
-        nonce: None,
+        ttl: Duration::seconds(q.ttl_seconds.unwrap_or(3600).clamp(-TEN_YEARS, TEN_YEARS)),
+        extra_audience: q.extra_audience.as_deref(),
+        azp: q.azp.as_deref(),
+        issued_in: Duration::seconds(
+            q.iat_offset_seconds
+                .unwrap_or(0)
+                .clamp(-TEN_YEARS, TEN_YEARS),
+        ),
+        not_before_in: q
+            .nbf_offset_seconds
+            .map(|s| Duration::seconds(s.clamp(-TEN_YEARS, TEN_YEARS))),
+        ..TokenSpec::new(&q.persona)
     };
     match idp.token(&spec) {
         Ok(Some(token)) => (
@@ -468,10 +518,8 @@ async fn exchange(State(idp): State<DevIdp>, Form(form): Form<TokenForm>) -> Res
         None => grant.nonce.map(Nonce::new),
     };
     let spec = TokenSpec {
-        persona: &grant.persona,
-        audience: CLIENT_ID,
-        ttl: Duration::seconds(3600),
         nonce: nonce.as_ref(),
+        ..TokenSpec::new(&grant.persona)
     };
     match idp.token(&spec) {
         Ok(Some(id_token)) => Json(json!({

@@ -104,18 +104,31 @@ impl Lifecycle {
         })
     }
 
+    /// What a request would be, for someone who may file one: the policy's answers name
+    /// targets, namespaces and rules, which nobody else learns.
+    pub fn preview(&self, caller: &Person, form: &RequestForm) -> Result<Checked, LifecycleError> {
+        self.require_requester(caller)?;
+        self.check(form)
+    }
+
+    fn require_requester(&self, caller: &Person) -> Result<(), LifecycleError> {
+        if self.roles.may_file(caller) {
+            Ok(())
+        } else {
+            Err(LifecycleError::Forbidden(format!(
+                "filing breakglass requests needs membership in one of: {}",
+                self.roles.requesters.join(", ")
+            )))
+        }
+    }
+
     /// Files a request for someone with the requester role: `pending` until approved.
     pub async fn file(
         &self,
         caller: &Person,
         form: RequestForm,
     ) -> Result<Request, LifecycleError> {
-        if !self.roles.may_file(caller) {
-            return Err(LifecycleError::Forbidden(format!(
-                "filing breakglass requests needs membership in one of: {}",
-                self.roles.requesters.join(", ")
-            )));
-        }
+        self.require_requester(caller)?;
         let checked = self.check(&form)?;
         let objects: Vec<ObjectRef> = checked.objects.iter().map(ObjectRef::from).collect();
         if let Some(holder) = self.store.holder(&form.target, &objects).await? {

@@ -44,10 +44,10 @@ struct Preview {
 /// What a request would be, or every finding that would refuse it; nothing is stored.
 async fn preview(
     State(state): State<AppState>,
-    Caller(_caller): Caller,
+    Caller(caller): Caller,
     ApiJson(form): ApiJson<RequestForm>,
 ) -> Result<Json<Preview>, AppError> {
-    let checked = state.lifecycle.check(&form)?;
+    let checked = state.lifecycle.preview(&caller, &form)?;
     Ok(Json(Preview {
         digest: checked.digest,
         approval_rule: checked.rule,

@@ -228,3 +228,35 @@ async fn an_oversized_body_gets_413_with_a_json_error() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_preview_needs_the_requester_role_and_tells_nobody_else_the_targets() {
+    let env = TestEnv::start().await;
+    let body = crate::common::request_body("nowhere", &deployment("x", HOTFIX_IMAGE), "INC-1", 30);
+    let mut unknown_target = body.clone();
+    unknown_target["target"] = json!("no-such-target");
+    for (who, expected) in [
+        ("mallory", StatusCode::FORBIDDEN),
+        ("dave", StatusCode::FORBIDDEN),
+    ] {
+        for sent in [&body, &unknown_target] {
+            let (status, answer) = env
+                .post(who, "/api/v1/requests/preview", sent.clone())
+                .await;
+            assert_eq!(status, expected, "{who}: {answer}");
+            let text = answer.to_string();
+            assert!(
+                !text.contains("dev-cluster") && !text.contains("approvers"),
+                "{who} learns nothing of the targets: {answer}"
+            );
+        }
+    }
+    let (status, answer) = env
+        .post("alice", "/api/v1/requests/preview", unknown_target)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer.to_string().contains("dev-cluster"),
+        "a requester is told the targets"
+    );
+}

@@ -17,10 +17,8 @@ const PERSONA: &str = "erin";
 
 fn spec() -> TokenSpec<'static> {
     TokenSpec {
-        persona: PERSONA,
-        audience: CLIENT_ID,
         ttl: chrono::Duration::seconds(300),
-        nonce: None,
+        ..TokenSpec::new(PERSONA)
     }
 }
 
@@ -193,4 +191,44 @@ async fn a_token_expires_by_the_brokers_clock() {
             .is_some_and(|e| e.contains("Expired")),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn tokens_for_another_client_from_the_future_or_for_years_are_refused_with_401() {
+    let env = TestEnv::start().await;
+    let path = "/api/v1/requests";
+    let refused = [
+        ("azp=another-client", "another client"),
+        // Any audience beside ours is refused outright, azp or not.
+        ("extra_audience=another-app", "audience"),
+        ("extra_audience=another-app&azp=breakglass-dev", "audience"),
+        ("iat_offset_seconds=600", "issued in the future"),
+        ("nbf_offset_seconds=600", "not valid yet"),
+        ("ttl_seconds=315360000", "longer than 24 hours"),
+    ];
+    for (knob, reason) in refused {
+        let token = env.token_with(&format!("persona=erin&{knob}")).await;
+        let (status, body) = env
+            .call(reqwest::Method::GET, Some(&token), path, None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{knob}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(reason)),
+            "{knob}: {body}"
+        );
+    }
+    // Within the rules: our own client as azp, a clock a little ahead, a day's lifetime.
+    let accepted = [
+        format!("azp={CLIENT_ID}"),
+        "iat_offset_seconds=30".to_owned(),
+        "nbf_offset_seconds=30".to_owned(),
+        "ttl_seconds=86400".to_owned(),
+    ];
+    for knob in accepted {
+        let token = env.token_with(&format!("persona=erin&{knob}")).await;
+        let (status, body) = env
+            .call(reqwest::Method::GET, Some(&token), path, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{knob}: {body}");
+    }
 }

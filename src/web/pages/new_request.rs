@@ -181,17 +181,20 @@ pub async fn submit(
     let mut preview = None;
     if !errors.any() {
         let outcome = if form.intent == "preview" {
-            state.lifecycle.check(&request).map(|checked| {
-                preview = Some(Preview {
-                    digest: checked.digest,
-                    rule: checked.rule,
-                    objects: checked
-                        .objects
-                        .iter()
-                        .map(|o| view::yaml(&o.body))
-                        .collect(),
-                });
-            })
+            state
+                .lifecycle
+                .preview(&viewer.person, &request)
+                .map(|checked| {
+                    preview = Some(Preview {
+                        digest: checked.digest,
+                        rule: checked.rule,
+                        objects: checked
+                            .objects
+                            .iter()
+                            .map(|o| view::yaml(&o.body))
+                            .collect(),
+                    });
+                })
         } else {
             match state.lifecycle.file(&viewer.person, request).await {
                 Ok(created) => return Ok(see_other(&format!("/requests/{}", created.id))),
