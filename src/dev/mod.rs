@@ -1,6 +1,7 @@
 //! `dev` mode: the broker, a development OIDC issuer and a simulated cluster in one process,
 //! each reached over loopback HTTP exactly as production reaches the real ones.
 
+pub mod host;
 pub mod idp;
 pub mod sim_cluster;
 pub mod standalone;
@@ -105,7 +106,8 @@ pub async fn start_with_targets(
     let mut broker = Broker::build(config, options.clock).await?;
     broker.start_worker();
     let router =
-        crate::web::with_security_headers(broker.router().nest_service("/dev/idp", idp.router()));
+        crate::web::with_security_headers(broker.router().nest_service("/dev/idp", idp.router()))
+            .layer(axum::middleware::from_fn(host::loopback_host_only));
     tokio::spawn(async move {
         if let Err(e) = crate::app::serve(listener, router).await {
             tracing::error!(error = %e, "dev server stopped");

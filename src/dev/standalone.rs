@@ -73,7 +73,9 @@ pub async fn run_dev_idp(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = bind(listen).await?;
     let issuer = format!("http://{}{IDP_PATH}", listener.local_addr()?);
     let idp = DevIdp::new(&issuer, Clock::system())?;
-    let router = Router::new().nest_service(IDP_PATH, idp.router());
+    let router = Router::new()
+        .nest_service(IDP_PATH, idp.router())
+        .layer(axum::middleware::from_fn(super::host::loopback_host_only));
     print_banner(&format!(
         "listening on http://{}\n\
          issuer: {issuer}\n\

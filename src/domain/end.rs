@@ -33,8 +33,11 @@ pub enum EndAction {
     /// Neither a breakglass nor a stamp of the broker's is left on it.
     Nothing,
     /// The object under that name is not the one the broker wrote (it was deleted and made
-    /// again, with another UID): left alone, for the detector to judge.
+    /// again, with another UID) and runs no breakglass: left alone.
     NotOurs,
+    /// Another object under that name, made by someone else, still runs the broker's image or
+    /// the breakglass mark: the broker does not write what it did not write, so a person must.
+    Impostor,
 }
 
 impl EndAction {
@@ -47,6 +50,9 @@ impl EndAction {
             EndAction::Unmark(_) => "replaced by others since; removed only the broker's stamps",
             EndAction::Nothing => "nothing of the breakglass left",
             EndAction::NotOurs => "deleted and made again by someone else; left alone",
+            EndAction::Impostor => {
+                "made again by someone else and still running the breakglass; left for a person"
+            }
         }
     }
 }
@@ -64,19 +70,17 @@ pub fn plan(
     let Some(live) = live else {
         return EndAction::Gone;
     };
+    let still_running = runs_breakglass(kind, applied, live);
     if let Some(uid) = uid
         && live.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
     {
-        return EndAction::NotOurs;
+        return if still_running {
+            EndAction::Impostor
+        } else {
+            EndAction::NotOurs
+        };
     }
     let template = template_pointer(kind);
-    let ours = images_at(applied, &template);
-    let live_template = live.pointer(&template);
-    // Binary Authorization reads the pod's marks, so the template's are what count; the
-    // object's own breakglass label is only a stamp.
-    let still_running = live_template.is_some_and(|t| {
-        images(t).iter().any(|image| ours.contains(image)) || has_breakglass_mark(t)
-    });
     if still_running {
         return match before {
             None => EndAction::Delete,
@@ -89,6 +93,18 @@ pub fn plan(
     } else {
         EndAction::Unmark(unmarked)
     }
+}
+
+/// Whether `live` still runs the breakglass the broker applied as `applied`: its pod template
+/// runs an image the broker put there, or carries the breakglass label or annotation. Binary
+/// Authorization reads the pod's marks, so the template's are what count; the object's own
+/// breakglass label is only a stamp.
+pub fn runs_breakglass(kind: &str, applied: &Value, live: &Value) -> bool {
+    let template = template_pointer(kind);
+    let ours = images_at(applied, &template);
+    live.pointer(&template).is_some_and(|t| {
+        images(t).iter().any(|image| ours.contains(image)) || has_breakglass_mark(t)
+    })
 }
 
 /// Who else wrote the object while the breakglass ran: the field managers (with their
@@ -410,31 +426,29 @@ mod tests {
     }
 
     #[test]
-    fn an_object_made_again_under_the_same_name_is_not_the_brokers_to_end() {
+    fn an_object_made_again_under_the_same_name_is_not_the_brokers_to_write() {
         let applied = deployment(HOTFIX, 1, true);
-        let mut live = deployment(HOTFIX, 1, true);
-        live["metadata"]["uid"] = json!("someone-elses");
-        assert_eq!(
+        let end = |live: &Value| {
             plan(
                 "Deployment",
                 &applied,
                 Some("the-brokers"),
                 None,
-                Some(&live)
-            ),
-            EndAction::NotOurs
-        );
-        live["metadata"]["uid"] = json!("the-brokers");
+                Some(live),
+            )
+        };
+        let mut again = deployment(HOTFIX, 1, true);
+        again["metadata"]["uid"] = json!("someone-elses");
         assert_eq!(
-            plan(
-                "Deployment",
-                &applied,
-                Some("the-brokers"),
-                None,
-                Some(&live)
-            ),
-            EndAction::Delete
+            end(&again),
+            EndAction::Impostor,
+            "still runs the breakglass: a person must look"
         );
+        let mut clean = deployment(THEIRS, 1, false);
+        clean["metadata"]["uid"] = json!("someone-elses");
+        assert_eq!(end(&clean), EndAction::NotOurs);
+        again["metadata"]["uid"] = json!("the-brokers");
+        assert_eq!(end(&again), EndAction::Delete);
     }
 
     #[test]

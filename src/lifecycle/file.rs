@@ -132,7 +132,19 @@ impl Lifecycle {
         let checked = self.check(&form)?;
         let objects: Vec<ObjectRef> = checked.objects.iter().map(ObjectRef::from).collect();
         if let Some(holder) = self.store.holder(&form.target, &objects).await? {
-            return Err(super::decide::held_by(&holder));
+            // Name the holder only to those who may see it.
+            let visible = self
+                .store
+                .request(&holder)
+                .await?
+                .is_some_and(|r| self.may_see(caller, &r));
+            return Err(if visible {
+                super::decide::held_by(&holder)
+            } else {
+                LifecycleError::Conflict(
+                    "an object of this request is held by another breakglass request until it ends; one breakglass per object".into(),
+                )
+            });
         }
         let target = &self
             .targets

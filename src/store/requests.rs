@@ -430,6 +430,15 @@ impl Store {
         Ok(())
     }
 
+    /// The request's last error is no longer current.
+    pub async fn clear_error(tx: &mut Tx, id: &str) -> Result<()> {
+        sqlx::query("UPDATE requests SET last_error = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// The end was tried and did not finish: it runs again only when a person asks again.
     pub async fn clear_end_requested(tx: &mut Tx, id: &str) -> Result<()> {
         sqlx::query("UPDATE requests SET end_requested = NULL WHERE id = $1")

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::Worker;
 use super::lease::Lease;
 use crate::clock::{Millis, rfc3339};
+use crate::domain::end::runs_breakglass;
 use crate::domain::manifest::Object;
 use crate::domain::stamp::{REQUEST_ID, stamped};
 use crate::domain::{AuditAction, State};
@@ -138,7 +139,25 @@ impl Worker {
                         ),
                         (e, _) => format!("{}: {e}", object.label()),
                     };
-                    return match self.roll_back(&request, &*target, &lease).await {
+                    // What stands there may be this request's own write whose answer was lost
+                    // (and whose request label someone removed since): if it runs this
+                    // breakglass, "failed" would hide it; a person must look.
+                    let suspect = match target.get(&reference).await {
+                        Ok(Some(live)) => runs_breakglass(&object.kind, body, &live),
+                        Ok(None) => false,
+                        Err(_) => true,
+                    };
+                    let rolled_back = self.roll_back(&request, &*target, &lease).await;
+                    if suspect {
+                        let message = format!(
+                            "{message}; but it runs this request's image or the breakglass mark (perhaps the broker's own write, its answer lost): a person must look"
+                        );
+                        tracing::error!(request_id = %id, %message, "apply stopped at an object that runs the breakglass");
+                        return self
+                            .fail(&request, &lease, State::NeedsAttention, &message)
+                            .await;
+                    }
+                    return match rolled_back {
                         None => self.fail(&request, &lease, State::Failed, &message).await,
                         // Something of it may still run: a person must look, never "failed".
                         Some(left) => {

@@ -94,7 +94,11 @@ impl Worker {
                 Store::clear_end_requested(change.tx(), &request.id).await?;
                 tracing::error!(request_id = %request.id, %message, "breakglass end did not finish; needs attention");
             }
-            None => Store::release_holds(change.tx(), &request.id).await?,
+            None => {
+                Store::release_holds(change.tx(), &request.id).await?;
+                // An earlier try's error is history now (it stays in the audit).
+                Store::clear_error(change.tx(), &request.id).await?;
+            }
         }
         let detail = json!({
             "objects": outcomes.iter().map(Outcome::to_json).collect::<Vec<_>>(),
@@ -163,7 +167,14 @@ impl Worker {
                     did,
                     changed_by_others,
                 }),
-                Err(e) => return (outcomes, Some(e)),
+                Err(e) => {
+                    outcomes.push(Outcome {
+                        object: label,
+                        did: "not ended: see the error",
+                        changed_by_others: Vec::new(),
+                    });
+                    return (outcomes, Some(e));
+                }
             }
         }
         (outcomes, None)
@@ -191,6 +202,11 @@ async fn end_one(
         let action = end::plan(&reference.kind, applied, uid, before, live.as_ref());
         let written = match &action {
             EndAction::Gone | EndAction::Nothing | EndAction::NotOurs => Ok(()),
+            EndAction::Impostor => {
+                return Err(TargetError::Refused(format!(
+                    "{reference} was deleted and made again by someone else, and it still runs this breakglass's image or the breakglass mark; the broker writes only what it wrote, so a person must remove it"
+                )));
+            }
             EndAction::Delete => target.delete(reference, Some(&version)).await,
             EndAction::Restore(body) | EndAction::Unmark(body) => {
                 target.restore(reference, body, &version).await

@@ -370,3 +370,77 @@ async fn an_approver_ends_a_breakglass_that_needs_attention_and_the_object_is_go
     assert_eq!(asked["actor"], "bob");
     assert_eq!(asked["detail"]["comment"], "RBAC fixed; ending it");
 }
+
+#[tokio::test]
+async fn a_breakglass_object_someone_deleted_and_made_again_is_an_alarm_not_a_quiet_end() {
+    let env = TestEnv::start().await;
+    let id = env.activate("web5", 30).await;
+    let api = deployer(&env).await;
+    api.delete("web5", &Default::default())
+        .await
+        .expect("deleted");
+    let mut again = manifest("web5", HOTFIX_IMAGE);
+    again["spec"]["template"]["metadata"]["labels"][BREAKGLASS_LABEL] = json!("true");
+    foreign_apply(&env, "attacker", &again).await;
+
+    env.clock.advance(Duration::from_secs(31 * 60));
+    let body = ended(&env, &id, "active").await;
+
+    assert_eq!(body["state"], "needs_attention", "{body}");
+    assert!(
+        body["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("made again by someone else")),
+        "{body}"
+    );
+    assert!(
+        env.env.sim.object(&key("web5")).is_some(),
+        "the broker does not write an object it did not write"
+    );
+}
+
+#[tokio::test]
+async fn a_write_that_landed_unanswered_and_lost_its_request_label_is_an_alarm_not_a_failure() {
+    let env = TestEnv::start().await;
+    // The broker's create lands, but its answer is lost.
+    env.env.sim.set_failure_mode(Some(Failure {
+        status: Some(503),
+        methods: Some(vec!["POST".into()]),
+        after_commit: true,
+        ..Failure::default()
+    }));
+    let (id, digest) = env.file_ok(&deployment("rc2", HOTFIX_IMAGE), 30).await;
+    assert_eq!(env.approve("bob", &id, &digest).await.0, StatusCode::OK);
+    assert_eq!(env.approve("carol", &id, &digest).await.0, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while env.env.sim.object(&key("rc2")).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the create never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.env.sim.set_failure_mode(None);
+    // Someone strips the request label from the object and its template.
+    let label = format!("{BROKER_PREFIX}request-id");
+    let strip = json!({
+        "metadata": { "labels": { label.clone(): null } },
+        "spec": { "template": { "metadata": { "labels": { label: null } } } },
+    });
+    deployer(&env)
+        .await
+        .patch("rc2", &PatchParams::default(), &Patch::Merge(&strip))
+        .await
+        .expect("stripped");
+
+    env.clock.advance(Duration::from_secs(5));
+    let body = ended(&env, &id, "approved").await;
+
+    assert_eq!(body["state"], "needs_attention", "{body}");
+    assert!(
+        body["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("a person must look")),
+        "{body}"
+    );
+}

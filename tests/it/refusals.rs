@@ -260,3 +260,38 @@ async fn a_preview_needs_the_requester_role_and_tells_nobody_else_the_targets() 
         "a requester is told the targets"
     );
 }
+
+#[tokio::test]
+async fn dev_servers_answer_only_requests_addressed_to_a_loopback_host() {
+    let env = TestEnv::start().await;
+    let http = reqwest::Client::new();
+    let issuer_token = format!("{}/token?persona=bob", env.env.issuer);
+    let cluster = format!("{}/api/v1/namespaces/prod/pods", env.env.cluster_url);
+    for url in [
+        issuer_token.as_str(),
+        &env.url("/healthz"),
+        cluster.as_str(),
+    ] {
+        let rebound = http
+            .get(url)
+            .header("host", "attacker.example")
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST, "{url}");
+        let body = rebound.text().await.expect("body");
+        assert!(!body.contains("id_token"), "{url}: {body}");
+        let port = url
+            .split(':')
+            .nth(2)
+            .and_then(|p| p.split('/').next())
+            .expect("port");
+        let by_name = http
+            .get(url)
+            .header("host", format!("localhost:{port}"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(by_name.status(), StatusCode::OK, "{url}");
+    }
+}

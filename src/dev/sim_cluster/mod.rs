@@ -225,6 +225,7 @@ impl SimCluster {
                 self.clone(),
                 failure::inject,
             ))
+            .layer(middleware::from_fn(crate::dev::host::loopback_host_only))
             .with_state(self.clone())
     }
 

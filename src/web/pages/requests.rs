@@ -19,6 +19,10 @@ use crate::targets::{ObjectRef, TargetError};
 use crate::web::AppState;
 use crate::web::error::AppError;
 
+/// How long the request page waits for each look at the cluster (admission dry run, what
+/// runs now) before it says the cluster did not answer.
+const CLUSTER_LOOK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A request as a row in a list.
 pub struct Row {
     pub id: String,
@@ -292,12 +296,22 @@ async fn object_views(
         let applied = stamped(object, &stamp);
         let (mut admission, mut admitted, mut diff, mut exists) = (None, false, Vec::new(), false);
         if let (Some(target), true) = (&target, undecided) {
-            match target.dry_run(&reference, &object.body).await {
-                Ok(()) => admitted = true,
-                Err(TargetError::Refused(message)) => admission = Some(message),
-                Err(other) => admission = Some(format!("could not ask the cluster: {other}")),
+            // A stalled cluster must not stall the page people approve and end from.
+            let dry_run =
+                tokio::time::timeout(CLUSTER_LOOK, target.dry_run(&reference, &object.body));
+            match dry_run.await {
+                Ok(Ok(())) => admitted = true,
+                Ok(Err(TargetError::Refused(message))) => admission = Some(message),
+                Ok(Err(other)) => admission = Some(format!("could not ask the cluster: {other}")),
+                Err(_) => {
+                    admission = Some(format!(
+                        "could not ask the cluster: no answer within {} s",
+                        CLUSTER_LOOK.as_secs()
+                    ))
+                }
             }
-            if let Ok(Some(live)) = target.get(&reference).await {
+            let live = tokio::time::timeout(CLUSTER_LOOK, target.get(&reference)).await;
+            if let Ok(Ok(Some(live))) = live {
                 exists = true;
                 let shown = view::masked(&view::comparable(live), &applied);
                 diff = view::diff(&shown.yaml(), &view::yaml(&applied));

@@ -64,3 +64,31 @@ async fn a_breakglass_that_needs_attention_heads_approvers_dashboards_and_an_app
     let key = ObjectKey::new("apps/v1", "Deployment", "prod", "refunds");
     assert!(env.env.sim.object(&key).is_none());
 }
+
+#[tokio::test]
+async fn a_stalled_cluster_does_not_stall_the_request_page() {
+    let env = TestEnv::start().await;
+    let (id, _) = env
+        .file_ok(
+            &crate::common::deployment("slow", crate::common::HOTFIX_IMAGE),
+            30,
+        )
+        .await;
+    // Every call to the cluster is held for a minute.
+    env.env.sim.set_failure_mode(Some(Failure {
+        delay_ms: 60_000,
+        ..Failure::default()
+    }));
+    let bob = sign_in(&env, "bob").await;
+    let (status, html) = page(&env, &bob, &format!("/requests/{id}")).await;
+    env.env.sim.set_failure_mode(None);
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("no answer within"),
+        "the page says the cluster did not answer"
+    );
+    assert!(
+        html.contains(&format!("action=\"/requests/{id}/approve\"")),
+        "and can still be approved from"
+    );
+}
