@@ -14,6 +14,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::routing::get;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Verifier;
@@ -25,6 +26,9 @@ use crate::store::Store;
 use error::AppError;
 
 use crate::config::BODY_LIMIT;
+
+/// How long a client may take to send a request's body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -47,7 +51,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A body that trickles in is cut off rather than holding a connection for ever.
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT));
     with_security_headers(router).layer(TraceLayer::new_for_http())
 }
 

@@ -1,5 +1,7 @@
 //! Each refusal with its status, and nothing applied.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -294,4 +296,35 @@ async fn dev_servers_answer_only_requests_addressed_to_a_loopback_host() {
             .expect("answers");
         assert_eq!(by_name.status(), StatusCode::OK, "{url}");
     }
+}
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::start().await;
+    let address = env.env.base_url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connects");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .expect("half a request");
+    // The server gives up on the headers after 10 s; the bound is for a busy machine.
+    let mut buffer = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match slow.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server still holds the connection after 60 s"
+    );
+    // Everyone else is served as usual.
+    let (status, _) = env.call(reqwest::Method::GET, None, "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
 }
