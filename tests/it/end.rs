@@ -46,6 +46,20 @@ fn marked_objects(env: &TestEnv) -> Vec<String> {
         .collect()
 }
 
+/// The breakglass object as someone scaling it with server-side apply writes it.
+fn scaled_breakglass(name: &str, replicas: u32) -> Value {
+    let mut scaled = manifest(name, HOTFIX_IMAGE);
+    scaled["spec"]["replicas"] = json!(replicas);
+    scaled["spec"]["template"]["metadata"]["labels"][BREAKGLASS_LABEL] = json!("true");
+    scaled
+}
+
+/// Moves the clock past a 30-minute breakglass and waits for its end.
+async fn expire(env: &TestEnv, id: &str) -> Value {
+    env.clock.advance(Duration::from_secs(31 * 60));
+    ended(env, id, "active").await
+}
+
 /// A foreign write with deploy rights, as `manager`.
 async fn foreign_apply(env: &TestEnv, manager: &str, body: &Value) {
     let name = body["metadata"]["name"].as_str().expect("name").to_owned();
@@ -72,8 +86,8 @@ async fn audit_of(env: &TestEnv, id: &str) -> Vec<Value> {
     body.as_array().expect("events").clone()
 }
 
-/// Waits until the request leaves `active` (or `state`), however it ends.
-async fn ended(env: &TestEnv, id: &str, from: &str) -> Value {
+/// Waits until the request leaves the state `from`, however it ends.
+pub(crate) async fn ended(env: &TestEnv, id: &str, from: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, body) = env.get("dave", &format!("/api/v1/requests/{id}")).await;
@@ -92,13 +106,9 @@ async fn ended(env: &TestEnv, id: &str, from: &str) -> Value {
 async fn a_breakglass_someone_scaled_is_still_ended_and_the_audit_names_who_scaled_it() {
     let env = TestEnv::start().await;
     let id = env.activate("payments-api", 30).await;
-    let mut scaled = manifest("payments-api", HOTFIX_IMAGE);
-    scaled["spec"]["replicas"] = json!(5);
-    scaled["spec"]["template"]["metadata"]["labels"][BREAKGLASS_LABEL] = json!("true");
-    foreign_apply(&env, "kubectl-scale", &scaled).await;
+    foreign_apply(&env, "kubectl-scale", &scaled_breakglass("payments-api", 5)).await;
 
-    env.clock.advance(Duration::from_secs(31 * 60));
-    let body = ended(&env, &id, "active").await;
+    let body = expire(&env, &id).await;
 
     assert_eq!(body["state"], "expired", "{body}");
     assert!(
@@ -131,13 +141,9 @@ async fn a_changed_object_gets_its_prior_template_back_and_keeps_the_scale_other
     let env = TestEnv::start().await;
     foreign_apply(&env, "ci", &manifest("orders", ATTESTED)).await;
     let id = env.activate("orders", 30).await;
-    let mut scaled = manifest("orders", HOTFIX_IMAGE);
-    scaled["spec"]["replicas"] = json!(5);
-    scaled["spec"]["template"]["metadata"]["labels"][BREAKGLASS_LABEL] = json!("true");
-    foreign_apply(&env, "hpa", &scaled).await;
+    foreign_apply(&env, "hpa", &scaled_breakglass("orders", 5)).await;
 
-    env.clock.advance(Duration::from_secs(31 * 60));
-    let body = ended(&env, &id, "active").await;
+    let body = expire(&env, &id).await;
 
     assert_eq!(body["state"], "expired", "{body}");
     let left = env
@@ -180,8 +186,7 @@ async fn a_template_others_replaced_with_an_attested_deploy_is_left_and_only_uns
     .expect("the attested deploy is admitted");
     let deletes_before = env.env.sim.write_count(&key("ledger")).deletes;
 
-    env.clock.advance(Duration::from_secs(31 * 60));
-    let body = ended(&env, &id, "active").await;
+    let body = expire(&env, &id).await;
 
     assert_eq!(body["state"], "expired", "{body}");
     let left = env
@@ -334,8 +339,7 @@ async fn an_approver_ends_a_breakglass_that_needs_attention_and_the_object_is_go
         methods: Some(vec!["DELETE".into()]),
         ..Failure::default()
     }));
-    env.clock.advance(Duration::from_secs(31 * 60));
-    let body = ended(&env, &id, "active").await;
+    let body = expire(&env, &id).await;
     assert_eq!(body["state"], "needs_attention", "{body}");
     assert!(
         env.env.sim.object(&key("refunds")).is_some(),
@@ -383,8 +387,7 @@ async fn a_breakglass_object_someone_deleted_and_made_again_is_an_alarm_not_a_qu
     again["spec"]["template"]["metadata"]["labels"][BREAKGLASS_LABEL] = json!("true");
     foreign_apply(&env, "attacker", &again).await;
 
-    env.clock.advance(Duration::from_secs(31 * 60));
-    let body = ended(&env, &id, "active").await;
+    let body = expire(&env, &id).await;
 
     assert_eq!(body["state"], "needs_attention", "{body}");
     assert!(

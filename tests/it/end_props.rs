@@ -148,18 +148,7 @@ async fn run(existed: bool, during: Vec<Foreign>, close: bool) {
     } else {
         env.clock.advance(Duration::from_secs(31 * 60));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let ended = loop {
-        let (_, body) = env.get("dave", &format!("/api/v1/requests/{id}")).await;
-        if body["state"] != "active" {
-            break body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never ended: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let ended = crate::end::ended(&env, &id, "active").await;
 
     let expected = if close { "closed" } else { "expired" };
     assert_eq!(ended["state"], expected, "{ended}");
