@@ -66,12 +66,13 @@ impl Broker {
             clock.clone(),
         )?;
         let (work, queue) = lifecycle::queue();
-        let lifecycle = Lifecycle::new(
+        let lifecycle = Lifecycle::with_limits(
             store.clone(),
             clock.clone(),
             targets,
             config.roles.clone(),
             work,
+            config.limits,
         );
         let worker = Worker::new(lifecycle.clone());
         let callback = format!(

@@ -31,6 +31,36 @@ pub struct Config {
     /// Defaulted so that a file without any gets the clearer "no [[targets]]" message.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub limits: RateLimits,
+}
+
+/// `[limits]`: how much one person may do per minute. Generous, so that an incident never
+/// hits them; they bound a script or a stolen token. Reads are not limited.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    #[serde(default = "default_filings_per_minute")]
+    pub filings_per_minute: std::num::NonZeroU32,
+    #[serde(default = "default_decisions_per_minute")]
+    pub decisions_per_minute: std::num::NonZeroU32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            filings_per_minute: default_filings_per_minute(),
+            decisions_per_minute: default_decisions_per_minute(),
+        }
+    }
+}
+
+fn default_filings_per_minute() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::MIN.saturating_add(59)
+}
+
+fn default_decisions_per_minute() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::MIN.saturating_add(299)
 }
 
 fn default_listen() -> SocketAddr {

@@ -133,6 +133,7 @@ fn dev_config(
 ) -> anyhow::Result<Config> {
     let database = data_dir.join("broker.db");
     Ok(Config {
+        limits: crate::config::RateLimits::default(),
         public_url: base_url.parse()?,
         listen: base_url.trim_start_matches("http://").parse()?,
         database_url: format!("sqlite://{}?mode=rwc", database.display()),

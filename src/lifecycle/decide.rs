@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{Actor, Change, Lifecycle, LifecycleError, RequestRef};
+use super::{Actor, Change, Lifecycle, LifecycleError, Limit, RequestRef};
 use crate::domain::access::{self, may_decide};
 use crate::domain::approval::{self, tally};
 use crate::domain::manifest::ObjectRef;
@@ -64,6 +64,7 @@ impl Lifecycle {
         comment: &str,
     ) -> Result<Request, LifecycleError> {
         let verb = decision.verb();
+        self.count(caller, Limit::Decision)?;
         if comment.len() > MAX_COMMENT {
             return Err(LifecycleError::Invalid(format!(
                 "comment must be at most {MAX_COMMENT} characters"
@@ -188,6 +189,7 @@ impl Lifecycle {
         id: &str,
         comment: &str,
     ) -> Result<Request, LifecycleError> {
+        self.count(caller, Limit::Decision)?;
         if comment.len() > MAX_COMMENT {
             return Err(LifecycleError::Invalid(format!(
                 "comment must be at most {MAX_COMMENT} characters"

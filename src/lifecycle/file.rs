@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Actor, Lifecycle, LifecycleError, RequestRef};
+use super::{Actor, Lifecycle, LifecycleError, Limit, RequestRef};
 use crate::domain::approval;
 use crate::domain::digest::{Subject, digest};
 use crate::domain::manifest::{self, Object, ObjectRef, ParseError};
@@ -129,6 +129,7 @@ impl Lifecycle {
         form: RequestForm,
     ) -> Result<Request, LifecycleError> {
         self.require_requester(caller)?;
+        self.count(caller, Limit::Filing)?;
         let checked = self.check(&form)?;
         let objects: Vec<ObjectRef> = checked.objects.iter().map(ObjectRef::from).collect();
         if let Some(holder) = self.store.holder(&form.target, &objects).await? {

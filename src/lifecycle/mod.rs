@@ -16,6 +16,12 @@ mod work;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -26,6 +32,7 @@ pub use work::{WorkQueue, queue};
 
 use crate::audit::log_event;
 use crate::clock::{Clock, Millis};
+use crate::config::RateLimits;
 use crate::domain::access::{self, RequestAccess};
 use crate::domain::policy::Finding;
 use crate::domain::stamp::Stamp;
@@ -55,6 +62,12 @@ pub enum LifecycleError {
     Refused(Vec<Finding>),
     #[error("{0}")]
     TooLarge(String),
+    /// This person did this too often just now; they may again after `retry_after_seconds`.
+    #[error("{what}: try again in {retry_after_seconds} s")]
+    TooMany {
+        what: String,
+        retry_after_seconds: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -123,6 +136,54 @@ pub struct Lifecycle {
     pub roles: Arc<Roles>,
     work: WorkQueue,
     events: broadcast::Sender<LifecycleEvent>,
+    limits: Arc<Limiters>,
+}
+
+/// Per-person rate limits, per replica (each replica allows the quota on its own), on the
+/// broker's clock, so that tests move time instead of waiting for it.
+struct Limiters {
+    clock: LimiterClock,
+    filings: PersonLimiter,
+    decisions: PersonLimiter,
+}
+
+type PersonLimiter =
+    RateLimiter<String, DashMapStateStore<String>, LimiterClock, NoOpMiddleware<Duration>>;
+
+/// The broker's [`Clock`] as the rate limiter reads time: milliseconds as a duration.
+#[derive(Clone)]
+struct LimiterClock(Clock);
+
+impl governor::clock::Clock for LimiterClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.now()).unwrap_or(0))
+    }
+}
+
+impl Limiters {
+    fn new(limits: RateLimits, clock: &Clock) -> Self {
+        let clock = LimiterClock(clock.clone());
+        Limiters {
+            filings: RateLimiter::dashmap_with_clock(
+                Quota::per_minute(limits.filings_per_minute),
+                clock.clone(),
+            ),
+            decisions: RateLimiter::dashmap_with_clock(
+                Quota::per_minute(limits.decisions_per_minute),
+                clock.clone(),
+            ),
+            clock,
+        }
+    }
+}
+
+/// Which per-person limit an action counts against.
+#[derive(Clone, Copy)]
+pub(crate) enum Limit {
+    Filing,
+    Decision,
 }
 
 impl Lifecycle {
@@ -133,7 +194,19 @@ impl Lifecycle {
         roles: Roles,
         work: WorkQueue,
     ) -> Self {
+        Self::with_limits(store, clock, targets, roles, work, RateLimits::default())
+    }
+
+    pub fn with_limits(
+        store: Store,
+        clock: Clock,
+        targets: Registry,
+        roles: Roles,
+        work: WorkQueue,
+        limits: RateLimits,
+    ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let limits = Arc::new(Limiters::new(limits, &clock));
         Lifecycle {
             store,
             clock,
@@ -141,7 +214,26 @@ impl Lifecycle {
             roles: Arc::new(roles),
             work,
             events,
+            limits,
         }
+    }
+
+    /// Counts one action of this person against its limit, or says when they may again.
+    pub(crate) fn count(&self, person: &Person, limit: Limit) -> Result<(), LifecycleError> {
+        let (limiter, what) = match limit {
+            Limit::Filing => (&self.limits.filings, "too many filings in the last minute"),
+            Limit::Decision => (
+                &self.limits.decisions,
+                "too many decisions in the last minute",
+            ),
+        };
+        limiter.check_key(&person.subject).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.limits.clock.now());
+            LifecycleError::TooMany {
+                what: what.to_owned(),
+                retry_after_seconds: wait.as_secs().saturating_add(1),
+            }
+        })
     }
 
     /// Every lifecycle event committed from now on.

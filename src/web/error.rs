@@ -31,6 +31,12 @@ pub enum AppError {
     TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
+    /// 429, with `Retry-After`.
+    #[error("{message}")]
+    TooMany {
+        message: String,
+        retry_after_seconds: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -62,6 +68,7 @@ impl AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +97,13 @@ impl From<LifecycleError> for AppError {
             LifecycleError::Invalid(message) => AppError::invalid(message),
             LifecycleError::Refused(findings) => AppError::refused(findings),
             LifecycleError::TooLarge(message) => AppError::TooLarge(message),
+            e @ LifecycleError::TooMany {
+                retry_after_seconds,
+                ..
+            } => AppError::TooMany {
+                message: e.to_string(),
+                retry_after_seconds,
+            },
             LifecycleError::Store(e) => e.into(),
             LifecycleError::Internal(e) => AppError::Internal(e),
         }
@@ -111,6 +125,16 @@ impl IntoResponse for AppError {
             other => json!({ "error": other.to_string() }),
         };
         let mut response = (status, Json(body)).into_response();
+        if let AppError::TooMany {
+            retry_after_seconds,
+            ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_seconds),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -99,6 +99,14 @@ fn check_config_names_every_mistake_in_words_an_operator_can_act_on() {
             vec!["line 1", "unknown field `colour`"],
         ),
         (
+            "a rate limit of zero",
+            format!(
+                "{}\n[limits]\nfilings_per_minute = 0\n",
+                config_with(&target_with("", ""))
+            ),
+            vec!["filings_per_minute", "nonzero"],
+        ),
+        (
             "not TOML at all",
             "public_url = \"https://x\nthis is not toml".to_owned(),
             vec!["TOML parse error at line"],

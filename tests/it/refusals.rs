@@ -328,3 +328,55 @@ async fn a_connection_that_never_finishes_its_headers_is_dropped() {
     let (status, _) = env.call(reqwest::Method::GET, None, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_burst_of_filings_from_one_person_gets_429_while_another_person_is_served() {
+    let env = TestEnv::start().await;
+    let alice = env.token("alice").await;
+    let refused = deployment("burst", "nginx:latest");
+    let body = crate::common::request_body("prod", &refused, "INC-1", 30);
+    // Sixty a minute is the default: each of these counts, whatever its answer.
+    for i in 0..60 {
+        let (status, answer) = env
+            .call(
+                Method::POST,
+                Some(&alice),
+                "/api/v1/requests",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{i}: {answer}");
+    }
+    let response = env
+        .http
+        .post(env.url("/api/v1/requests"))
+        .bearer_auth(&alice)
+        .json(&body)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=61).contains(&retry_after), "{retry_after}");
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too many filings")),
+        "{answer}"
+    );
+    // Someone else files as usual, and reads are not limited.
+    let (status, answer) = env
+        .file("erin", &deployment("other", HOTFIX_IMAGE), 30)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, _) = env
+        .call(Method::GET, Some(&alice), "/api/v1/requests", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
