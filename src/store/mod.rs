@@ -19,7 +19,7 @@ pub use audit_search::AuditFilter;
 pub use requests::{
     AppliedObject, Approval, NewRequest, Request, RequestFilter, Visibility, approver_names,
 };
-pub use sessions::{LoginAttempt, Session};
+pub use sessions::{LoginAttempt, MAX_PENDING_LOGINS, Session};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

@@ -24,6 +24,10 @@ pub struct Session {
     pub expires_at: Millis,
 }
 
+/// Sign-ins started and not finished that are kept at most: anyone can start one, so a flood
+/// of them must not grow the database; the oldest give way (their sign-in says to start again).
+pub const MAX_PENDING_LOGINS: i64 = 2000;
+
 impl Store {
     pub async fn insert_login_attempt(&self, attempt: &LoginAttempt) -> Result<()> {
         sqlx::query(
@@ -37,7 +41,23 @@ impl Store {
         .bind(attempt.created_at)
         .execute(self.pool())
         .await?;
+        // The table never holds more than the cap, so this look at it stays small.
+        sqlx::query(
+            "DELETE FROM login_attempts WHERE state NOT IN (
+                SELECT state FROM login_attempts ORDER BY created_at DESC, state DESC LIMIT $1)",
+        )
+        .bind(MAX_PENDING_LOGINS)
+        .execute(self.pool())
+        .await?;
         Ok(())
+    }
+
+    /// How many sign-ins are started and not finished.
+    pub async fn pending_logins(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM login_attempts")
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?)
     }
 
     /// Takes the attempt for `state` out of the store: a state works once, and only while young.

@@ -556,3 +556,35 @@ async fn the_ticket_page_lists_every_request_under_it_for_those_who_may_see_them
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_anonymous_sign_in_starts_leaves_the_database_bounded() {
+    use breakglass_broker::store::MAX_PENDING_LOGINS;
+    let env = TestEnv::start().await;
+    let client = bare();
+    let starts = MAX_PENDING_LOGINS + 300;
+    for _ in 0..starts {
+        let response = client
+            .get(env.url("/auth/login"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    }
+    let pending = env
+        .env
+        .broker
+        .state
+        .store
+        .pending_logins()
+        .await
+        .expect("count");
+    assert_eq!(
+        pending, MAX_PENDING_LOGINS,
+        "{starts} starts, {pending} kept"
+    );
+    // A sign-in started now still works.
+    let signed_in = sign_in(&env, "alice").await;
+    let (status, _) = page(&env, &signed_in, "/").await;
+    assert_eq!(status, StatusCode::OK);
+}
