@@ -208,12 +208,26 @@ impl Verifier {
         }
     }
 
+    /// Who the token names. The subject identifies the person; the name is only for showing:
+    /// `preferred_username`, else `name`, else the email when the provider verified it, else
+    /// the subject. An unverified email is never a name: anyone can claim one.
     pub fn person(&self, claims: &IdTokenClaims) -> Person {
         let subject = claims.subject().to_string();
+        let verified_email = claims
+            .email()
+            .filter(|_| claims.email_verified() == Some(true))
+            .map(|e| e.to_string());
         let name = claims
             .preferred_username()
             .map(|u| u.to_string())
-            .or_else(|| claims.email().map(|e| e.to_string()))
+            .or_else(|| {
+                claims
+                    .name()
+                    .and_then(|n| n.get(None))
+                    .map(|n| n.to_string())
+            })
+            .or(verified_email)
+            .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| subject.clone());
         let groups = match claims.additional_claims().claims.get(&self.groups_claim) {
             Some(serde_json::Value::Array(items)) => items

@@ -90,6 +90,10 @@ pub struct TokenSpec<'a> {
     pub issued_in: Duration,
     /// A `nbf` claim this far from now, if any.
     pub not_before_in: Option<Duration>,
+    /// `preferred_username`; the persona's name unless set (`Some("")` leaves it out).
+    pub username: Option<&'a str>,
+    /// `email` and `email_verified`, if any.
+    pub email: Option<(&'a str, bool)>,
 }
 
 impl<'a> TokenSpec<'a> {
@@ -104,6 +108,8 @@ impl<'a> TokenSpec<'a> {
             azp: None,
             issued_in: Duration::zero(),
             not_before_in: None,
+            username: None,
+            email: None,
         }
     }
 }
@@ -175,7 +181,16 @@ impl DevIdp {
         let now = self.inner.clock.now_utc() + spec.issued_in;
         let standard =
             StandardClaims::<CoreGenderClaim>::new(SubjectIdentifier::new(spec.persona.into()))
-                .set_preferred_username(Some(EndUserUsername::new(spec.persona.into())));
+                .set_preferred_username(
+                    Some(spec.username.unwrap_or(spec.persona))
+                        .filter(|u| !u.is_empty())
+                        .map(|u| EndUserUsername::new(u.into())),
+                )
+                .set_email(
+                    spec.email
+                        .map(|(e, _)| openidconnect::EndUserEmail::new(e.into())),
+                )
+                .set_email_verified(spec.email.map(|(_, verified)| verified));
         let mut other = OtherClaims {
             claims: [("groups".to_owned(), json!(groups))].into_iter().collect(),
         };
@@ -252,6 +267,11 @@ struct TokenQuery {
     iat_offset_seconds: Option<i64>,
     /// An `nbf` claim this many seconds from now.
     nbf_offset_seconds: Option<i64>,
+    /// `preferred_username` instead of the persona's name; empty leaves it out.
+    username: Option<String>,
+    /// An `email` claim, and whether it is verified.
+    email: Option<String>,
+    email_verified: Option<bool>,
 }
 
 /// `GET /dev/idp/token?persona=NAME`: a token for scripts and tests, no browser needed.
@@ -273,6 +293,11 @@ async fn script_token(
         not_before_in: q
             .nbf_offset_seconds
             .map(|s| Duration::seconds(s.clamp(-TEN_YEARS, TEN_YEARS))),
+        username: q.username.as_deref(),
+        email: q
+            .email
+            .as_deref()
+            .map(|e| (e, q.email_verified.unwrap_or(false))),
         ..TokenSpec::new(&q.persona)
     };
     match idp.token(&spec) {

@@ -232,3 +232,39 @@ async fn tokens_for_another_client_from_the_future_or_for_years_are_refused_with
         assert_eq!(status, StatusCode::OK, "{knob}: {body}");
     }
 }
+
+#[tokio::test]
+async fn an_email_is_a_name_only_when_the_provider_verified_it() {
+    let env = TestEnv::start().await;
+    let filed_as = |knobs: &'static str| {
+        let env = &env;
+        async move {
+            let token = env.token_with(&format!("persona=erin&{knobs}")).await;
+            let body = crate::common::request_body(
+                "prod",
+                &deployment(&format!("named-{}", knobs.len()), HOTFIX_IMAGE),
+                "INC-1",
+                30,
+            );
+            let (status, answer) = env
+                .call(Method::POST, Some(&token), "/api/v1/requests", Some(body))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{knobs}: {answer}");
+            answer["requester"].as_str().expect("requester").to_owned()
+        }
+    };
+    assert_eq!(
+        filed_as("username=&email=ceo@example.com&email_verified=false").await,
+        "erin",
+        "an unverified email falls back to the subject"
+    );
+    assert_eq!(
+        filed_as("username=&email=erin@example.com&email_verified=true").await,
+        "erin@example.com"
+    );
+    assert_eq!(
+        filed_as("username=erin.o&email=erin@example.com&email_verified=true").await,
+        "erin.o",
+        "preferred_username comes first"
+    );
+}
