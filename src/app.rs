@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
 
-use crate::auth::Verifier;
 use crate::auth::login::Login;
+use crate::auth::{Admission, Verifier};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::lifecycle::{self, Lifecycle};
@@ -64,7 +64,11 @@ impl Broker {
             &config.oidc.client_id,
             &config.oidc.groups_claim,
             clock.clone(),
-        )?;
+        )?
+        .admitting(Admission {
+            allowed_domains: config.oidc.allowed_domains.clone(),
+            required_groups: config.oidc.required_groups.clone(),
+        });
         let (work, queue) = lifecycle::queue();
         let lifecycle = Lifecycle::with_limits(
             store.clone(),

@@ -77,6 +77,13 @@ pub struct OidcConfig {
     pub client_secret_env: Option<String>,
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Only people of these domains may sign in: the `hd` claim, or the domain of an email
+    /// the provider verified. Empty: any.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Only members of one of these groups may sign in. Empty: anyone the issuer knows.
+    #[serde(default)]
+    pub required_groups: Vec<String>,
     /// Secret loaded at start-up from `client_secret_env`; never read from the file.
     #[serde(skip)]
     pub client_secret: Option<String>,
@@ -93,6 +100,8 @@ impl std::fmt::Debug for OidcConfig {
             .field("client_id", &self.client_id)
             .field("client_secret_env", &self.client_secret_env)
             .field("groups_claim", &self.groups_claim)
+            .field("allowed_domains", &self.allowed_domains)
+            .field("required_groups", &self.required_groups)
             .field(
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "[redacted]"),

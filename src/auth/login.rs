@@ -61,6 +61,9 @@ pub enum LoginError {
     Exchange(String),
     #[error("the identity provider's answer did not check out: {0}")]
     Token(String),
+    /// A valid sign-in of someone this broker does not let in.
+    #[error("{0}")]
+    NotAdmitted(String),
 }
 
 pub struct Login {
@@ -136,6 +139,7 @@ impl Login {
             .map_err(|e| match e {
                 AuthError::Invalid(why) => LoginError::Token(why),
                 AuthError::ProviderUnavailable(why) => LoginError::Provider(why),
+                AuthError::NotAdmitted(why) => LoginError::NotAdmitted(why),
             })
     }
 }

@@ -6,4 +6,4 @@ pub mod login;
 pub mod oidc;
 pub mod session;
 
-pub use oidc::{AuthError, Verifier};
+pub use oidc::{Admission, AuthError, Verifier};

@@ -41,11 +41,23 @@ pub enum AuthError {
     Invalid(String),
     #[error("the identity provider cannot be reached to check the token: {0}")]
     ProviderUnavailable(String),
+    /// A valid token of someone this broker does not let in.
+    #[error("{0}")]
+    NotAdmitted(String),
+}
+
+/// Who may sign in at all (`[oidc] allowed_domains`, `required_groups`); empty lists let in
+/// anyone the issuer vouches for.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    pub allowed_domains: Vec<String>,
+    pub required_groups: Vec<String>,
 }
 
 /// Checks ID tokens. The issuer's metadata and keys are fetched on first use and again when a
 /// token names a key we do not know (key rotation), at most once per `REFRESH_MS`.
 pub struct Verifier {
+    admission: Admission,
     issuer: IssuerUrl,
     client_id: ClientId,
     groups_claim: String,
@@ -81,7 +93,14 @@ impl Verifier {
             clock,
             http: http_client::client(),
             provider: RwLock::new(None),
+            admission: Admission::default(),
         })
+    }
+
+    /// The same verifier, letting in only whom `admission` allows.
+    pub fn admitting(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
     }
 
     pub fn client_id(&self) -> &ClientId {
@@ -156,7 +175,46 @@ impl Verifier {
         }
         .map_err(|e| AuthError::Invalid(e.to_string()))?;
         self.check_more(&claims).map_err(AuthError::Invalid)?;
-        Ok(self.person(&claims))
+        let person = self.person(&claims);
+        self.admit(&claims, &person)
+            .map_err(AuthError::NotAdmitted)?;
+        Ok(person)
+    }
+
+    /// Whether this person may use the broker at all: of an allowed domain (the `hd` claim,
+    /// or a verified email's domain) and in a required group, when those are configured.
+    fn admit(&self, claims: &IdTokenClaims, person: &Person) -> Result<(), String> {
+        let domains = &self.admission.allowed_domains;
+        if !domains.is_empty() {
+            let hosted = claims
+                .additional_claims()
+                .claims
+                .get("hd")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
+            let email_domain = claims
+                .email()
+                .filter(|_| claims.email_verified() == Some(true))
+                .and_then(|e| e.as_str().rsplit_once('@').map(|(_, d)| d.to_owned()));
+            let allowed = |d: &Option<String>| {
+                d.as_deref()
+                    .is_some_and(|d| domains.iter().any(|a| a.eq_ignore_ascii_case(d)))
+            };
+            if !allowed(&hosted) && !allowed(&email_domain) {
+                return Err(format!(
+                    "this broker lets in only people of {}; ask its operators if you need access",
+                    domains.join(", ")
+                ));
+            }
+        }
+        let groups = &self.admission.required_groups;
+        if !groups.is_empty() && !person.in_any(groups) {
+            return Err(format!(
+                "this broker lets in only members of {}; ask its operators if you need access",
+                groups.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// What the signature, issuer, audience and expiry do not cover: the authorized party,

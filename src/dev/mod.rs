@@ -142,6 +142,8 @@ fn dev_config(
             client_id: idp::CLIENT_ID.to_owned(),
             client_secret_env: None,
             groups_claim: "groups".into(),
+            allowed_domains: Vec::new(),
+            required_groups: Vec::new(),
             client_secret: None,
         },
         roles: Roles {

@@ -43,6 +43,7 @@ impl FromRequestParts<AppState> for Caller {
                 Err(AppError::Unauthenticated(format!("invalid token: {why}")))
             }
             Err(e @ AuthError::ProviderUnavailable(_)) => Err(AppError::Unavailable(e.to_string())),
+            Err(AuthError::NotAdmitted(why)) => Err(AppError::Forbidden(why)),
         }
     }
 }

@@ -268,3 +268,72 @@ async fn an_email_is_a_name_only_when_the_provider_verified_it() {
         "preferred_username comes first"
     );
 }
+
+/// The dev broker's configuration served again on its own database, letting in only people of
+/// `example.com` who are in `oncall` or `approvers`; returns its base URL.
+async fn gated(env: &TestEnv) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let mut config = (*env.env.broker.state.config).clone();
+    config.listen = addr;
+    config.database_url = format!(
+        "sqlite://{}?mode=rwc",
+        env.dir.path().join("gated.db").display()
+    );
+    config.oidc.allowed_domains = vec!["example.com".into()];
+    config.oidc.required_groups = vec!["oncall".into(), "approvers".into()];
+    let broker = breakglass_broker::app::Broker::build(config, env.clock.clone())
+        .await
+        .expect("broker builds");
+    let router = broker.router();
+    tokio::spawn(async move { breakglass_broker::app::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn only_people_of_the_allowed_domains_and_groups_are_let_in() {
+    let env = TestEnv::start().await;
+    let base = gated(&env).await;
+    let status_of = |persona: &'static str, knobs: &'static str| {
+        let env = &env;
+        let base = base.clone();
+        async move {
+            let token = env.token_with(&format!("persona={persona}&{knobs}")).await;
+            let response = env
+                .http
+                .get(format!("{base}/api/v1/requests"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("answers");
+            let status = response.status();
+            (status, response.text().await.unwrap_or_default())
+        }
+    };
+    let (status, _) = status_of("erin", "email=erin@example.com&email_verified=true").await;
+    assert_eq!(status, StatusCode::OK, "of the domain and in a group");
+    for (persona, knobs, why) in [
+        (
+            "erin",
+            "email=erin@evil.example&email_verified=true",
+            "example.com",
+        ),
+        (
+            "erin",
+            "email=erin@example.com&email_verified=false",
+            "example.com",
+        ),
+        ("erin", "username=erin", "example.com"),
+        (
+            "mallory",
+            "email=mallory@example.com&email_verified=true",
+            "oncall, approvers",
+        ),
+    ] {
+        let (status, body) = status_of(persona, knobs).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{persona} {knobs}: {body}");
+        assert!(body.contains(why), "{persona} {knobs}: {body}");
+    }
+}
