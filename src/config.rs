@@ -84,9 +84,20 @@ pub struct OidcConfig {
     /// Only members of one of these groups may sign in. Empty: anyone the issuer knows.
     #[serde(default)]
     pub required_groups: Vec<String>,
+    /// How long a browser session lasts, whatever happens in it (at least 5 minutes, at most
+    /// a week); the groups it acts with are those of its sign-in.
+    #[serde(
+        default = "default_session_max_age",
+        deserialize_with = "human_duration"
+    )]
+    pub session_max_age: Duration,
     /// Secret loaded at start-up from `client_secret_env`; never read from the file.
     #[serde(skip)]
     pub client_secret: Option<String>,
+}
+
+fn default_session_max_age() -> Duration {
+    Duration::from_secs(8 * 3600)
 }
 
 fn default_groups_claim() -> String {
@@ -102,6 +113,7 @@ impl std::fmt::Debug for OidcConfig {
             .field("groups_claim", &self.groups_claim)
             .field("allowed_domains", &self.allowed_domains)
             .field("required_groups", &self.required_groups)
+            .field("session_max_age", &self.session_max_age)
             .field(
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "[redacted]"),
@@ -440,6 +452,13 @@ impl Config {
                 "roles.requesters is empty: nobody could file a request; name the groups that may"
                     .to_owned(),
             );
+        }
+        let session = self.oidc.session_max_age;
+        if session < Duration::from_secs(5 * 60) || session > Duration::from_secs(7 * 24 * 3600) {
+            problems.push(format!(
+                "oidc.session_max_age {} must be between 5m and 7d",
+                humantime::format_duration(session)
+            ));
         }
         if url::Url::parse(&self.oidc.issuer).is_err() {
             problems.push(format!("oidc.issuer {:?} is not a URL", self.oidc.issuer));

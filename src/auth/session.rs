@@ -10,8 +10,6 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::digest::sha256_hex;
 
-/// How long a browser session lasts, whatever happens in it.
-pub const SESSION_MS: i64 = 8 * 3600 * 1000;
 /// How long a sign-in may take between leaving for the provider and coming back.
 pub const LOGIN_MS: i64 = 10 * 60 * 1000;
 

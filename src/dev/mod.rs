@@ -144,6 +144,7 @@ fn dev_config(
             groups_claim: "groups".into(),
             allowed_domains: Vec::new(),
             required_groups: Vec::new(),
+            session_max_age: Duration::from_secs(8 * 3600),
             client_secret: None,
         },
         roles: Roles {

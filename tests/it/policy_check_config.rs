@@ -99,6 +99,14 @@ fn check_config_names_every_mistake_in_words_an_operator_can_act_on() {
             vec!["line 1", "unknown field `colour`"],
         ),
         (
+            "a session shorter than five minutes",
+            config_with(&target_with("", "")).replace(
+                "client_id = \"breakglass\"",
+                "client_id = \"breakglass\"\nsession_max_age = \"1m\"",
+            ),
+            vec!["oidc.session_max_age 1m must be between 5m and 7d"],
+        ),
+        (
             "a rate limit of zero",
             format!(
                 "{}\n[limits]\nfilings_per_minute = 0\n",

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{CsrfForm, Nav, PageError, safe_return_path, see_other};
 use crate::auth::session::{
-    LOGIN_MS, SESSION_MS, cookie_name, hash_id, login_cookie_name, random_token, tokens_match,
+    LOGIN_MS, cookie_name, hash_id, login_cookie_name, random_token, tokens_match,
 };
 use crate::store::{LoginAttempt, Session};
 use crate::web::AppState;
@@ -145,7 +145,7 @@ pub async fn callback(
         name: person.name,
         groups: person.groups,
         csrf_token: random_token(),
-        expires_at: now + SESSION_MS,
+        expires_at: now + session_ms(&state),
     };
     state
         .store
@@ -161,9 +161,14 @@ pub async fn callback(
             &state,
             cookie_name(state.secure_cookies),
             id,
-            SESSION_MS,
+            session_ms(&state),
         ));
     Ok((jar, see_other(&attempt.return_to)).into_response())
+}
+
+/// How long a session lasts, from `[oidc] session_max_age`.
+fn session_ms(state: &AppState) -> i64 {
+    i64::try_from(state.config.oidc.session_max_age.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[derive(Deserialize)]

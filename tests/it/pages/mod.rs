@@ -588,3 +588,25 @@ async fn a_flood_of_anonymous_sign_in_starts_leaves_the_database_bounded() {
     let (status, _) = page(&env, &signed_in, "/").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_session_ends_after_session_max_age_and_sends_its_browser_to_sign_in_again() {
+    let env = TestEnv::start().await;
+    let alice = sign_in(&env, "alice").await;
+    assert_eq!(page(&env, &alice, "/").await.0, StatusCode::OK);
+    env.clock
+        .advance(std::time::Duration::from_secs(8 * 3600 - 60));
+    assert_eq!(
+        page(&env, &alice, "/").await.0,
+        StatusCode::OK,
+        "still within 8 h"
+    );
+    env.clock.advance(std::time::Duration::from_secs(120));
+    let ended = alice.get(env.url("/")).send().await.expect("answers");
+    assert_eq!(ended.status(), StatusCode::SEE_OTHER);
+    assert!(
+        location(&ended).starts_with("/login"),
+        "{}",
+        location(&ended)
+    );
+}
