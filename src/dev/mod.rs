@@ -151,33 +151,39 @@ fn dev_config(
             requesters: vec!["oncall".into()],
             auditors: vec!["auditors".into()],
         },
-        targets: vec![TargetConfig {
-            name: TARGET.into(),
-            kind: TargetKind::Kubernetes,
-            credentials: Credentials::Kubeconfig,
-            kubeconfig: Some(kubeconfig.to_owned()),
-            context: None,
-            namespaces: vec!["default".into(), "prod".into()],
-            max_duration: Duration::from_secs(4 * 3600),
-            approval_window: Duration::from_secs(30 * 60),
-            approvals: vec![ApprovalRule {
-                group: "approvers".into(),
-                count: 2,
-            }],
-            images: ImagePolicy {
-                registries: vec!["us-docker.pkg.dev/".into()],
-                require_digest: true,
-            },
-            pods: PodPolicy {
-                allow_automount_token: true,
-                ..PodPolicy::default()
-            },
-            kinds: default_kinds(),
-            ticket_pattern: "^[A-Z][A-Z0-9]*-[0-9]+$".into(),
-            max_objects: 20,
-            max_manifest_bytes: 256 * 1024,
-        }],
+        targets: vec![dev_target(kubeconfig)],
     })
+}
+
+/// The `dev-cluster` target: the policy the demo and the tests run with, reached through the
+/// broker's kubeconfig for the simulated cluster.
+pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
+    TargetConfig {
+        name: TARGET.into(),
+        kind: TargetKind::Kubernetes,
+        credentials: Credentials::Kubeconfig,
+        kubeconfig: Some(kubeconfig.to_owned()),
+        context: None,
+        namespaces: vec!["default".into(), "prod".into()],
+        max_duration: Duration::from_secs(4 * 3600),
+        approval_window: Duration::from_secs(30 * 60),
+        approvals: vec![ApprovalRule {
+            group: "approvers".into(),
+            count: 2,
+        }],
+        images: ImagePolicy {
+            registries: vec!["us-docker.pkg.dev/".into()],
+            require_digest: true,
+        },
+        pods: PodPolicy {
+            allow_automount_token: true,
+            ..PodPolicy::default()
+        },
+        kinds: default_kinds(),
+        ticket_pattern: "^[A-Z][A-Z0-9]*-[0-9]+$".into(),
+        max_objects: 20,
+        max_manifest_bytes: 256 * 1024,
+    }
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
-use crate::flow::deployer;
+use crate::flow::{deploy_as, deployer};
 
 const ATTESTED: &str = "us-docker.pkg.dev/acme/release/api@sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
@@ -60,20 +60,6 @@ async fn expire(env: &TestEnv, id: &str) -> Value {
     ended(env, id, "active").await
 }
 
-/// A foreign write with deploy rights, as `manager`.
-async fn foreign_apply(env: &TestEnv, manager: &str, body: &Value) {
-    let name = body["metadata"]["name"].as_str().expect("name").to_owned();
-    deployer(env)
-        .await
-        .patch(
-            &name,
-            &PatchParams::apply(manager).force(),
-            &Patch::Apply(body),
-        )
-        .await
-        .expect("the foreign write is admitted");
-}
-
 fn manifest(name: &str, image: &str) -> Value {
     serde_saphyr::from_str(&deployment(name, image)).expect("manifest")
 }
@@ -106,7 +92,7 @@ pub(crate) async fn ended(env: &TestEnv, id: &str, from: &str) -> Value {
 async fn a_breakglass_someone_scaled_is_still_ended_and_the_audit_names_who_scaled_it() {
     let env = TestEnv::start().await;
     let id = env.activate("payments-api", 30).await;
-    foreign_apply(&env, "kubectl-scale", &scaled_breakglass("payments-api", 5)).await;
+    deploy_as(&env, "kubectl-scale", &scaled_breakglass("payments-api", 5)).await;
 
     let body = expire(&env, &id).await;
 
@@ -139,9 +125,9 @@ async fn a_breakglass_someone_scaled_is_still_ended_and_the_audit_names_who_scal
 #[tokio::test]
 async fn a_changed_object_gets_its_prior_template_back_and_keeps_the_scale_others_gave_it() {
     let env = TestEnv::start().await;
-    foreign_apply(&env, "ci", &manifest("orders", ATTESTED)).await;
+    deploy_as(&env, "ci", &manifest("orders", ATTESTED)).await;
     let id = env.activate("orders", 30).await;
-    foreign_apply(&env, "hpa", &scaled_breakglass("orders", 5)).await;
+    deploy_as(&env, "hpa", &scaled_breakglass("orders", 5)).await;
 
     let body = expire(&env, &id).await;
 
@@ -234,7 +220,7 @@ async fn an_object_another_team_created_while_the_first_write_was_retried_is_nev
     let mut theirs = manifest("payments", ATTESTED);
     theirs["spec"]["replicas"] = json!(3);
     theirs["metadata"]["labels"]["team"] = json!("payments");
-    foreign_apply(&env, "payments-ci", &theirs).await;
+    deploy_as(&env, "payments-ci", &theirs).await;
     let writes_before = env.env.sim.write_count(&key("payments"));
     env.env.sim.set_failure_mode(None);
 
@@ -385,7 +371,7 @@ async fn a_breakglass_object_someone_deleted_and_made_again_is_an_alarm_not_a_qu
         .expect("deleted");
     let mut again = manifest("web5", HOTFIX_IMAGE);
     again["spec"]["template"]["metadata"]["labels"][BREAKGLASS_LABEL] = json!("true");
-    foreign_apply(&env, "attacker", &again).await;
+    deploy_as(&env, "attacker", &again).await;
 
     let body = expire(&env, &id).await;
 

@@ -19,6 +19,27 @@ pub(crate) async fn deployer(env: &TestEnv) -> Api<DynamicObject> {
     deploy_rights(env, "apps", "v1", "Deployment", "deployments").await
 }
 
+/// Someone with deploy rights writes this Deployment in prod by server-side apply, as
+/// `manager`.
+pub(crate) async fn deploy_as(env: &TestEnv, manager: &str, body: &serde_json::Value) {
+    let name = body["metadata"]["name"].as_str().expect("name").to_owned();
+    deployer(env)
+        .await
+        .patch(
+            &name,
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .expect("the write is admitted");
+}
+
+/// An ordinary deploy, by `ci`, of Deployment `name` running `image` in prod.
+pub(crate) async fn deploy_normally(env: &TestEnv, name: &str, image: &str) {
+    let body = serde_saphyr::from_str(&deployment(name, image)).expect("manifest");
+    deploy_as(env, "ci", &body).await;
+}
+
 /// The broker's own kube client for one resource type in prod.
 pub(crate) async fn deploy_rights(
     env: &TestEnv,
@@ -112,22 +133,11 @@ async fn breakglass_request_is_approved_applied_expired_and_audited() {
     assert_eq!((writes.applied(), writes.deletes), (1, 1));
 
     // The audit lists every step with its actor.
+    let steps = steps(&env, &id).await;
     let (status, events) = env
         .get("dave", &format!("/api/v1/audit?request={id}"))
         .await;
     assert_eq!(status, StatusCode::OK, "{events}");
-    let mut steps: Vec<(String, String)> = events
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap_or_default().to_owned(),
-                e["actor"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    steps.reverse();
     let expected = [
         ("request.created", "alice"),
         ("request.approved", "bob"),
@@ -154,17 +164,7 @@ async fn closing_early_restores_what_ran_before() {
     let env = TestEnv::start().await;
     // Something already runs under that name, admitted normally with an attested image.
     let attested = "us-docker.pkg.dev/acme/release/api@sha256:1111111111111111111111111111111111111111111111111111111111111111";
-    let before: serde_json::Value =
-        serde_saphyr::from_str(&deployment("checkout", attested)).expect("manifest");
-    deployer(&env)
-        .await
-        .patch(
-            "checkout",
-            &PatchParams::apply("ci").force(),
-            &Patch::Apply(&before),
-        )
-        .await
-        .expect("attested image is admitted");
+    deploy_normally(&env, "checkout", attested).await;
 
     let id = env.activate("checkout", 120).await;
     let live = env.env.sim.object(&key("checkout")).expect("exists");

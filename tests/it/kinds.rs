@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use breakglass_broker::dev::sim_cluster::ObjectKey;
-use kube::api::{Patch, PatchParams};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
-use crate::flow::deployer;
 
 /// The label Binary Authorization's breakglass reads, and the broker's own prefix: both are
 /// what admission policies and Cloud Audit Log queries outside the broker rely on, so they
@@ -262,16 +260,7 @@ async fn a_bare_pod_is_applied_stamped_and_undone() {
 async fn a_request_of_several_kinds_is_applied_and_undone_as_one() {
     let env = TestEnv::start().await;
     // One of the objects runs already, admitted normally: the end puts it back.
-    let before: Value = serde_saphyr::from_str(&deployment("shop-web", ATTESTED)).expect("yaml");
-    deployer(&env)
-        .await
-        .patch(
-            "shop-web",
-            &PatchParams::apply("ci").force(),
-            &Patch::Apply(&before),
-        )
-        .await
-        .expect("attested image is admitted");
+    crate::flow::deploy_normally(&env, "shop-web", ATTESTED).await;
     let manifest = [
         deployment("shop-web", HOTFIX_IMAGE),
         statefulset("shop-db"),

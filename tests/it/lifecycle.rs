@@ -9,12 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use breakglass_broker::clock::Clock;
-use breakglass_broker::config::{Credentials, TargetConfig, TargetKind};
-use breakglass_broker::domain::policy::{ImagePolicy, PodPolicy, default_kinds};
+use breakglass_broker::config::{Credentials, TargetConfig};
 use breakglass_broker::domain::stamp::REQUEST_ID;
-use breakglass_broker::domain::{
-    ApprovalRule, AuditAction, BREAKGLASS_LABEL, Person, Roles, State,
-};
+use breakglass_broker::domain::{AuditAction, BREAKGLASS_LABEL, Person, Roles, State};
 use breakglass_broker::lifecycle::{
     self, Decision, Lifecycle, LifecycleError, LifecycleEvent, RequestForm,
 };
@@ -128,32 +125,14 @@ impl Target for Double {
     }
 }
 
+/// The dev target's policy under another name, reached through a test double rather than a
+/// kubeconfig.
 fn target_config(name: &str) -> TargetConfig {
     TargetConfig {
         name: name.into(),
-        kind: TargetKind::Kubernetes,
         credentials: Credentials::InCluster,
         kubeconfig: None,
-        context: None,
-        namespaces: vec!["prod".into()],
-        max_duration: Duration::from_secs(4 * 3600),
-        approval_window: Duration::from_secs(30 * 60),
-        approvals: vec![ApprovalRule {
-            group: "approvers".into(),
-            count: 2,
-        }],
-        images: ImagePolicy {
-            registries: vec!["us-docker.pkg.dev/".into()],
-            require_digest: true,
-        },
-        pods: PodPolicy {
-            allow_automount_token: true,
-            ..PodPolicy::default()
-        },
-        kinds: default_kinds(),
-        ticket_pattern: "^INC-[0-9]+$".into(),
-        max_objects: 20,
-        max_manifest_bytes: 256 * 1024,
+        ..breakglass_broker::dev::dev_target(std::path::Path::new("unused"))
     }
 }
 

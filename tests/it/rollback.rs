@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use breakglass_broker::dev::sim_cluster::{Failure, ObjectKey};
-use kube::api::{Patch, PatchParams};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
-use crate::flow::deployer;
 
 const BREAKGLASS: &str = "image-policy.k8s.io/break-glass";
 
@@ -117,16 +115,7 @@ async fn an_apply_refused_part_way_deletes_what_it_created_and_fails_with_the_re
 async fn an_apply_refused_part_way_puts_back_an_object_it_had_already_changed() {
     let env = TestEnv::start().await;
     // cart-web runs already, admitted normally.
-    let before: Value = serde_saphyr::from_str(&deployment("cart-web", ATTESTED)).expect("yaml");
-    deployer(&env)
-        .await
-        .patch(
-            "cart-web",
-            &PatchParams::apply("ci").force(),
-            &Patch::Apply(&before),
-        )
-        .await
-        .expect("attested image is admitted");
+    crate::flow::deploy_normally(&env, "cart-web", ATTESTED).await;
     let (id, digest) = file_with_one_approval(&env, &two("cart-web", "cart-db")).await;
     env.env.sim.set_failure_mode(Some(Failure {
         status: Some(403),
@@ -240,16 +229,7 @@ async fn an_undo_the_cluster_refuses_needs_attention_with_an_audit_event() {
 #[tokio::test]
 async fn a_restore_the_cluster_refuses_at_close_needs_attention() {
     let env = TestEnv::start().await;
-    let before: Value = serde_saphyr::from_str(&deployment("invoices", ATTESTED)).expect("yaml");
-    deployer(&env)
-        .await
-        .patch(
-            "invoices",
-            &PatchParams::apply("ci").force(),
-            &Patch::Apply(&before),
-        )
-        .await
-        .expect("attested image is admitted");
+    crate::flow::deploy_normally(&env, "invoices", ATTESTED).await;
     let id = env.activate("invoices", 60).await;
     // Putting back what ran before is a replace (PUT); the cluster refuses it.
     env.env.sim.set_failure_mode(Some(Failure {

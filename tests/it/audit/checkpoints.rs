@@ -169,44 +169,6 @@ async fn applied_event(env: &TestEnv, id: &str) -> (i64, String) {
     )
 }
 
-/// Rewrites the chain from `from` on as a careful attacker with database access would:
-/// `from`'s actor changed, every hash after it recomputed, the head record too.
-async fn rewrite_from(store: &Store, from: i64) {
-    let events = store
-        .audit_events(&AuditFilter {
-            after_seq: Some(from - 1),
-            oldest_first: true,
-            limit: 10_000,
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("read");
-    let mut prev: Option<String> = None;
-    for mut event in events {
-        if let Some(prev) = prev {
-            event.prev_hash = prev;
-        }
-        if event.seq == from {
-            event.actor = "mallory".into();
-        }
-        event.hash = event.expected_hash();
-        sqlx::query("UPDATE audit_events SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
-            .bind(&event.actor)
-            .bind(&event.prev_hash)
-            .bind(&event.hash)
-            .bind(event.seq)
-            .execute(store.pool())
-            .await
-            .expect("rewrite");
-        prev = Some(event.hash);
-    }
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(prev.expect("events were rewritten"))
-        .execute(store.pool())
-        .await
-        .expect("head");
-}
-
 fn sqlite_url(env: &TestEnv) -> String {
     format!("sqlite://{}", env.dir.path().join("broker.db").display())
 }
@@ -348,7 +310,7 @@ async fn checkpoints_a_running_broker_logged_catch_a_consistent_rewrite() {
         .map(|e| e["seq"].as_i64().expect("seq"))
         .min()
         .expect("an approval");
-    rewrite_from(store(&env), approval).await;
+    tamper::rewrite_from(store(&env), approval).await;
 
     let alone = tamper::verify(&url, None).await;
     assert_eq!(

@@ -162,13 +162,12 @@ fn checkpoints_file(dir: &TempDir, lines: &str) -> std::path::PathBuf {
 
 /// Rewrites the chain from `from` on as a careful attacker would: `from`'s actor changed,
 /// every hash after it recomputed, the head record too.
-async fn rewrite_from(db: &Db, from: i64) {
-    let events = db
-        .store
+pub(super) async fn rewrite_from(store: &Store, from: i64) {
+    let events = store
         .audit_events(&AuditFilter {
             after_seq: Some(from - 1),
             oldest_first: true,
-            limit: 1000,
+            limit: 10_000,
             ..AuditFilter::default()
         })
         .await
@@ -187,14 +186,14 @@ async fn rewrite_from(db: &Db, from: i64) {
             .bind(&event.prev_hash)
             .bind(&event.hash)
             .bind(event.seq)
-            .execute(db.store.pool())
+            .execute(store.pool())
             .await
             .expect("rewrite");
         prev = Some(event.hash);
     }
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
         .bind(prev.expect("events were rewritten"))
-        .execute(db.store.pool())
+        .execute(store.pool())
         .await
         .expect("head");
 }
@@ -322,7 +321,7 @@ async fn a_consistent_rewrite_passes_alone_but_not_against_the_logged_checkpoint
         log_checkpoint(3, &written[2].hash, "interval");
         log_checkpoint(9, &written[8].hash, "interval");
     });
-    rewrite_from(db, 6).await;
+    rewrite_from(&db.store, 6).await;
 
     let alone = verify(&db.url, None).await;
     assert_eq!(
