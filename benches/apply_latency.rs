@@ -45,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_owned(),
         clock: Clock::system(),
+        decision_max_age: dev::DECISION_MAX_AGE,
     }))?;
     let client_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -264,6 +264,7 @@ impl ChainCheck {
         let fields = Fields {
             at,
             actor: text("actor").unwrap_or_default(),
+            person: text("actor_issuer").zip(text("actor_subject")),
             action: text("action").unwrap_or_default(),
             request_id: text("request_id"),
             ticket: text("ticket"),
@@ -346,6 +347,7 @@ impl Row {
         NewEvent {
             at: self.at,
             actor: &self.actor,
+            person: None,
             action: self.action,
             request_id: Some(&self.request_id),
             ticket: Some(&self.ticket),

@@ -31,6 +31,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "./.breakglass-dev")]
         data_dir: PathBuf,
+        /// How recent a sign-in a decision from the browser needs (at least 1m).
+        #[arg(long, default_value = "15m", value_parser = decision_max_age)]
+        decision_max_age: std::time::Duration,
     },
     /// Run the broker from a configuration file.
     Serve {
@@ -71,9 +74,13 @@ enum Command {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dev { listen, data_dir } => {
+        Command::Dev {
+            listen,
+            data_dir,
+            decision_max_age,
+        } => {
             init_logging(false);
-            run_dev(listen, data_dir).await
+            run_dev(listen, data_dir, decision_max_age).await
         }
         Command::Serve { config } => {
             init_logging(true);
@@ -122,11 +129,25 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn run_dev(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
+/// `--decision-max-age`: a duration of at least a minute, as `[oidc] decision_max_age`.
+fn decision_max_age(text: &str) -> Result<std::time::Duration, String> {
+    let age = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if age < std::time::Duration::from_secs(60) {
+        return Err("must be at least 1m".into());
+    }
+    Ok(age)
+}
+
+async fn run_dev(
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    decision_max_age: std::time::Duration,
+) -> anyhow::Result<()> {
     let env = dev::start(dev::DevOptions {
         listen,
         data_dir,
         clock: Clock::system(),
+        decision_max_age,
     })
     .await?;
     println!("{}", dev::banner(&env));

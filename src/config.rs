@@ -91,6 +91,14 @@ pub struct OidcConfig {
         deserialize_with = "human_duration"
     )]
     pub session_max_age: Duration,
+    /// A decision from the browser (approve, reject, end a breakglass) counts only if the
+    /// person authenticated at the provider within this long (at least a minute); an older
+    /// session signs in again first, with the groups the provider gives now.
+    #[serde(
+        default = "default_decision_max_age",
+        deserialize_with = "human_duration"
+    )]
+    pub decision_max_age: Duration,
     /// Secret loaded at start-up from `client_secret_env`; never read from the file.
     #[serde(skip)]
     pub client_secret: Option<String>,
@@ -98,6 +106,10 @@ pub struct OidcConfig {
 
 fn default_session_max_age() -> Duration {
     Duration::from_secs(8 * 3600)
+}
+
+fn default_decision_max_age() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_groups_claim() -> String {
@@ -114,6 +126,7 @@ impl std::fmt::Debug for OidcConfig {
             .field("allowed_domains", &self.allowed_domains)
             .field("required_groups", &self.required_groups)
             .field("session_max_age", &self.session_max_age)
+            .field("decision_max_age", &self.decision_max_age)
             .field(
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "[redacted]"),
@@ -457,6 +470,14 @@ impl Config {
         if session < Duration::from_secs(5 * 60) || session > Duration::from_secs(7 * 24 * 3600) {
             problems.push(format!(
                 "oidc.session_max_age {} must be between 5m and 7d",
+                humantime::format_duration(session)
+            ));
+        }
+        let decision = self.oidc.decision_max_age;
+        if decision < Duration::from_secs(60) || decision > session {
+            problems.push(format!(
+                "oidc.decision_max_age {} must be at least 1m and at most oidc.session_max_age ({})",
+                humantime::format_duration(decision),
                 humantime::format_duration(session)
             ));
         }

@@ -179,6 +179,8 @@ mod tests {
             seq,
             at: 0,
             actor: "breakglass-broker".into(),
+            actor_issuer: None,
+            actor_subject: None,
             action: AuditAction::Applied.as_str().into(),
             request_id: Some("r1".into()),
             ticket: Some("INC-7".into()),

@@ -17,10 +17,12 @@ use crate::domain::digest::canonical_json;
 use crate::store::AuditEvent;
 
 /// The columns of the CSV export, in order.
-pub const CSV_COLUMNS: [&str; 11] = [
+pub const CSV_COLUMNS: [&str; 13] = [
     "seq",
     "at",
     "actor",
+    "actor_issuer",
+    "actor_subject",
     "action",
     "request_id",
     "ticket",
@@ -102,6 +104,8 @@ impl Encoder {
                     event.seq.to_string(),
                     rfc3339(event.at),
                     event.actor.clone(),
+                    text(&event.actor_issuer),
+                    text(&event.actor_subject),
                     event.action.clone(),
                     text(&event.request_id),
                     text(&event.ticket),
@@ -153,6 +157,8 @@ mod tests {
             seq: 7,
             at: 0,
             actor: actor.into(),
+            actor_issuer: None,
+            actor_subject: None,
             action: crate::domain::AuditAction::Created.as_str().into(),
             request_id: Some("r1".into()),
             ticket: Some("INC-1".into()),

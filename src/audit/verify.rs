@@ -376,6 +376,7 @@ mod tests {
                 let event = NewEvent {
                     at: 1_000 * seq,
                     actor: "alice",
+                    person: None,
                     action: AuditAction::Created,
                     request_id: Some("r"),
                     ticket: Some("INC-1"),
@@ -388,6 +389,8 @@ mod tests {
                     seq,
                     at: event.at,
                     actor: "alice".into(),
+                    actor_issuer: None,
+                    actor_subject: None,
                     action: AuditAction::Created.as_str().into(),
                     request_id: Some("r".into()),
                     ticket: Some("INC-1".into()),

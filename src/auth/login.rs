@@ -52,6 +52,13 @@ pub struct Started {
     pub pkce_verifier: String,
 }
 
+/// Who signed in, and when they last authenticated at the provider if its token says
+/// (`auth_time`, in milliseconds).
+pub struct SignedIn {
+    pub person: Person,
+    pub auth_time: Option<crate::clock::Millis>,
+}
+
 /// Why a sign-in did not complete, worded for the person in front of the browser.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -92,19 +99,28 @@ impl Login {
         .set_redirect_uri(self.redirect_uri.clone()))
     }
 
-    /// A fresh state, nonce and PKCE pair, and the provider URL that carries them.
-    pub async fn start(&self, verifier: &Verifier) -> Result<Started, LoginError> {
+    /// A fresh state, nonce and PKCE pair, and the provider URL that carries them. With
+    /// `max_age`, the provider is asked to authenticate the person again unless they did
+    /// within it.
+    pub async fn start(
+        &self,
+        verifier: &Verifier,
+        max_age: Option<std::time::Duration>,
+    ) -> Result<Started, LoginError> {
         let client = self.client(verifier).await?;
         let (challenge, pkce_verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
+        let mut request = client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 CsrfToken::new_random,
                 Nonce::new_random,
             )
             .add_scope(Scope::new("profile".into()))
-            .set_pkce_challenge(challenge)
-            .url();
+            .set_pkce_challenge(challenge);
+        if let Some(max_age) = max_age {
+            request = request.set_max_age(max_age);
+        }
+        let (url, state, nonce) = request.url();
         Ok(Started {
             url: url.to_string(),
             state: state.secret().clone(),
@@ -120,7 +136,7 @@ impl Login {
         code: &str,
         pkce_verifier: &str,
         nonce: &str,
-    ) -> Result<Person, LoginError> {
+    ) -> Result<SignedIn, LoginError> {
         let client = self.client(verifier).await?;
         let http = verifier.http().clone();
         let tokens = client
@@ -133,14 +149,18 @@ impl Login {
         let id_token = tokens
             .id_token()
             .ok_or_else(|| LoginError::Token("no ID token in the answer".into()))?;
-        verifier
-            .verify_token(id_token, Some(&Nonce::new(nonce.to_owned())))
+        let (person, auth_time) = verifier
+            .verify_sign_in(id_token, Some(&Nonce::new(nonce.to_owned())))
             .await
             .map_err(|e| match e {
                 AuthError::Invalid(why) => LoginError::Token(why),
                 AuthError::ProviderUnavailable(why) => LoginError::Provider(why),
                 AuthError::NotAdmitted(why) => LoginError::NotAdmitted(why),
-            })
+            })?;
+        Ok(SignedIn {
+            person,
+            auth_time: auth_time.map(|t| t.timestamp_millis()),
+        })
     }
 }
 

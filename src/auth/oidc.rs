@@ -163,6 +163,16 @@ impl Verifier {
         token: &IdToken,
         nonce: Option<&Nonce>,
     ) -> Result<Person, AuthError> {
+        Ok(self.verify_sign_in(token, nonce).await?.0)
+    }
+
+    /// [`Verifier::verify_token`], and also when the person last authenticated at the
+    /// provider (the `auth_time` claim), if the token says.
+    pub async fn verify_sign_in(
+        &self,
+        token: &IdToken,
+        nonce: Option<&Nonce>,
+    ) -> Result<(Person, Option<chrono::DateTime<chrono::Utc>>), AuthError> {
         let metadata = self.provider(false).await?;
         let claims = match self.check(token, metadata.jwks().clone(), nonce) {
             Err(ClaimsVerificationError::SignatureVerification(
@@ -178,7 +188,7 @@ impl Verifier {
         let person = self.person(&claims);
         self.admit(&claims, &person)
             .map_err(AuthError::NotAdmitted)?;
-        Ok(person)
+        Ok((person, claims.auth_time()))
     }
 
     /// Whether this person may use the broker at all: of an allowed domain (the `hd` claim,
@@ -296,6 +306,7 @@ impl Verifier {
             _ => Vec::new(),
         };
         Person {
+            issuer: claims.issuer().to_string(),
             subject,
             name,
             groups,

@@ -29,7 +29,12 @@ pub struct DevOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub clock: Clock,
+    /// `[oidc] decision_max_age`: how recent a sign-in browser decisions need.
+    pub decision_max_age: Duration,
 }
+
+/// `[oidc] decision_max_age` unless told otherwise.
+pub const DECISION_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 
 /// A running dev environment; dropping it does not stop the servers (they run on the runtime).
 pub struct DevEnv {
@@ -94,6 +99,7 @@ pub async fn start_with_targets(
     )?;
 
     let mut config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
+    config.oidc.decision_max_age = options.decision_max_age;
     config
         .targets
         .extend(extra_targets.into_iter().map(|target| TargetConfig {
@@ -145,6 +151,7 @@ fn dev_config(
             allowed_domains: Vec::new(),
             required_groups: Vec::new(),
             session_max_age: Duration::from_secs(8 * 3600),
+            decision_max_age: DECISION_MAX_AGE,
             client_secret: None,
         },
         roles: Roles {

@@ -88,6 +88,7 @@ mod tests {
 
     fn person(subject: &str, groups: &[&str]) -> Person {
         Person {
+            issuer: "https://issuer.example".into(),
             subject: subject.into(),
             name: subject.into(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),

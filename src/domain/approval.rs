@@ -82,6 +82,11 @@ pub fn tally(
             &mut visited,
         );
     }
+    let names = super::person::Names::new(
+        eligible
+            .iter()
+            .map(|p| (p.name.as_str(), p.subject.as_str())),
+    );
     let progress: Vec<RuleProgress> = rules
         .iter()
         .enumerate()
@@ -92,7 +97,9 @@ pub fn tally(
                 .iter()
                 .zip(&slot_holder)
                 .filter(|(r, holder)| **r == i && holder.is_some())
-                .filter_map(|(_, holder)| holder.map(|p| eligible[p].name.clone()))
+                .filter_map(|(_, holder)| {
+                    holder.map(|p| names.show(&eligible[p].name, &eligible[p].subject))
+                })
                 .collect(),
         })
         .collect();
@@ -137,6 +144,7 @@ mod tests {
     #[test]
     fn without_any_required_approval_nothing_is_ever_approved() {
         let bob = Person {
+            issuer: "https://issuer.example".into(),
             subject: "bob".into(),
             name: "bob".into(),
             groups: vec!["sre".into()],
@@ -147,6 +155,7 @@ mod tests {
 
     fn person(name: &str, groups: &[&str]) -> Person {
         Person {
+            issuer: "https://issuer.example".into(),
             subject: name.to_owned(),
             name: name.to_owned(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),

@@ -14,6 +14,9 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub struct Fields<'a> {
     pub at: i64,
     pub actor: &'a str,
+    /// Who acted, as (issuer, subject): None for the broker itself and for events written
+    /// before people were recorded so, whose hash covers only the name.
+    pub person: Option<(&'a str, &'a str)>,
     pub action: &'a str,
     pub request_id: Option<&'a str>,
     pub ticket: Option<&'a str>,
@@ -28,7 +31,9 @@ pub fn hash(prev_hash: &str, seq: i64, fields: &Fields<'_>, detail: &Value) -> S
 
 /// SHA-256 over `prev_hash`, a newline, and the canonical JSON (keys sorted, no spaces) of
 /// `{seq, at, actor, action, request_id, ticket, target, namespace, detail}`, `detail` given as
-/// its canonical text.
+/// its canonical text, with `actor_issuer` and `actor_subject` beside `actor` when a person
+/// acted. (Leaving the two keys out rather than writing them as null keeps every event written
+/// before they existed hashing as it did.)
 ///
 /// The canonical form is written straight into one buffer, keys in their sorted order, rather
 /// than built as a `serde_json::Value` and sorted: verification recomputes a million of these,
@@ -52,6 +57,12 @@ pub fn hash_text(prev_hash: &str, seq: i64, fields: &Fields<'_>, detail: &str) -
     text(&mut out, fields.action);
     out.extend_from_slice(b",\"actor\":");
     text(&mut out, fields.actor);
+    if let Some((issuer, subject)) = fields.person {
+        out.extend_from_slice(b",\"actor_issuer\":");
+        text(&mut out, issuer);
+        out.extend_from_slice(b",\"actor_subject\":");
+        text(&mut out, subject);
+    }
     out.extend_from_slice(format!(",\"at\":{},\"detail\":", fields.at).as_bytes());
     out.extend_from_slice(detail.as_bytes());
     out.extend_from_slice(b",\"namespace\":");
@@ -74,6 +85,7 @@ mod tests {
         Fields {
             at: 0,
             actor: "a",
+            person: None,
             action,
             request_id: None,
             ticket: None,
@@ -104,6 +116,10 @@ mod tests {
         let variants = [
             Fields { at: 1, ..base },
             Fields { actor: "b", ..base },
+            Fields {
+                person: Some(("https://issuer", "a")),
+                ..base
+            },
             Fields {
                 action: "y",
                 ..base
@@ -143,7 +159,7 @@ mod tests {
     /// The hash as first defined: the content built as a JSON value and written out by
     /// `canonical_json`. Every chain already written was hashed this way.
     fn reference_hash(prev_hash: &str, fields: &Fields<'_>, detail: &Value, seq: i64) -> String {
-        let content = serde_json::json!({
+        let mut content = serde_json::json!({
             "seq": seq,
             "at": fields.at,
             "actor": fields.actor,
@@ -154,6 +170,10 @@ mod tests {
             "namespace": fields.namespace,
             "detail": detail,
         });
+        if let Some((issuer, subject)) = fields.person {
+            content["actor_issuer"] = issuer.into();
+            content["actor_subject"] = subject.into();
+        }
         sha256_hex(format!("{prev_hash}\n{}", canonical_json(&content)).as_bytes())
     }
 
@@ -177,6 +197,7 @@ mod tests {
                 let fields = Fields {
                     at: if j % 2 == 0 { 1_700_000_000_123 } else { -5 },
                     actor: text,
+                    person: (i % 2 == 1).then_some(("https://issuer.example", *text)),
                     action: texts[(j + 1) % texts.len()],
                     request_id: (i % 2 == 0).then_some(*text),
                     ticket: Some("INC-1"),

@@ -106,6 +106,7 @@ impl Lifecycle {
             }
         }
         let approval = Approval {
+            approver_issuer: caller.issuer.clone(),
             approver_subject: caller.subject.clone(),
             approver_name: caller.name.clone(),
             approver_groups: serde_json::to_string(&caller.groups).map_err(anyhow::Error::from)?,
@@ -115,10 +116,9 @@ impl Lifecycle {
             at: self.clock.now(),
         };
         if !Store::insert_approval(change.tx(), id, &approval).await? {
-            return Err(LifecycleError::Conflict(format!(
-                "{} has already decided on this request; each person counts once",
-                caller.name
-            )));
+            return Err(LifecycleError::Conflict(
+                "you have already decided on this request; each person counts once".into(),
+            ));
         }
         let reference = RequestRef::from(&request);
         let actor = Actor::Person(caller);

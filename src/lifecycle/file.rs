@@ -160,6 +160,7 @@ impl Lifecycle {
             namespace: form.namespace.clone(),
             ticket: form.ticket.clone(),
             justification: form.justification.clone(),
+            requester_issuer: caller.issuer.clone(),
             requester_subject: caller.subject.clone(),
             requester_name: caller.name.clone(),
             manifest: form.manifest.clone(),

@@ -37,7 +37,7 @@ use crate::domain::access::{self, RequestAccess};
 use crate::domain::policy::Finding;
 use crate::domain::stamp::Stamp;
 use crate::domain::{AuditAction, Person, Roles, State};
-use crate::store::{AuditEvent, NewEvent, Request, Store, StoreError, Tx, Visibility};
+use crate::store::{AuditEvent, Named, NewEvent, Request, Store, StoreError, Tx, Visibility};
 use crate::targets::Registry;
 
 /// The broker's own name in the audit history.
@@ -86,6 +86,14 @@ impl Actor<'_> {
         match self {
             Actor::Person(person) => &person.name,
             Actor::Broker => BROKER_ACTOR,
+        }
+    }
+
+    /// Who acted, as (issuer, subject); None for the broker.
+    pub fn person(&self) -> Option<(&str, &str)> {
+        match self {
+            Actor::Person(person) => Some((&person.issuer, &person.subject)),
+            Actor::Broker => None,
         }
     }
 }
@@ -334,6 +342,7 @@ impl Change {
             NewEvent {
                 at: self.clock.now(),
                 actor: actor.name(),
+                person: actor.person(),
                 action,
                 request_id: Some(request.id),
                 ticket: Some(request.ticket),
@@ -364,16 +373,12 @@ impl Change {
 
 /// The broker's stamp for a request: the same on the objects the worker applies and on the
 /// request page that shows them before they are.
-pub fn stamp_of<'a>(
-    request: &'a Request,
-    approvers: &'a [String],
-    expires_at: &'a str,
-) -> Stamp<'a> {
+pub fn stamp_of<'a>(request: &'a Request, named: &'a Named, expires_at: &'a str) -> Stamp<'a> {
     Stamp {
         request_id: &request.id,
         ticket: &request.ticket,
-        requester: &request.requester_name,
-        approvers,
+        requester: &named.requester,
+        approvers: &named.approvers,
         expires_at,
     }
 }

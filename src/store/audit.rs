@@ -18,6 +18,8 @@ use crate::domain::digest::canonical_json;
 pub struct NewEvent<'a> {
     pub at: Millis,
     pub actor: &'a str,
+    /// The person who acted, as (issuer, subject); None when the broker did.
+    pub person: Option<(&'a str, &'a str)>,
     pub action: AuditAction,
     pub request_id: Option<&'a str>,
     pub ticket: Option<&'a str>,
@@ -31,7 +33,13 @@ pub struct AuditEvent {
     pub seq: i64,
     #[serde(serialize_with = "as_rfc3339")]
     pub at: Millis,
+    /// The name the person showed when they acted; only for reading.
     pub actor: String,
+    /// Who acted: the issuer and subject of their sign-in (None when the broker did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_subject: Option<String>,
     pub action: String,
     pub request_id: Option<String>,
     pub ticket: Option<String>,
@@ -55,6 +63,8 @@ impl FromRow<'_, AnyRow> for AuditEvent {
             seq: stored.seq,
             at: stored.at,
             actor: stored.actor,
+            actor_issuer: stored.actor_issuer,
+            actor_subject: stored.actor_subject,
             action: stored.action,
             request_id: stored.request_id,
             ticket: stored.ticket,
@@ -77,6 +87,7 @@ impl AuditEvent {
         Fields {
             at: self.at,
             actor: &self.actor,
+            person: person(&self.actor_issuer, &self.actor_subject),
             action: &self.action,
             request_id: self.request_id.as_deref(),
             ticket: self.ticket.as_deref(),
@@ -91,6 +102,7 @@ impl NewEvent<'_> {
         Fields {
             at: self.at,
             actor: self.actor,
+            person: self.person,
             action: self.action.as_str(),
             request_id: self.request_id,
             ticket: self.ticket,
@@ -110,6 +122,8 @@ pub struct StoredEvent {
     pub seq: i64,
     pub at: Millis,
     pub actor: String,
+    pub actor_issuer: Option<String>,
+    pub actor_subject: Option<String>,
     pub action: String,
     pub request_id: Option<String>,
     pub ticket: Option<String>,
@@ -126,6 +140,8 @@ impl FromRow<'_, AnyRow> for StoredEvent {
             seq: row.try_get("seq")?,
             at: row.try_get("at")?,
             actor: row.try_get("actor")?,
+            actor_issuer: row.try_get("actor_issuer")?,
+            actor_subject: row.try_get("actor_subject")?,
             action: row.try_get("action")?,
             request_id: row.try_get("request_id")?,
             ticket: row.try_get("ticket")?,
@@ -146,6 +162,7 @@ impl StoredEvent {
         let fields = Fields {
             at: self.at,
             actor: &self.actor,
+            person: person(&self.actor_issuer, &self.actor_subject),
             action: &self.action,
             request_id: self.request_id.as_deref(),
             ticket: self.ticket.as_deref(),
@@ -154,6 +171,12 @@ impl StoredEvent {
         };
         chain::hash_text(&self.prev_hash, self.seq, &fields, &self.detail)
     }
+}
+
+/// The person of a stored event: both halves, or none. (One half alone is not something the
+/// broker writes; hashing it as none makes such an edit show as a broken hash.)
+fn person<'a>(issuer: &'a Option<String>, subject: &'a Option<String>) -> Option<(&'a str, &'a str)> {
+    issuer.as_deref().zip(subject.as_deref())
 }
 
 /// The hash of a new event at `seq` with `prev_hash` before it, exactly as the store computes
@@ -207,13 +230,15 @@ impl Store {
         let detail = canonical_json(&event.detail);
         let hash = chain::hash_text(&prev_hash, seq, &event.fields(), &detail);
         sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor, action, request_id, ticket, target, namespace,
-                detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
+                request_id, ticket, target, namespace, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(seq)
         .bind(event.at)
         .bind(event.actor)
+        .bind(event.person.map(|(issuer, _)| issuer))
+        .bind(event.person.map(|(_, subject)| subject))
         .bind(event.action.as_str())
         .bind(event.request_id)
         .bind(event.ticket)
@@ -232,6 +257,8 @@ impl Store {
             seq,
             at: event.at,
             actor: event.actor.to_owned(),
+            actor_issuer: event.person.map(|(issuer, _)| issuer.to_owned()),
+            actor_subject: event.person.map(|(_, subject)| subject.to_owned()),
             action: event.action.as_str().to_owned(),
             request_id: event.request_id.map(str::to_owned),
             ticket: event.ticket.map(str::to_owned),
@@ -249,9 +276,10 @@ impl Store {
     /// million single appends would take far longer than the thing being measured. Returns
     /// the new head.
     pub async fn append_audit_many(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<ChainHead> {
-        /// Rows per statement: 11 parameters each stays far below SQLite's 32,766 and
+        /// Rows per statement: 13 parameters each stays far below SQLite's 32,766 and
         /// PostgreSQL's 65,535 parameters per statement.
         const ROWS: usize = 500;
+        const COLUMNS: usize = 13;
         // An update that changes nothing still takes the head's lock, on both databases, so
         // that appends by others wait for this batch as they wait for a single append.
         let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
@@ -261,17 +289,17 @@ impl Store {
         let mut hash: String = head.try_get("hash")?;
         for chunk in events.chunks(ROWS) {
             let mut sql = String::from(
-                "INSERT INTO audit_events (seq, at, actor, action, request_id, ticket, target,
-                    namespace, detail, prev_hash, hash) VALUES ",
+                "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
+                    request_id, ticket, target, namespace, detail, prev_hash, hash) VALUES ",
             );
             let mut rows = Vec::with_capacity(chunk.len());
             for (i, event) in chunk.iter().enumerate() {
-                let base = i * 11;
+                let base = i * COLUMNS;
                 if i > 0 {
                     sql.push(',');
                 }
                 sql.push('(');
-                for column in 1..=11 {
+                for column in 1..=COLUMNS {
                     if column > 1 {
                         sql.push(',');
                     }
@@ -295,6 +323,8 @@ impl Store {
                     .bind(seq)
                     .bind(event.at)
                     .bind(event.actor)
+                    .bind(event.person.map(|(issuer, _)| issuer))
+                    .bind(event.person.map(|(_, subject)| subject))
                     .bind(event.action.as_str())
                     .bind(event.request_id)
                     .bind(event.ticket)
@@ -328,8 +358,8 @@ impl Store {
     /// The stored events with `after < seq <= through`, in sequence order, as the database
     /// holds them: what verification walks.
     pub fn audit_chain(&self, after: i64, through: i64) -> BoxStream<'_, Result<ChainRow>> {
-        const SQL: &str = "SELECT seq, at, actor, action, request_id, ticket, target, namespace, \
-                           detail, prev_hash, hash FROM audit_events \
+        const SQL: &str = "SELECT seq, at, actor, actor_issuer, actor_subject, action, request_id, \
+                           ticket, target, namespace, detail, prev_hash, hash FROM audit_events \
                            WHERE seq > $1 AND seq <= $2 ORDER BY seq";
         sqlx::query(SQL)
             .bind(after)

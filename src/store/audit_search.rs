@@ -19,6 +19,7 @@ pub struct AuditFilter {
     pub request_id: Option<String>,
     pub ticket: Option<String>,
     pub actor: Option<String>,
+    pub actor_subject: Option<String>,
     pub target: Option<String>,
     pub namespace: Option<String>,
     pub action: Option<String>,
@@ -38,7 +39,8 @@ pub struct AuditFilter {
 }
 
 const EVENT_COLUMNS: &str =
-    "seq, at, actor, action, request_id, ticket, target, namespace, detail, prev_hash, hash";
+    "seq, at, actor, actor_issuer, actor_subject, action, request_id, ticket, target, namespace, \
+     detail, prev_hash, hash";
 
 /// A bound value of a query built at run time.
 enum Arg {
@@ -59,6 +61,7 @@ fn select_events(filter: &AuditFilter, limit: Option<i64>) -> (String, Vec<Arg>)
         ("request_id =", &filter.request_id),
         ("ticket =", &filter.ticket),
         ("actor =", &filter.actor),
+        ("actor_subject =", &filter.actor_subject),
         ("target =", &filter.target),
         ("namespace =", &filter.namespace),
         ("action =", &filter.action),

@@ -9,6 +9,7 @@ use sqlx::{AssertSqlSafe, FromRow, Row};
 use super::{Result, Store, Tx};
 use crate::clock::Millis;
 use crate::domain::manifest::{Object, ObjectRef, Written};
+use crate::domain::person::Names;
 use crate::domain::{Person, State};
 use serde_json::Value;
 
@@ -20,6 +21,7 @@ pub struct Request {
     pub namespace: String,
     pub ticket: String,
     pub justification: String,
+    pub requester_issuer: String,
     pub requester_subject: String,
     pub requester_name: String,
     pub manifest: String,
@@ -50,6 +52,7 @@ impl FromRow<'_, AnyRow> for Request {
             namespace: row.try_get("namespace")?,
             ticket: row.try_get("ticket")?,
             justification: row.try_get("justification")?,
+            requester_issuer: row.try_get("requester_issuer")?,
             requester_subject: row.try_get("requester_subject")?,
             requester_name: row.try_get("requester_name")?,
             manifest: row.try_get("manifest")?,
@@ -105,6 +108,7 @@ pub struct NewRequest {
     pub namespace: String,
     pub ticket: String,
     pub justification: String,
+    pub requester_issuer: String,
     pub requester_subject: String,
     pub requester_name: String,
     pub manifest: String,
@@ -118,6 +122,7 @@ pub struct NewRequest {
 /// A decision on a request: an approval or a rejection.
 #[derive(Clone, Debug, Serialize, FromRow)]
 pub struct Approval {
+    pub approver_issuer: String,
     pub approver_subject: String,
     pub approver_name: String,
     /// The approver's groups when they decided, as a JSON array.
@@ -149,6 +154,7 @@ impl Approval {
     /// The approver as they were when they decided: the groups they decided with count.
     pub fn person(&self) -> Person {
         Person {
+            issuer: self.approver_issuer.clone(),
             subject: self.approver_subject.clone(),
             name: self.approver_name.clone(),
             groups: serde_json::from_str(&self.approver_groups).unwrap_or_default(),
@@ -156,14 +162,30 @@ impl Approval {
     }
 }
 
-/// The names of those who approved, in the order they did: what the broker stamps on the
-/// objects and shows on the request page.
-pub fn approver_names(approvals: &[Approval]) -> Vec<String> {
-    approvals
-        .iter()
-        .filter(|a| a.is_approval())
-        .map(|a| a.approver_name.clone())
-        .collect()
+/// The people of a request as the broker stamps them on the objects and shows them on the
+/// request page: the requester, and those who approved in the order they did, each name told
+/// apart from the others' where two people share one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub requester: String,
+    pub approvers: Vec<String>,
+}
+
+impl Named {
+    pub fn of(request: &Request, approvals: &[Approval]) -> Named {
+        let names = Names::new(
+            std::iter::once((request.requester_name.as_str(), request.requester_subject.as_str()))
+                .chain(approvals.iter().map(|a| (a.approver_name.as_str(), a.approver_subject.as_str()))),
+        );
+        Named {
+            requester: names.show(&request.requester_name, &request.requester_subject),
+            approvers: approvals
+                .iter()
+                .filter(|a| a.is_approval())
+                .map(|a| names.show(&a.approver_name, &a.approver_subject))
+                .collect(),
+        }
+    }
 }
 
 /// One object of an applied request: what stood there before, and the version the broker left.
@@ -202,7 +224,7 @@ pub struct Visibility {
 /// The columns a [`Request`] is read from; a macro so queries stay `&'static str`.
 macro_rules! columns {
     () => {
-        "id, target, namespace, ticket, justification, requester_subject, requester_name, \
+        "id, target, namespace, ticket, justification, requester_issuer, requester_subject, requester_name, \
          manifest, objects, duration_seconds, digest, state, created_at, decide_by, applied_at, \
          expires_at, ended_at, end_requested, last_error, attempts, next_attempt_at, lease_owner, lease_until"
     };
@@ -315,7 +337,8 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     Ok(sqlx::query_as(
-        "SELECT approver_subject, approver_name, approver_groups, decision, digest, comment, at
+        "SELECT approver_issuer, approver_subject, approver_name, approver_groups, decision, digest,
+                comment, at
          FROM approvals WHERE request_id = $1 ORDER BY at, approver_subject",
     )
     .bind(request_id)
@@ -341,15 +364,17 @@ where
 impl Store {
     pub async fn insert_request(tx: &mut Tx, new: &NewRequest) -> Result<()> {
         sqlx::query(
-            "INSERT INTO requests (id, target, namespace, ticket, justification, requester_subject,
-                requester_name, manifest, objects, duration_seconds, digest, state, created_at, decide_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13)",
+            "INSERT INTO requests (id, target, namespace, ticket, justification, requester_issuer,
+                requester_subject, requester_name, manifest, objects, duration_seconds, digest, state,
+                created_at, decide_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14)",
         )
         .bind(&new.id)
         .bind(&new.target)
         .bind(&new.namespace)
         .bind(&new.ticket)
         .bind(&new.justification)
+        .bind(&new.requester_issuer)
         .bind(&new.requester_subject)
         .bind(&new.requester_name)
         .bind(&new.manifest)
@@ -387,12 +412,13 @@ impl Store {
         approval: &Approval,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO approvals (request_id, approver_subject, approver_name, approver_groups,
-                decision, digest, comment, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO approvals (request_id, approver_issuer, approver_subject, approver_name,
+                approver_groups, decision, digest, comment, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (request_id, approver_subject) DO NOTHING",
         )
         .bind(request_id)
+        .bind(&approval.approver_issuer)
         .bind(&approval.approver_subject)
         .bind(&approval.approver_name)
         .bind(&approval.approver_groups)

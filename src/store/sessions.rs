@@ -13,14 +13,20 @@ pub struct LoginAttempt {
     pub pkce_verifier: String,
     pub return_to: String,
     pub created_at: Millis,
+    /// Set when the sign-in must be a fresh authentication at the provider (for a decision):
+    /// the `max_age` sent, which the ID token's `auth_time` must then meet.
+    pub max_age_seconds: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Session {
+    pub issuer: String,
     pub subject: String,
     pub name: String,
     pub groups: Vec<String>,
     pub csrf_token: String,
+    /// When the person last authenticated at the provider, as far as the broker knows.
+    pub signed_in_at: Millis,
     pub expires_at: Millis,
 }
 
@@ -31,14 +37,16 @@ pub const MAX_PENDING_LOGINS: i64 = 2000;
 impl Store {
     pub async fn insert_login_attempt(&self, attempt: &LoginAttempt) -> Result<()> {
         sqlx::query(
-            "INSERT INTO login_attempts (state, nonce, pkce_verifier, return_to, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO login_attempts (state, nonce, pkce_verifier, return_to, created_at,
+                max_age_seconds)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&attempt.state)
         .bind(&attempt.nonce)
         .bind(&attempt.pkce_verifier)
         .bind(&attempt.return_to)
         .bind(attempt.created_at)
+        .bind(attempt.max_age_seconds)
         .execute(self.pool())
         .await?;
         // The table never holds more than the cap, so this look at it stays small.
@@ -68,7 +76,7 @@ impl Store {
     ) -> Result<Option<LoginAttempt>> {
         let row = sqlx::query(
             "DELETE FROM login_attempts WHERE state = $1
-             RETURNING state, nonce, pkce_verifier, return_to, created_at",
+             RETURNING state, nonce, pkce_verifier, return_to, created_at, max_age_seconds",
         )
         .bind(state)
         .fetch_optional(self.pool())
@@ -80,6 +88,7 @@ impl Store {
             pkce_verifier: row.try_get("pkce_verifier")?,
             return_to: row.try_get("return_to")?,
             created_at: row.try_get("created_at")?,
+            max_age_seconds: row.try_get("max_age_seconds")?,
         };
         Ok((attempt.created_at >= not_before).then_some(attempt))
     }
@@ -91,14 +100,17 @@ impl Store {
         now: Millis,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sessions (id_hash, subject, name, groups_json, csrf_token, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO sessions (id_hash, issuer, subject, name, groups_json, csrf_token,
+                signed_in_at, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(id_hash)
+        .bind(&session.issuer)
         .bind(&session.subject)
         .bind(&session.name)
         .bind(serde_json::to_string(&session.groups).unwrap_or_else(|_| "[]".into()))
         .bind(&session.csrf_token)
+        .bind(session.signed_in_at)
         .bind(now)
         .bind(session.expires_at)
         .execute(self.pool())
@@ -108,7 +120,8 @@ impl Store {
 
     pub async fn session(&self, id_hash: &str, now: Millis) -> Result<Option<Session>> {
         let row = sqlx::query(
-            "SELECT subject, name, groups_json, csrf_token, expires_at FROM sessions
+            "SELECT issuer, subject, name, groups_json, csrf_token, signed_in_at, expires_at
+             FROM sessions
              WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash)
@@ -118,10 +131,12 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let groups: String = row.try_get("groups_json")?;
         Ok(Some(Session {
+            issuer: row.try_get("issuer")?,
             subject: row.try_get("subject")?,
             name: row.try_get("name")?,
             groups: serde_json::from_str(&groups).unwrap_or_default(),
             csrf_token: row.try_get("csrf_token")?,
+            signed_in_at: row.try_get("signed_in_at")?,
             expires_at: row.try_get("expires_at")?,
         }))
     }

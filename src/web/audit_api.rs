@@ -46,6 +46,9 @@ pub struct AuditQuery {
     pub ticket: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The person who acted, by subject: a name alone may belong to several people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +99,7 @@ impl AuditQuery {
             request_id: text_param("request", self.request.as_deref())?,
             ticket: text_param("ticket", self.ticket.as_deref())?,
             actor: text_param("actor", self.actor.as_deref())?,
+            actor_subject: text_param("subject", self.subject.as_deref())?,
             target: text_param("target", self.target.as_deref())?,
             namespace: text_param("namespace", self.namespace.as_deref())?,
             action: text_param("action", self.action.as_deref())?,

@@ -19,7 +19,7 @@ use crate::domain::manifest::Object;
 use crate::domain::stamp::{REQUEST_ID, stamped};
 use crate::domain::{AuditAction, State};
 use crate::lifecycle::{Actor, RequestRef, stamp_of};
-use crate::store::{AppliedObject, Request, Store, StoreError, approver_names};
+use crate::store::{AppliedObject, Named, Request, Store, StoreError};
 use crate::targets::{Expect, ObjectRef, Target, TargetError, Written};
 
 /// What step 2 left for step 3.
@@ -174,14 +174,14 @@ impl Worker {
                 }
             }
         }
-        let approvers = approver_names(&self.store.approvals(id).await?);
+        let named = Named::of(&request, &self.store.approvals(id).await?);
         let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Approved).await? else {
             return Ok(());
         };
         Store::set_active(change.tx(), id, self.clock.now(), prepared.expires_at).await?;
         let detail = json!({
             "objects": objects.iter().map(Object::label).collect::<Vec<_>>(),
-            "approvers": approvers,
+            "approvers": named.approvers,
             "expires_at": rfc3339(prepared.expires_at),
             "digest": request.digest,
         });
@@ -289,9 +289,9 @@ impl Worker {
         objects: &[Object],
         expires_at: Millis,
     ) -> Result<Vec<Value>, StoreError> {
-        let approvers = approver_names(&self.store.approvals(&request.id).await?);
+        let named = Named::of(request, &self.store.approvals(&request.id).await?);
         let expires_text = rfc3339(expires_at);
-        let stamp = stamp_of(request, &approvers, &expires_text);
+        let stamp = stamp_of(request, &named, &expires_text);
         Ok(objects.iter().map(|o| stamped(o, &stamp)).collect())
     }
 

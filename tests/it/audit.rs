@@ -461,6 +461,7 @@ async fn the_csv_export_holds_every_event_quoted_and_defused() {
         NewEvent {
             at: env.clock.now(),
             actor: "=HYPERLINK(\"http://evil.example\",\"click\")",
+            person: None,
             action: AuditAction::Approved,
             request_id: None,
             ticket: Some("+INC-1"),

@@ -45,6 +45,7 @@ impl TestEnv {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.path().to_owned(),
             clock: clock.clone(),
+            decision_max_age: dev::DECISION_MAX_AGE,
         })
         .await
         .expect("dev environment starts");

@@ -138,6 +138,7 @@ fn target_config(name: &str) -> TargetConfig {
 
 fn person(subject: &str, groups: &[&str]) -> Person {
     Person {
+        issuer: "https://issuer.example".into(),
         subject: subject.into(),
         name: subject.into(),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),

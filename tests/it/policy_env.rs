@@ -66,6 +66,7 @@ pub async fn start_with_strict_target() -> TestEnv {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.path().to_owned(),
             clock: clock.clone(),
+            decision_max_age: dev::DECISION_MAX_AGE,
         },
         vec![strict_target()],
     )

@@ -142,6 +142,7 @@ on_both_databases!(
 );
 
 const NOW: Millis = 1_700_000_000_000;
+const ISSUER: &str = "https://issuer.example";
 
 fn new_request(ticket: &str, decide_by: Millis) -> NewRequest {
     NewRequest {
@@ -150,6 +151,7 @@ fn new_request(ticket: &str, decide_by: Millis) -> NewRequest {
         namespace: "prod".into(),
         ticket: ticket.into(),
         justification: "payments API is down".into(),
+        requester_issuer: ISSUER.into(),
         requester_subject: "alice".into(),
         requester_name: "alice".into(),
         manifest: "kind: Deployment".into(),
@@ -181,6 +183,7 @@ async fn request_in(store: &Store, state: State, decide_by: Millis) -> String {
 
 fn approval(who: &str) -> Approval {
     Approval {
+        approver_issuer: ISSUER.into(),
         approver_subject: who.into(),
         approver_name: who.into(),
         approver_groups: r#"["approvers"]"#.into(),
@@ -195,6 +198,7 @@ fn event(request_id: &str, action: AuditAction) -> NewEvent<'_> {
     NewEvent {
         at: NOW,
         actor: "bob",
+        person: Some((ISSUER, "bob")),
         action,
         request_id: Some(request_id),
         ticket: Some("INC-1"),

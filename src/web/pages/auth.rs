@@ -29,6 +29,14 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
+#[derive(Deserialize)]
+pub struct StartQuery {
+    next: Option<String>,
+    /// Set when a decision needs a fresh authentication at the provider.
+    #[serde(default)]
+    fresh: Option<String>,
+}
+
 pub async fn signin_page(State(state): State<AppState>, Query(q): Query<NextQuery>) -> SigninPage {
     let next = safe_return_path(q.next.as_deref());
     SigninPage {
@@ -52,11 +60,15 @@ fn cookie(state: &AppState, name: &'static str, value: String, max_age_ms: i64) 
 pub async fn start(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(q): Query<NextQuery>,
+    Query(q): Query<StartQuery>,
 ) -> Result<Response, PageError> {
+    let max_age = q
+        .fresh
+        .is_some()
+        .then_some(state.config.oidc.decision_max_age);
     let started = state
         .login
-        .start(&state.verifier)
+        .start(&state.verifier, max_age)
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
     let now = state.clock.now();
@@ -68,6 +80,7 @@ pub async fn start(
             pkce_verifier: started.pkce_verifier,
             return_to: safe_return_path(q.next.as_deref()),
             created_at: now,
+            max_age_seconds: max_age.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
         })
         .await?;
     // Purging here keeps stale attempts and sessions from piling up without a timer.
@@ -127,7 +140,7 @@ pub async fn callback(
         )
         .into());
     };
-    let person = state
+    let signed_in = state
         .login
         .finish(
             &state.verifier,
@@ -137,14 +150,22 @@ pub async fn callback(
         )
         .await
         .map_err(|e| AppError::Forbidden(format!("sign-in failed: {e}")))?;
-    tracing::info!(user = %person.name, "signed in");
+    let signed_in_at = authenticated_at(signed_in.auth_time, attempt.max_age_seconds, now)?;
+    let person = signed_in.person;
+    tracing::info!(user = %person.name, subject = %person.subject, "signed in");
+    // The session this browser had, if any, ends here: one person, one session at a time.
+    if let Some(old) = jar.get(cookie_name(state.secure_cookies)) {
+        state.store.delete_session(&hash_id(old.value())).await?;
+    }
     // A new session id at every sign-in: nothing from before it can ride along.
     let id = random_token();
     let session = Session {
+        issuer: person.issuer,
         subject: person.subject,
         name: person.name,
         groups: person.groups,
         csrf_token: random_token(),
+        signed_in_at,
         expires_at: now + session_ms(&state),
     };
     state
@@ -165,6 +186,36 @@ pub async fn callback(
         ));
     Ok((jar, see_other(&attempt.return_to)).into_response())
 }
+
+/// When the person authenticated at the provider: its `auth_time` (never later than now), or
+/// this sign-in when it does not say. A sign-in that asked for a fresh authentication
+/// (`max_age`) must get one: an `auth_time` within it, or the sign-in fails rather than loop.
+fn authenticated_at(
+    auth_time: Option<i64>,
+    max_age_seconds: Option<i64>,
+    now: i64,
+) -> Result<i64, AppError> {
+    if let Some(max_age) = max_age_seconds {
+        let allowed = max_age.saturating_mul(1000).saturating_add(CLOCK_SKEW_MS);
+        match auth_time {
+            Some(at) if now - at <= allowed => {}
+            Some(_) => {
+                return Err(AppError::Forbidden(
+                    "the identity provider did not sign you in again (its auth_time is older than asked); your decision was not recorded — go back to the request and try again".into(),
+                ));
+            }
+            None => {
+                return Err(AppError::Forbidden(
+                    "the identity provider did not say when you signed in (no auth_time), so this sign-in cannot stand behind a decision; your decision was not recorded".into(),
+                ));
+            }
+        }
+    }
+    Ok(auth_time.map_or(now, |at| at.min(now)))
+}
+
+/// How far the provider's clock may be from ours.
+const CLOCK_SKEW_MS: i64 = 60_000;
 
 /// How long a session lasts, from `[oidc] session_max_age`.
 fn session_ms(state: &AppState) -> i64 {

@@ -80,6 +80,8 @@ pub struct SignedIn {
     pub person: Person,
     pub csrf: String,
     pub id_hash: String,
+    /// When the person last authenticated at the provider: decisions need it recent.
+    pub signed_in_at: crate::clock::Millis,
 }
 
 impl SignedIn {
@@ -104,12 +106,14 @@ impl FromRequestParts<AppState> for SignedIn {
                 match state.store.session(&id_hash, state.clock.now()).await {
                     Ok(Some(session)) => Some(SignedIn {
                         person: Person {
+                            issuer: session.issuer,
                             subject: session.subject,
                             name: session.name,
                             groups: session.groups,
                         },
                         csrf: session.csrf_token,
                         id_hash,
+                        signed_in_at: session.signed_in_at,
                     }),
                     Ok(None) => None,
                     Err(e) => return Err(PageError(e.into()).into_response()),

@@ -2,19 +2,20 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::view::{self, DiffLine, Line};
-use super::{CsrfForm, Nav, PageError, SignedIn, see_other};
+use super::{CsrfForm, Nav, PageError, SignedIn, see_other, urlencode};
 use crate::domain::access::{awaits_decision_from, may_cancel, may_close, may_decide};
 use crate::domain::approval::describe;
 use crate::domain::policy::images;
 use crate::domain::stamp::stamped;
 use crate::domain::{ApprovalTally, State as RequestState};
 use crate::lifecycle::{Decision, stamp_of};
-use crate::store::{Approval, AuditEvent, AuditFilter, Request, RequestFilter, approver_names};
+use crate::domain::person::Names;
+use crate::store::{Approval, AuditEvent, AuditFilter, Named, Request, RequestFilter};
 use crate::targets::{ObjectRef, TargetError};
 use crate::web::AppState;
 use crate::web::error::AppError;
@@ -188,12 +189,37 @@ pub struct ShowPage {
     can_close: bool,
     viewer_subject: String,
     refresh: bool,
+    /// Who filed it, as named on this page.
+    requester: String,
+    /// A decision sent through sign-in again, to be sent once more: which form, and its comment.
+    resume: Option<Resume>,
+}
+
+/// A decision form as it was before sign-in sent it through the provider again.
+#[derive(Deserialize)]
+pub struct Resume {
+    #[serde(default)]
+    resume: String,
+    #[serde(default)]
+    comment: String,
+}
+
+impl Resume {
+    /// The comment for the form `which` ("decide" or "close"), when it is the one resumed.
+    pub fn comment_for(&self, which: &str) -> &str {
+        let form = match self.resume.as_str() {
+            "approve" | "reject" => "decide",
+            other => other,
+        };
+        if form == which { &self.comment } else { "" }
+    }
 }
 
 pub async fn show(
     State(state): State<AppState>,
     viewer: SignedIn,
     Path(id): Path<String>,
+    Query(resume): Query<Resume>,
 ) -> Result<ShowPage, PageError> {
     let person = &viewer.person;
     let lifecycle = &state.lifecycle;
@@ -224,6 +250,15 @@ pub async fn show(
             ..Default::default()
         })
         .await?;
+    let names = Names::new(
+        std::iter::once((request.requester_name.as_str(), request.requester_subject.as_str()))
+            .chain(
+                approvals
+                    .iter()
+                    .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
+            )
+            .chain(events.iter().map(|e| (e.actor.as_str(), actor_subject(e)))),
+    );
     Ok(ShowPage {
         nav: viewer.nav(&state),
         state_class: view::state_class(request.state),
@@ -239,27 +274,35 @@ pub async fn show(
         decisions: approvals
             .into_iter()
             .map(|a| DecisionView {
-                approver: a.approver_name,
+                approver: names.show(&a.approver_name, &a.approver_subject),
                 decision: a.decision,
                 comment: a.comment,
                 at: view::when(a.at),
             })
             .collect(),
         objects,
-        timeline: events.iter().rev().map(event_view).collect(),
+        timeline: events.iter().rev().map(|e| event_view(e, &names)).collect(),
         can_decide,
         can_cancel,
         can_close,
         viewer_subject: person.subject.clone(),
         refresh: request.state == RequestState::Approved,
+        requester: names.show(&request.requester_name, &request.requester_subject),
+        resume: (!resume.resume.is_empty()).then_some(resume),
         r: request,
     })
 }
 
-fn event_view(e: &AuditEvent) -> EventView {
+/// The subject of who wrote an event; empty for the broker (and for events from before people
+/// were recorded by subject).
+pub fn actor_subject(e: &AuditEvent) -> &str {
+    e.actor_subject.as_deref().unwrap_or_default()
+}
+
+fn event_view(e: &AuditEvent, names: &Names) -> EventView {
     EventView {
         at: view::when(e.at),
-        actor: e.actor.clone(),
+        actor: names.show(&e.actor, actor_subject(e)),
         action: e.action.clone(),
     }
 }
@@ -279,13 +322,13 @@ async fn object_views(
         .get(&request.target)
         .ok()
         .map(|e| e.client.clone());
-    let approvers = approver_names(approvals);
+    let named = Named::of(request, approvals);
     let expires = request
         .expires_at
         .filter(|_| request.applied_at.is_some())
         .map(crate::clock::rfc3339)
         .unwrap_or_else(|| "(set when applied)".into());
-    let stamp = stamp_of(request, &approvers, &expires);
+    let stamp = stamp_of(request, &named, &expires);
     let undecided = matches!(
         request.state,
         RequestState::Pending | RequestState::Approved
@@ -346,11 +389,39 @@ pub struct DecisionForm {
     comment: String,
 }
 
+/// A decision from the browser counts only on a recent sign-in (`[oidc] decision_max_age`).
+/// On an older one this is where the browser goes instead: through sign-in again, asking the
+/// provider to authenticate the person afresh, and back to the request with the form as it
+/// was, to send once more with the groups the provider gives now.
+fn sign_in_again(
+    state: &AppState,
+    f: &CsrfForm<DecisionForm>,
+    id: &str,
+    form: &str,
+) -> Option<Response> {
+    let max_age = i64::try_from(state.config.oidc.decision_max_age.as_millis()).unwrap_or(i64::MAX);
+    if state.clock.now() - f.viewer.signed_in_at <= max_age {
+        return None;
+    }
+    let back = format!(
+        "/requests/{}?resume={form}&comment={}",
+        urlencode(id),
+        urlencode(&f.form.comment)
+    );
+    Some(see_other(&format!(
+        "/auth/login?fresh=1&next={}",
+        urlencode(&back)
+    )))
+}
+
 pub async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
     f: CsrfForm<DecisionForm>,
 ) -> Result<Response, PageError> {
+    if let Some(again) = sign_in_again(&state, &f, &id, "approve") {
+        return Ok(again);
+    }
     state
         .lifecycle
         .decide(
@@ -370,6 +441,9 @@ pub async fn reject(
     Path(id): Path<String>,
     f: CsrfForm<DecisionForm>,
 ) -> Result<Response, PageError> {
+    if let Some(again) = sign_in_again(&state, &f, &id, "reject") {
+        return Ok(again);
+    }
     state
         .lifecycle
         .decide(
@@ -402,6 +476,9 @@ pub async fn close(
     Path(id): Path<String>,
     f: CsrfForm<DecisionForm>,
 ) -> Result<Response, PageError> {
+    if let Some(again) = sign_in_again(&state, &f, &id, "close") {
+        return Ok(again);
+    }
     state
         .lifecycle
         .close(&f.viewer.person, &id, &f.form.comment)

@@ -217,6 +217,7 @@ async fn a_running_broker_logs_a_checkpoint_at_the_thousandth_event() {
         .map(|comment| NewEvent {
             at: env.clock.now(),
             actor: "alice",
+            person: None,
             action: AuditAction::Created,
             request_id: None,
             ticket: Some("INC-1"),

@@ -110,6 +110,7 @@ async fn populate(store: &Store) -> Vec<AuditEvent> {
             NewEvent {
                 at: NOW + i * 1000,
                 actor,
+                person: None,
                 action: AuditAction::Approved,
                 request_id: Some("r-1"),
                 ticket: Some("INC-1"),
@@ -395,6 +396,7 @@ async fn replicas_appending_at_once_never_fork_the_chain(db: &Db) {
                         NewEvent {
                             at: NOW + n,
                             actor: &actor,
+                            person: None,
                             action: AuditAction::Approved,
                             request_id: None,
                             ticket: Some("INC-2"),
