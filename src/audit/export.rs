@@ -200,8 +200,9 @@ mod tests {
         assert_eq!(&row[0], "7");
         assert_eq!(&row[1], "1970-01-01T00:00:00.000Z");
         assert_eq!(&row[2], "'=HYPERLINK(\"http://x\")");
-        assert_eq!(&row[6], "", "no target is an empty cell");
-        assert_eq!(&row[8], r#"{"comment":"a, \"b\"\nc"}"#);
+        assert_eq!(&row[3], "", "no issuer (the broker acted) is an empty cell");
+        assert_eq!(&row[8], "", "no target is an empty cell");
+        assert_eq!(&row[10], r#"{"comment":"a, \"b\"\nc"}"#);
     }
 
     #[test]

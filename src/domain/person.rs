@@ -59,7 +59,11 @@ impl Names {
             None => name.to_owned(),
             Some(&shown) => {
                 let prefix: String = subject.chars().take(shown).collect();
-                let more = if subject.chars().count() > shown { "…" } else { "" };
+                let more = if subject.chars().count() > shown {
+                    "…"
+                } else {
+                    ""
+                };
                 format!("{name} ({prefix}{more})")
             }
         }
@@ -68,10 +72,17 @@ impl Names {
 
 /// The shortest length (at least [`SUBJECT_SHOWN`]) at which these subjects all differ.
 fn distinguishing_length(subjects: &BTreeSet<&str>) -> usize {
-    let longest = subjects.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+    let longest = subjects
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0);
     (SUBJECT_SHOWN..=longest.max(SUBJECT_SHOWN))
         .find(|&n| {
-            let prefixes: BTreeSet<String> = subjects.iter().map(|s| s.chars().take(n).collect()).collect();
+            let prefixes: BTreeSet<String> = subjects
+                .iter()
+                .map(|s| s.chars().take(n).collect())
+                .collect();
             prefixes.len() == subjects.len()
         })
         .unwrap_or(longest)

@@ -78,6 +78,12 @@ impl FromRow<'_, AnyRow> for AuditEvent {
 }
 
 impl AuditEvent {
+    /// The subject of who acted; empty for the broker (and for events from before people were
+    /// recorded by subject).
+    pub fn subject(&self) -> &str {
+        self.actor_subject.as_deref().unwrap_or_default()
+    }
+
     /// The hash an event must carry: over the previous hash and the event's canonical content.
     pub fn expected_hash(&self) -> String {
         chain::hash(&self.prev_hash, self.seq, &self.fields(), &self.detail)
@@ -175,7 +181,10 @@ impl StoredEvent {
 
 /// The person of a stored event: both halves, or none. (One half alone is not something the
 /// broker writes; hashing it as none makes such an edit show as a broken hash.)
-fn person<'a>(issuer: &'a Option<String>, subject: &'a Option<String>) -> Option<(&'a str, &'a str)> {
+fn person<'a>(
+    issuer: &'a Option<String>,
+    subject: &'a Option<String>,
+) -> Option<(&'a str, &'a str)> {
     issuer.as_deref().zip(subject.as_deref())
 }
 

@@ -38,8 +38,7 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-const EVENT_COLUMNS: &str =
-    "seq, at, actor, actor_issuer, actor_subject, action, request_id, ticket, target, namespace, \
+const EVENT_COLUMNS: &str = "seq, at, actor, actor_issuer, actor_subject, action, request_id, ticket, target, namespace, \
      detail, prev_hash, hash";
 
 /// A bound value of a query built at run time.

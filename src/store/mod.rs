@@ -17,7 +17,7 @@ pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
 pub use requests::{
-    AppliedObject, Approval, NewRequest, Request, RequestFilter, Visibility, Named,
+    AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,
 };
 pub use sessions::{LoginAttempt, MAX_PENDING_LOGINS, Session};
 

@@ -174,8 +174,15 @@ pub struct Named {
 impl Named {
     pub fn of(request: &Request, approvals: &[Approval]) -> Named {
         let names = Names::new(
-            std::iter::once((request.requester_name.as_str(), request.requester_subject.as_str()))
-                .chain(approvals.iter().map(|a| (a.approver_name.as_str(), a.approver_subject.as_str()))),
+            std::iter::once((
+                request.requester_name.as_str(),
+                request.requester_subject.as_str(),
+            ))
+            .chain(
+                approvals
+                    .iter()
+                    .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
+            ),
         );
         Named {
             requester: names.show(&request.requester_name, &request.requester_subject),

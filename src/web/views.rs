@@ -17,7 +17,10 @@ pub struct RequestView {
     pub namespace: String,
     pub ticket: String,
     pub justification: String,
+    /// The requester's display name; the person is `requester_issuer` + `requester_subject`.
     pub requester: String,
+    pub requester_issuer: String,
+    pub requester_subject: String,
     pub duration_minutes: i64,
     pub created_at: String,
     pub decide_by: String,
@@ -34,7 +37,10 @@ pub struct RequestView {
 
 #[derive(Serialize)]
 pub struct ApprovalView {
+    /// The approver's display name; the person is `approver_issuer` + `approver_subject`.
     pub approver: String,
+    pub approver_issuer: String,
+    pub approver_subject: String,
     pub decision: String,
     pub comment: String,
     pub digest: String,
@@ -45,6 +51,8 @@ impl From<Approval> for ApprovalView {
     fn from(a: Approval) -> Self {
         ApprovalView {
             approver: a.approver_name,
+            approver_issuer: a.approver_issuer,
+            approver_subject: a.approver_subject,
             decision: a.decision,
             comment: a.comment,
             digest: a.digest,
@@ -65,6 +73,8 @@ impl RequestView {
             ticket: r.ticket,
             justification: r.justification,
             requester: r.requester_name,
+            requester_issuer: r.requester_issuer,
+            requester_subject: r.requester_subject,
             duration_minutes: r.duration_seconds / 60,
             created_at: rfc3339(r.created_at),
             decide_by: rfc3339(r.decide_by),

@@ -499,13 +499,27 @@ async fn the_csv_export_holds_every_event_quoted_and_defused() {
     );
 
     let last = rows.last().expect("the crafted event");
-    assert_eq!(&last[2], "'=HYPERLINK(\"http://evil.example\",\"click\")");
-    assert_eq!(&last[5], "'+INC-1");
-    assert_eq!(&last[6], "'-x");
-    assert_eq!(&last[7], "'@prod");
+    let cell = |name: &str| {
+        let column = CSV_COLUMNS.iter().position(|c| *c == name).expect("a column");
+        last[column].to_owned()
+    };
+    assert_eq!(cell("actor"), "'=HYPERLINK(\"http://evil.example\",\"click\")");
+    assert_eq!(cell("ticket"), "'+INC-1");
+    assert_eq!(cell("target"), "'-x");
+    assert_eq!(cell("namespace"), "'@prod");
     assert_eq!(
-        &last[8], r#"{"comment":"a, \"b\"\nc"}"#,
+        cell("detail"),
+        r#"{"comment":"a, \"b\"\nc"}"#,
         "quoted, read back whole"
+    );
+    let filed = rows
+        .iter()
+        .find(|r| &r[5] == "request.created")
+        .expect("the filing");
+    assert_eq!(
+        (&filed[3], &filed[4]),
+        (env.env.issuer.as_str(), "alice"),
+        "the person who filed, by issuer and subject"
     );
 }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::view;
 use super::{Nav, PageError, SignedIn, urlencode};
+use crate::domain::person::Names;
 use crate::store::AuditFilter;
 use crate::web::AppState;
 use crate::web::audit_api::AuditQuery;
@@ -119,13 +120,14 @@ pub async fn index(
             urlencode(&filters.until)
         )
     });
+    let names = Names::new(events.iter().map(|e| (e.actor.as_str(), e.subject())));
     let events = events
         .into_iter()
         .map(|e| EventRow {
             seq: e.seq,
             at: view::when(e.at),
             detail: summary(&e.detail),
-            actor: e.actor,
+            actor: names.show(&e.actor, e.subject()),
             action: e.action,
             request_id: e.request_id.unwrap_or_default(),
             ticket: e.ticket.unwrap_or_default(),

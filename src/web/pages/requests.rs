@@ -10,11 +10,11 @@ use super::view::{self, DiffLine, Line};
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other, urlencode};
 use crate::domain::access::{awaits_decision_from, may_cancel, may_close, may_decide};
 use crate::domain::approval::describe;
+use crate::domain::person::Names;
 use crate::domain::policy::images;
 use crate::domain::stamp::stamped;
 use crate::domain::{ApprovalTally, State as RequestState};
 use crate::lifecycle::{Decision, stamp_of};
-use crate::domain::person::Names;
 use crate::store::{Approval, AuditEvent, AuditFilter, Named, Request, RequestFilter};
 use crate::targets::{ObjectRef, TargetError};
 use crate::web::AppState;
@@ -36,7 +36,7 @@ pub struct Row {
     pub detail: String,
 }
 
-fn row(request: &Request, now: i64) -> Row {
+fn row(request: &Request, now: i64, names: &Names) -> Row {
     let detail = match (request.state, request.expires_at) {
         (RequestState::Active, Some(at)) => view::time_left(now, at),
         (RequestState::Pending, _) => format!("decide by {}", view::when(request.decide_by)),
@@ -47,7 +47,7 @@ fn row(request: &Request, now: i64) -> Row {
         ticket: request.ticket.clone(),
         target: request.target.clone(),
         namespace: request.namespace.clone(),
-        requester: request.requester_name.clone(),
+        requester: names.show(&request.requester_name, &request.requester_subject),
         state: request.state,
         state_class: view::state_class(request.state),
         detail,
@@ -78,11 +78,7 @@ pub async fn dashboard(
             ..Default::default()
         })
         .await?;
-    let mine = mine
-        .iter()
-        .filter(|r| !r.state.is_final())
-        .map(|r| row(r, now))
-        .collect();
+    let mine: Vec<&Request> = mine.iter().filter(|r| !r.state.is_final()).collect();
     let pending = state
         .store
         .requests(&RequestFilter {
@@ -94,12 +90,11 @@ pub async fn dashboard(
         .await?;
     let decided = state.store.pending_decided_by(&person.subject).await?;
     let lifecycle = &state.lifecycle;
-    let to_decide = pending
+    let to_decide: Vec<&Request> = pending
         .iter()
         .filter(|r| {
             awaits_decision_from(&lifecycle.access(r), person, decided.contains(&r.id), now)
         })
-        .map(|r| row(r, now))
         .collect();
     let active = state
         .store
@@ -110,10 +105,9 @@ pub async fn dashboard(
             ..Default::default()
         })
         .await?;
-    let active = active
+    let active: Vec<&Request> = active
         .iter()
         .filter(|r| lifecycle.may_see(person, r))
-        .map(|r| row(r, now))
         .collect();
     // Breakglasses the broker could not end are an alarm for the target's approvers and for
     // auditors: first on their dashboard.
@@ -125,17 +119,25 @@ pub async fn dashboard(
             limit: 200,
             ..Default::default()
         })
-        .await?
+        .await?;
+    let attention: Vec<&Request> = attention
         .iter()
         .filter(|r| state.config.roles.audits(person) || may_decide(&lifecycle.access(r), person))
-        .map(|r| row(r, now))
         .collect();
+    let lists = [&attention, &mine, &to_decide, &active];
+    let names = Names::new(
+        lists
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|r| (r.requester_name.as_str(), r.requester_subject.as_str())),
+    );
+    let rows = |list: &[&Request]| list.iter().map(|r| row(r, now, &names)).collect();
     Ok(Dashboard {
         nav: viewer.nav(&state),
-        attention,
-        mine,
-        to_decide,
-        active,
+        attention: rows(&attention),
+        mine: rows(&mine),
+        to_decide: rows(&to_decide),
+        active: rows(&active),
     })
 }
 
@@ -251,13 +253,16 @@ pub async fn show(
         })
         .await?;
     let names = Names::new(
-        std::iter::once((request.requester_name.as_str(), request.requester_subject.as_str()))
-            .chain(
-                approvals
-                    .iter()
-                    .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
-            )
-            .chain(events.iter().map(|e| (e.actor.as_str(), actor_subject(e)))),
+        std::iter::once((
+            request.requester_name.as_str(),
+            request.requester_subject.as_str(),
+        ))
+        .chain(
+            approvals
+                .iter()
+                .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
+        )
+        .chain(events.iter().map(|e| (e.actor.as_str(), e.subject()))),
     );
     Ok(ShowPage {
         nav: viewer.nav(&state),
@@ -293,16 +298,10 @@ pub async fn show(
     })
 }
 
-/// The subject of who wrote an event; empty for the broker (and for events from before people
-/// were recorded by subject).
-pub fn actor_subject(e: &AuditEvent) -> &str {
-    e.actor_subject.as_deref().unwrap_or_default()
-}
-
 fn event_view(e: &AuditEvent, names: &Names) -> EventView {
     EventView {
         at: view::when(e.at),
-        actor: names.show(&e.actor, actor_subject(e)),
+        actor: names.show(&e.actor, e.subject()),
         action: e.action.clone(),
     }
 }

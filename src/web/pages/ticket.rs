@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 
 use super::view;
 use super::{Nav, PageError, SignedIn};
+use crate::domain::person::Names;
 use crate::web::AppState;
 use crate::web::error::AppError;
 
@@ -42,6 +43,13 @@ pub async fn show(
         .ticket_history(&viewer.person, &ticket)
         .await
         .map_err(AppError::from)?;
+    let names = Names::new(found.requests.iter().flat_map(|r| {
+        std::iter::once((
+            r.request.requester_name.as_str(),
+            r.request.requester_subject.as_str(),
+        ))
+        .chain(r.events.iter().map(|e| (e.actor.as_str(), e.subject())))
+    }));
     let requests = found
         .requests
         .into_iter()
@@ -52,11 +60,17 @@ pub async fn show(
             id: r.request.id,
             target: r.request.target,
             namespace: r.request.namespace,
-            requester: r.request.requester_name,
+            requester: names.show(&r.request.requester_name, &r.request.requester_subject),
             events: r
                 .events
                 .iter()
-                .map(|e| (view::when(e.at), e.actor.clone(), e.action.clone()))
+                .map(|e| {
+                    (
+                        view::when(e.at),
+                        names.show(&e.actor, e.subject()),
+                        e.action.clone(),
+                    )
+                })
                 .collect(),
         })
         .collect();
