@@ -422,7 +422,7 @@ mod tests {
     fn walk(events: &[StoredEvent], head: &ChainHead, checkpoints: &[Checkpoint]) -> Report {
         let mut walk = ChainWalk::new(None, checkpoints);
         for event in events {
-            if let Err(p) = walk.push(&ChainRow::Event(event.clone())) {
+            if let Err(p) = walk.push(&ChainRow::Event(Box::new(event.clone()))) {
                 return walk.report(head.clone(), Some(p));
             }
         }
@@ -560,7 +560,7 @@ mod tests {
         events[1].actor = "mallory".into();
         rehash_from(&mut events, 1);
         let mut walk = ChainWalk::new(Some(anchor), &[]);
-        let result = walk.push(&ChainRow::Event(events[3].clone()));
+        let result = walk.push(&ChainRow::Event(Box::new(events[3].clone())));
         assert_eq!(result, Err(Problem::Rewritten { seq: 3 }));
     }
 

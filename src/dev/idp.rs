@@ -57,6 +57,9 @@ struct Inner {
     grants: Mutex<HashMap<String, Grant>>,
     /// Set by tests to make the code exchange answer wrongly on purpose.
     misbehaviour: Mutex<Option<Misbehaviour>>,
+    /// Each persona's groups now: they start as in [`PERSONAS`], and tests change them to
+    /// watch the broker follow what the provider says at the next sign-in.
+    groups: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// A way for the code exchange to go wrong, so tests can watch the broker refuse it.
@@ -72,6 +75,8 @@ struct Grant {
     redirect_uri: String,
     code_challenge: String,
     nonce: Option<String>,
+    /// When the persona was chosen: the person's authentication, `auth_time`.
+    chosen_at: chrono::DateTime<chrono::Utc>,
     expires_at: Millis,
 }
 
@@ -94,6 +99,11 @@ pub struct TokenSpec<'a> {
     pub username: Option<&'a str>,
     /// `email` and `email_verified`, if any.
     pub email: Option<(&'a str, bool)>,
+    /// `sub`; the persona's name unless set. Two tokens with one name and two subjects are
+    /// two people who call themselves the same.
+    pub subject: Option<&'a str>,
+    /// An `auth_time` claim: when the person authenticated.
+    pub auth_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl<'a> TokenSpec<'a> {
@@ -110,6 +120,8 @@ impl<'a> TokenSpec<'a> {
             not_before_in: None,
             username: None,
             email: None,
+            subject: None,
+            auth_time: None,
         }
     }
 }
@@ -136,6 +148,15 @@ impl DevIdp {
                 clock,
                 grants: Mutex::new(HashMap::new()),
                 misbehaviour: Mutex::new(None),
+                groups: Mutex::new(
+                    PERSONAS
+                        .iter()
+                        .map(|(name, groups)| {
+                            let groups = groups.iter().map(|g| (*g).to_owned()).collect();
+                            ((*name).to_owned(), groups)
+                        })
+                        .collect(),
+                ),
             }),
         })
     }
@@ -144,11 +165,31 @@ impl DevIdp {
         &self.inner.issuer
     }
 
-    pub fn groups(persona: &str) -> Option<&'static [&'static str]> {
-        PERSONAS
-            .iter()
-            .find(|(name, _)| *name == persona)
-            .map(|(_, groups)| *groups)
+    /// A persona's groups now, or None if there is no such persona.
+    pub fn groups(&self, persona: &str) -> Option<Vec<String>> {
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(persona)
+            .cloned()
+    }
+
+    /// Gives a persona other groups from now on (as when someone is removed from a group at
+    /// the provider); false if there is no such persona.
+    pub fn set_groups(&self, persona: &str, groups: Vec<String>) -> bool {
+        let mut all = self
+            .inner
+            .groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match all.get_mut(persona) {
+            Some(now) => {
+                *now = groups;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Makes every later code exchange misbehave this way (`None`: behave again).
@@ -175,12 +216,13 @@ impl DevIdp {
 
     /// [`DevIdp::token`] with another `iss` claim, signed with this provider's own key.
     pub fn token_from(&self, spec: &TokenSpec<'_>, issuer: &str) -> anyhow::Result<Option<String>> {
-        let Some(groups) = Self::groups(spec.persona) else {
+        let Some(groups) = self.groups(spec.persona) else {
             return Ok(None);
         };
         let now = self.inner.clock.now_utc() + spec.issued_in;
+        let subject = spec.subject.unwrap_or(spec.persona);
         let standard =
-            StandardClaims::<CoreGenderClaim>::new(SubjectIdentifier::new(spec.persona.into()))
+            StandardClaims::<CoreGenderClaim>::new(SubjectIdentifier::new(subject.into()))
                 .set_preferred_username(
                     Some(spec.username.unwrap_or(spec.persona))
                         .filter(|u| !u.is_empty())
@@ -209,6 +251,7 @@ impl DevIdp {
             other,
         )
         .set_nonce(spec.nonce.cloned())
+        .set_auth_time(spec.auth_time)
         .set_authorized_party(spec.azp.map(|a| openidconnect::ClientId::new(a.into())));
         let token = IdToken::new(
             claims,
@@ -227,6 +270,7 @@ impl DevIdp {
             .route("/jwks", get(jwks))
             .route("/token", get(script_token).post(exchange))
             .route("/authorize", get(authorize_page).post(authorize))
+            .route("/personas/{persona}/groups", axum::routing::put(put_groups))
             .with_state(self.clone())
     }
 }
@@ -244,7 +288,7 @@ async fn discovery(State(idp): State<DevIdp>) -> Json<Value> {
         "scopes_supported": ["openid", "profile", "groups"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "preferred_username", "groups"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "groups"],
     }))
 }
 
@@ -272,6 +316,27 @@ struct TokenQuery {
     /// An `email` claim, and whether it is verified.
     email: Option<String>,
     email_verified: Option<bool>,
+    /// `sub` instead of the persona's name.
+    subject: Option<String>,
+}
+
+/// `PUT /dev/idp/personas/NAME/groups` with a JSON array of group names: the persona has
+/// these groups from now on (at its next sign-in or token), as when an administrator changes
+/// them at the provider.
+async fn put_groups(
+    State(idp): State<DevIdp>,
+    axum::extract::Path(persona): axum::extract::Path<String>,
+    Json(groups): Json<Vec<String>>,
+) -> Response {
+    if idp.set_groups(&persona, groups) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no persona {persona:?}") })),
+        )
+            .into_response()
+    }
 }
 
 /// `GET /dev/idp/token?persona=NAME`: a token for scripts and tests, no browser needed.
@@ -294,6 +359,7 @@ async fn script_token(
             .nbf_offset_seconds
             .map(|s| Duration::seconds(s.clamp(-TEN_YEARS, TEN_YEARS))),
         username: q.username.as_deref(),
+        subject: q.subject.as_deref().filter(|s| !s.is_empty()),
         email: q
             .email
             .as_deref()
@@ -427,13 +493,16 @@ async fn authorize_page(
         hidden,
         personas: PERSONAS
             .iter()
-            .map(|(name, groups)| PersonaChoice {
-                name,
-                groups: if groups.is_empty() {
-                    "no groups".into()
-                } else {
-                    groups.join(", ")
-                },
+            .map(|(name, _)| {
+                let groups = idp.groups(name).unwrap_or_default();
+                PersonaChoice {
+                    name,
+                    groups: if groups.is_empty() {
+                        "no groups".into()
+                    } else {
+                        groups.join(", ")
+                    },
+                }
             })
             .collect(),
     }
@@ -445,7 +514,7 @@ async fn authorize(State(idp): State<DevIdp>, Form(params): Form<AuthorizeParams
     if let Err(why) = params.check() {
         return bad_request(why);
     }
-    let Some(persona) = params.persona.filter(|p| DevIdp::groups(p).is_some()) else {
+    let Some(persona) = params.persona.filter(|p| idp.groups(p).is_some()) else {
         return bad_request("choose one of the personas".into());
     };
     let code = random_token();
@@ -455,6 +524,7 @@ async fn authorize(State(idp): State<DevIdp>, Form(params): Form<AuthorizeParams
         redirect_uri: params.redirect_uri.clone(),
         code_challenge: params.code_challenge,
         nonce: params.nonce,
+        chosen_at: idp.inner.clock.now_utc(),
         expires_at: idp.inner.clock.now() + 60_000,
     };
     if let Ok(mut grants) = idp.inner.grants.lock() {
@@ -544,6 +614,7 @@ async fn exchange(State(idp): State<DevIdp>, Form(form): Form<TokenForm>) -> Res
     };
     let spec = TokenSpec {
         nonce: nonce.as_ref(),
+        auth_time: Some(grant.chosen_at),
         ..TokenSpec::new(&grant.persona)
     };
     match idp.token(&spec) {

@@ -201,7 +201,7 @@ pub fn content_hash(prev_hash: &str, event: &NewEvent<'_>, seq: i64) -> String {
 /// a reason to stop reading.
 #[derive(Clone, Debug)]
 pub enum ChainRow {
-    Event(StoredEvent),
+    Event(Box<StoredEvent>),
     Unreadable { seq: Option<i64>, why: String },
 }
 
@@ -377,7 +377,7 @@ impl Store {
             .map(|row| {
                 let row = row?;
                 Ok(match StoredEvent::from_row(&row) {
-                    Ok(event) => ChainRow::Event(event),
+                    Ok(event) => ChainRow::Event(Box::new(event)),
                     Err(e) => ChainRow::Unreadable {
                         seq: row.try_get("seq").ok(),
                         why: e.to_string(),

@@ -500,10 +500,16 @@ async fn the_csv_export_holds_every_event_quoted_and_defused() {
 
     let last = rows.last().expect("the crafted event");
     let cell = |name: &str| {
-        let column = CSV_COLUMNS.iter().position(|c| *c == name).expect("a column");
+        let column = CSV_COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .expect("a column");
         last[column].to_owned()
     };
-    assert_eq!(cell("actor"), "'=HYPERLINK(\"http://evil.example\",\"click\")");
+    assert_eq!(
+        cell("actor"),
+        "'=HYPERLINK(\"http://evil.example\",\"click\")"
+    );
     assert_eq!(cell("ticket"), "'+INC-1");
     assert_eq!(cell("target"), "'-x");
     assert_eq!(cell("namespace"), "'@prod");

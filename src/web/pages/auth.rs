@@ -239,3 +239,41 @@ pub async fn logout(
     );
     Ok((jar, see_other("/login")).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_sign_in_asked_to_be_fresh_needs_an_auth_time_within_max_age() {
+        let minute = 60_000;
+        assert_eq!(
+            authenticated_at(Some(NOW - minute), Some(900), NOW).ok(),
+            Some(NOW - minute)
+        );
+        assert!(
+            authenticated_at(Some(NOW - 20 * minute), Some(900), NOW).is_err(),
+            "an old authentication the provider did not renew"
+        );
+        assert!(
+            authenticated_at(None, Some(900), NOW).is_err(),
+            "no auth_time at all"
+        );
+    }
+
+    #[test]
+    fn an_ordinary_sign_in_dates_from_its_auth_time_never_from_the_future() {
+        let hour = 3_600_000;
+        assert_eq!(
+            authenticated_at(Some(NOW - hour), None, NOW).ok(),
+            Some(NOW - hour)
+        );
+        assert_eq!(
+            authenticated_at(Some(NOW + hour), None, NOW).ok(),
+            Some(NOW)
+        );
+        assert_eq!(authenticated_at(None, None, NOW).ok(), Some(NOW));
+    }
+}
