@@ -45,10 +45,10 @@ export function startBroker(args, ready, env = {}) {
   return result;
 }
 
-export async function startDev() {
+export async function startDev(extraArgs = []) {
   const dir = mkdtempSync(join(tmpdir(), 'bg-browser-'));
   const { child, match } = await startBroker(
-    ['dev', '--listen', '127.0.0.1:0', '--data-dir', dir],
+    ['dev', '--listen', '127.0.0.1:0', '--data-dir', dir, ...extraArgs],
     (out) => out.match(/broker:\s+(http:\/\/127\.0\.0\.1:\d+)/),
   );
   return { child, base: match[1], dir };
@@ -64,6 +64,36 @@ export async function launch() {
 
 export async function shot(page, name) {
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** Files the checkout hotfix as the signed-in `page` (alice) and returns the request's URL. */
+export async function fileHotfix(page, ticket, image, namespace = 'prod') {
+  await page.getByRole('link', { name: 'New breakglass request' }).first().click();
+  await page.getByLabel('Namespace').selectOption(namespace);
+  await page.getByLabel('Manifest (YAML or JSON; one or more objects)').fill(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: checkout
+spec:
+  selector:
+    matchLabels: {app: checkout}
+  template:
+    metadata:
+      labels: {app: checkout}
+    spec:
+      automountServiceAccountToken: false
+      containers:
+      - name: checkout
+        image: ${image}
+`);
+  await page.getByLabel('Ticket').fill(ticket);
+  await page.getByLabel('Duration (minutes)').fill('30');
+  await page.getByLabel(/^Why/).fill('Checkout returns 500s; hotfix image from the release branch.');
+  await page.getByRole('button', { name: 'File request' }).click();
+  await page.waitForURL(/\/requests\/[0-9a-f-]{36}$/, { timeout: 15_000 }).catch(async () => {
+    throw new Error(`filing did not reach the request page: ${await page.locator('main').innerText()}`);
+  });
+  return page.url();
 }
 
 /** Signs a persona in through the dev issuer's persona page, in its own browser context. */

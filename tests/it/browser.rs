@@ -21,6 +21,7 @@ fn browser_tests_pass_in_chromium() {
             "--test",
             "--test-concurrency=1",
             "ui.test.mjs",
+            "fresh.test.mjs",
             "interop.test.mjs",
         ])
         .current_dir(&dir)
@@ -35,7 +36,7 @@ fn browser_tests_pass_in_chromium() {
         "browser tests failed:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("# pass 2") && stdout.contains("# fail 0"),
-        "expected 2 passing browser tests:\n{stdout}"
+        stdout.contains("# pass 4") && stdout.contains("# fail 0"),
+        "expected 4 passing browser tests:\n{stdout}"
     );
 }
