@@ -4,6 +4,7 @@
 pub mod host;
 pub mod idp;
 pub mod sim_cluster;
+pub mod sim_run;
 pub mod standalone;
 
 use std::net::SocketAddr;
@@ -20,10 +21,20 @@ use crate::domain::ApprovalRule;
 use crate::domain::policy::{ImagePolicy, PodPolicy, default_kinds};
 use idp::DevIdp;
 use sim_cluster::{SimCluster, SimClusterConfig};
+use sim_run::{SimRun, SimRunConfig};
 
 /// The images the simulated Binary Authorization treats as attested.
 pub const ATTESTED_PREFIX: &str = "us-docker.pkg.dev/acme/release/";
 pub const TARGET: &str = "dev-cluster";
+/// The Cloud Run target, its simulated project and region, and its one service.
+pub const RUN_TARGET: &str = "dev-run";
+pub const RUN_PROJECT: &str = "dev-project";
+pub const RUN_REGION: &str = "us-central1";
+pub const RUN_SERVICE: &str = "checkout";
+/// The runtime service account `checkout` runs as, the one dev-run allows.
+pub const RUN_SERVICE_ACCOUNT: &str = "checkout@dev-project.iam.gserviceaccount.com";
+/// The attested image `checkout` starts with.
+pub const RUN_RELEASE_IMAGE: &str = "us-docker.pkg.dev/acme/release/checkout@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 pub struct DevOptions {
     pub listen: SocketAddr,
@@ -36,6 +47,9 @@ pub struct DevEnv {
     pub base_url: String,
     pub issuer: String,
     pub cluster_url: String,
+    /// The simulated Cloud Run Admin API's root (paths start with `/v2/`).
+    pub run_url: String,
+    pub run: SimRun,
     /// The read-only kubeconfig for people (anonymous reads).
     pub kubeconfig: PathBuf,
     pub sim: SimCluster,
@@ -85,6 +99,17 @@ pub async fn start_with_targets(
     let cluster_url = format!("http://{}", sim_listener.local_addr()?);
     tokio::spawn(sim.clone().serve(sim_listener));
 
+    let run = SimRun::new(SimRunConfig {
+        project: RUN_PROJECT.into(),
+        region: RUN_REGION.into(),
+        attested_prefixes: vec![ATTESTED_PREFIX.to_owned()],
+        authorize: sim_run::any_bearer(),
+    });
+    run.seed(RUN_SERVICE, RUN_RELEASE_IMAGE, RUN_SERVICE_ACCOUNT);
+    let run_listener = TcpListener::bind((addr.ip(), 0)).await?;
+    let run_url = format!("http://{}", run_listener.local_addr()?);
+    tokio::spawn(run.clone().serve(run_listener));
+
     let kubeconfig = options.data_dir.join("kubeconfig");
     write_file(&kubeconfig, &sim_cluster::kubeconfig(&cluster_url, None))?;
     let broker_kubeconfig = options.data_dir.join("broker-kubeconfig");
@@ -94,16 +119,28 @@ pub async fn start_with_targets(
     )?;
 
     let mut config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
+    config.targets.push(dev_run_target(&run_url)?);
+    let run_api: url::Url = run_url.parse()?;
     config
         .targets
-        .extend(extra_targets.into_iter().map(|target| TargetConfig {
-            credentials: Credentials::Kubeconfig,
-            kubeconfig: Some(broker_kubeconfig.clone()),
-            context: None,
-            ..target
+        .extend(extra_targets.into_iter().map(|target| match target.kind {
+            TargetKind::CloudRun => TargetConfig {
+                run_api: Some(run_api.clone()),
+                ..target
+            },
+            _ => TargetConfig {
+                credentials: Credentials::Kubeconfig,
+                kubeconfig: Some(broker_kubeconfig.clone()),
+                context: None,
+                ..target
+            },
         }));
     let idp = DevIdp::new(&issuer, options.clock.clone())?;
-    let mut broker = Broker::build(config, options.clock).await?;
+    // The simulated Cloud Run accepts any bearer token.
+    let google = std::sync::Arc::new(crate::targets::cloud_run::StaticToken::new(
+        &uuid::Uuid::new_v4().simple().to_string(),
+    )?);
+    let mut broker = Broker::build_with_tokens(config, options.clock, google).await?;
     broker.start_worker();
     let router =
         crate::web::with_security_headers(broker.router().nest_service("/dev/idp", idp.router()))
@@ -117,6 +154,8 @@ pub async fn start_with_targets(
         base_url,
         issuer,
         cluster_url,
+        run_url,
+        run,
         kubeconfig,
         sim,
         idp,
@@ -164,6 +203,11 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         credentials: Credentials::Kubeconfig,
         kubeconfig: Some(kubeconfig.to_owned()),
         context: None,
+        project: None,
+        region: None,
+        services: Vec::new(),
+        service_accounts: Vec::new(),
+        run_api: None,
         namespaces: vec!["default".into(), "prod".into()],
         max_duration: Duration::from_secs(4 * 3600),
         approval_window: Duration::from_secs(30 * 60),
@@ -184,6 +228,25 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         max_objects: 20,
         max_manifest_bytes: 256 * 1024,
     }
+}
+
+/// The `dev-run` target: the simulated Cloud Run's `checkout`, under the same rules as
+/// `dev-cluster` (images from us-docker.pkg.dev/ by digest, 2 approvals from approvers).
+pub fn dev_run_target(run_url: &str) -> anyhow::Result<TargetConfig> {
+    Ok(TargetConfig {
+        name: RUN_TARGET.into(),
+        kind: TargetKind::CloudRun,
+        credentials: Credentials::Google,
+        kubeconfig: None,
+        context: None,
+        project: Some(RUN_PROJECT.into()),
+        region: Some(RUN_REGION.into()),
+        services: vec![RUN_SERVICE.into()],
+        service_accounts: vec![RUN_SERVICE_ACCOUNT.into()],
+        run_api: Some(run_url.parse()?),
+        namespaces: Vec::new(),
+        ..dev_target(Path::new(""))
+    })
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -216,12 +279,15 @@ pub fn banner(env: &DevEnv) -> String {
          broker:            {base}\n\
          OIDC issuer:       {issuer}  (token for scripts: {issuer}/token?persona=alice)\n\
          simulated cluster: {cluster}\n\
+         simulated Cloud Run: {run}\n\
          kubeconfig:        {kubeconfig}\n\n\
          personas:\n{personas}\n\n\
-         target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n",
+         target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n\
+         target {RUN_TARGET}: Cloud Run service {RUN_SERVICE} in {RUN_PROJECT}/{RUN_REGION}; the same rules\n",
         base = env.base_url,
         issuer = env.issuer,
         cluster = env.cluster_url,
+        run = env.run_url,
         kubeconfig = env.kubeconfig.display(),
         personas = personas.join("\n"),
     )

@@ -2,6 +2,7 @@
 //! drive and each kind of target implements, and one [`Registry`] that gives a target's name
 //! its configuration, policy and client.
 
+pub mod cloud_run;
 pub mod kubernetes;
 mod registry;
 
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use crate::domain::manifest::{ObjectRef, Written};
+pub use cloud_run::CloudRunTarget;
 pub use kubernetes::KubernetesTarget;
 pub use registry::{Registry, TargetEntry, UnknownTarget};
 
@@ -46,7 +48,7 @@ impl TargetError {
 
 /// What the lifecycle needs of a target: read what stands, apply the stamped objects, undo
 /// (restore or delete, each only at the version the broker left), and ask whether an object
-/// would be admitted without breakglass. Kubernetes and GKE implement it; Cloud Run will.
+/// would be admitted without breakglass. Kubernetes, GKE and Cloud Run implement it.
 #[async_trait]
 pub trait Target: Send + Sync {
     /// The object as it stands, or None when it does not exist.

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::cloud_run::{self, CloudRunTarget, TokenSource};
 use super::{KubernetesTarget, Target};
-use crate::config::{Credentials, TargetConfig};
+use crate::config::{Credentials, TargetConfig, TargetKind};
 use crate::domain::ApprovalRule;
 use crate::domain::policy::{Policy, quoted};
 
@@ -44,11 +45,38 @@ pub struct Registry {
 impl Registry {
     /// Builds every configured target's policy and connects its client.
     pub async fn connect(targets: &[TargetConfig]) -> anyhow::Result<Registry> {
+        Self::connect_with_tokens(targets, None).await
+    }
+
+    /// `connect`, with this source of Google tokens for `credentials = "google"` targets.
+    pub async fn connect_with_tokens(
+        targets: &[TargetConfig],
+        google: Option<Arc<dyn TokenSource>>,
+    ) -> anyhow::Result<Registry> {
         let mut entries = Vec::with_capacity(targets.len());
         for config in targets {
+            let client: Arc<dyn Target> = if config.kind == TargetKind::CloudRun {
+                let tokens = google.clone().with_context(|| {
+                    format!(
+                        "target {}: Google credentials are not available to this broker",
+                        config.name
+                    )
+                })?;
+                Arc::new(CloudRunTarget::new(
+                    config
+                        .run_api
+                        .as_ref()
+                        .map_or(cloud_run::DEFAULT_API, |u| u.as_str()),
+                    config.project.as_deref().unwrap_or_default(),
+                    config.region.as_deref().unwrap_or_default(),
+                    tokens,
+                ))
+            } else {
+                Arc::new(connect(config).await?)
+            };
             entries.push(TargetEntry {
                 policy: config.policy()?,
-                client: Arc::new(connect(config).await?),
+                client,
                 config: config.clone(),
             });
         }

@@ -7,6 +7,7 @@
 mod admission_policy;
 mod audit;
 mod browser;
+mod cloud_run;
 mod common;
 mod end;
 mod end_props;
