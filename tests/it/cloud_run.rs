@@ -94,6 +94,12 @@ async fn expire(env: &TestEnv, id: &str) -> Value {
 async fn a_cloud_run_breakglass_serves_with_its_justification_and_ends_with_the_prior_template_back()
  {
     let env = TestEnv::start().await;
+    let banner = breakglass_broker::dev::banner(&env.env);
+    assert!(
+        banner.contains(&format!("simulated Cloud Run: {}\n", env.env.run_url)),
+        "{banner}"
+    );
+    assert!(env.env.run_url.starts_with("http://127.0.0.1:"));
     let run = &env.env.run;
     let before = run.service(RUN_SERVICE).expect("checkout exists");
     assert_eq!(image_of(&before), RUN_RELEASE_IMAGE);

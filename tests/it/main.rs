@@ -8,6 +8,7 @@ mod admission_policy;
 mod audit;
 mod browser;
 mod cloud_run;
+mod cloud_run_config;
 mod cloud_run_python;
 mod common;
 mod end;
