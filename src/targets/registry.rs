@@ -56,12 +56,11 @@ impl Registry {
         let mut entries = Vec::with_capacity(targets.len());
         for config in targets {
             let client: Arc<dyn Target> = if config.kind == TargetKind::CloudRun {
-                let tokens = google.clone().with_context(|| {
-                    format!(
-                        "target {}: Google credentials are not available to this broker",
-                        config.name
-                    )
-                })?;
+                // Without a source, every call fails (and is retried) with a clear error
+                // rather than stopping the broker from serving its other targets.
+                let tokens = google
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(cloud_run::NoCredentials));
                 Arc::new(CloudRunTarget::new(
                     config
                         .run_api

@@ -47,6 +47,18 @@ impl TokenSource for StaticToken {
     }
 }
 
+/// No Google credentials: every call is refused before it is sent, with a message that says so.
+pub struct NoCredentials;
+
+#[async_trait]
+impl TokenSource for NoCredentials {
+    async fn bearer(&self) -> Result<HeaderValue, TargetError> {
+        Err(TargetError::Unavailable(
+            "no Google credentials are available to this broker for Cloud Run".into(),
+        ))
+    }
+}
+
 pub struct CloudRunTarget {
     client: Client,
 }
