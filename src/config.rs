@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
+mod gke;
+
 use crate::domain::ApprovalRule;
 use crate::domain::manifest::Limits;
 use crate::domain::manifest::{first_line, is_dns_subdomain};
@@ -151,6 +153,21 @@ pub struct TargetConfig {
     pub kubeconfig: Option<PathBuf>,
     #[serde(default)]
     pub context: Option<String>,
+    /// For `kind = "gke"` with `credentials = "google"`: where the cluster is (see
+    /// [`gke`]): `project`, `location`, `cluster` through the GKE API at `container_api`, or
+    /// `endpoint` and `ca_file` given here.
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub container_api: Option<String>,
     pub namespaces: Vec<String>,
     #[serde(deserialize_with = "human_duration")]
     pub max_duration: Duration,
@@ -370,16 +387,10 @@ impl TargetConfig {
         if self.kind == TargetKind::CloudRun {
             problem("kind \"cloud-run\" is not supported by this version".into());
         }
-        match (self.credentials, &self.kubeconfig) {
-            (Credentials::Kubeconfig, None) => {
-                problem("credentials = \"kubeconfig\" needs kubeconfig = \"path\"".into())
-            }
-            (Credentials::Google, _) => problem(
-                "credentials = \"google\" is not supported by this version; use kubeconfig or in-cluster"
-                    .into(),
-            ),
-            _ => {}
+        if let (Credentials::Kubeconfig, None) = (self.credentials, &self.kubeconfig) {
+            problem("credentials = \"kubeconfig\" needs kubeconfig = \"path\"".into())
         }
+        self.google_problems(&mut problem);
         problems
     }
 

@@ -1,6 +1,8 @@
 //! `dev` mode: the broker, a development OIDC issuer and a simulated cluster in one process,
 //! each reached over loopback HTTP exactly as production reaches the real ones.
 
+pub mod gke_cluster;
+pub mod google;
 pub mod host;
 pub mod idp;
 pub mod sim_cluster;
@@ -39,6 +41,8 @@ pub struct DevEnv {
     /// The read-only kubeconfig for people (anonymous reads).
     pub kubeconfig: PathBuf,
     pub sim: SimCluster,
+    /// The simulated metadata server, GKE API and HTTPS cluster behind `dev-gke`.
+    pub gke: gke_cluster::DevGke,
     pub idp: DevIdp,
     pub broker: Broker,
 }
@@ -64,6 +68,21 @@ pub async fn start_with_targets(
     options: DevOptions,
     extra_targets: Vec<TargetConfig>,
 ) -> anyhow::Result<DevEnv> {
+    start_inner(options, extra_targets, false).await
+}
+
+/// `start` with the simulated metadata server down (503) from the first moment, before the
+/// broker's credentials ask it for a token: how tests show an outage of the broker's Google
+/// identity. `env.gke.metadata.set_down(false)` brings it back.
+pub async fn start_with_metadata_down(options: DevOptions) -> anyhow::Result<DevEnv> {
+    start_inner(options, Vec::new(), true).await
+}
+
+async fn start_inner(
+    options: DevOptions,
+    extra_targets: Vec<TargetConfig>,
+    metadata_down: bool,
+) -> anyhow::Result<DevEnv> {
     check_loopback(&options.listen)?;
     crate::app::install_crypto();
     std::fs::create_dir_all(&options.data_dir)
@@ -85,8 +104,13 @@ pub async fn start_with_targets(
     let cluster_url = format!("http://{}", sim_listener.local_addr()?);
     tokio::spawn(sim.clone().serve(sim_listener));
 
+    let gke = gke_cluster::start(addr.ip()).await?;
+    gke.metadata.set_down(metadata_down);
     let kubeconfig = options.data_dir.join("kubeconfig");
-    write_file(&kubeconfig, &sim_cluster::kubeconfig(&cluster_url, None))?;
+    write_file(
+        &kubeconfig,
+        &gke_cluster::people_kubeconfig(&cluster_url, &gke.cluster_url, &gke.ca_pem),
+    )?;
     let broker_kubeconfig = options.data_dir.join("broker-kubeconfig");
     write_file(
         &broker_kubeconfig,
@@ -102,8 +126,17 @@ pub async fn start_with_targets(
             context: None,
             ..target
         }));
+    config.targets.push(dev_gke_target(&gke.api_url));
     let idp = DevIdp::new(&issuer, options.clock.clone())?;
-    let mut broker = Broker::build(config, options.clock).await?;
+    // The broker's real google-cloud-auth code, pointed at the simulated metadata server
+    // without touching the process environment (GCE_METADATA_HOST, if set, still wins).
+    let google = crate::google::GoogleAuth::metadata_server(&gke.metadata_url)?;
+    config.validate()?;
+    let store = crate::store::Store::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    let targets = crate::targets::Registry::connect_with(&config.targets, Some(google)).await?;
+    let mut broker = Broker::with_targets(config, options.clock, store, targets).await?;
     broker.start_worker();
     let router =
         crate::web::with_security_headers(broker.router().nest_service("/dev/idp", idp.router()))
@@ -119,6 +152,7 @@ pub async fn start_with_targets(
         cluster_url,
         kubeconfig,
         sim,
+        gke,
         idp,
         broker,
     })
@@ -164,6 +198,12 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         credentials: Credentials::Kubeconfig,
         kubeconfig: Some(kubeconfig.to_owned()),
         context: None,
+        project: None,
+        location: None,
+        cluster: None,
+        endpoint: None,
+        ca_file: None,
+        container_api: None,
         namespaces: vec!["default".into(), "prod".into()],
         max_duration: Duration::from_secs(4 * 3600),
         approval_window: Duration::from_secs(30 * 60),
@@ -183,6 +223,22 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         ticket_pattern: "^[A-Z][A-Z0-9]*-[0-9]+$".into(),
         max_objects: 20,
         max_manifest_bytes: 256 * 1024,
+    }
+}
+
+/// The `dev-gke` target: `dev-cluster`'s policy, on the simulated GKE cluster, reached with
+/// the broker's Google identity through the simulated GKE API at `container_api`.
+pub fn dev_gke_target(container_api: &str) -> TargetConfig {
+    TargetConfig {
+        name: gke_cluster::GKE_TARGET.into(),
+        kind: TargetKind::Gke,
+        credentials: Credentials::Google,
+        kubeconfig: None,
+        project: Some(gke_cluster::PROJECT.into()),
+        location: Some(gke_cluster::LOCATION.into()),
+        cluster: Some(gke_cluster::GKE_TARGET.into()),
+        container_api: Some(container_api.to_owned()),
+        ..dev_target(Path::new("unused"))
     }
 }
 
@@ -216,12 +272,20 @@ pub fn banner(env: &DevEnv) -> String {
          broker:            {base}\n\
          OIDC issuer:       {issuer}  (token for scripts: {issuer}/token?persona=alice)\n\
          simulated cluster: {cluster}\n\
+         simulated GKE cluster: {gke_cluster}  (HTTPS, its own CA; kubectl --context dev-gke)\n\
+         simulated GKE API: {gke_api}  (clusters.get; paths start with /v1/)\n\
+         simulated metadata server: {metadata}  (GCE_METADATA_HOST={metadata_host})\n\
          kubeconfig:        {kubeconfig}\n\n\
          personas:\n{personas}\n\n\
-         target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n",
+         target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n\
+         target dev-gke: the same policy, on the simulated GKE cluster, with the broker's Google identity\n",
         base = env.base_url,
         issuer = env.issuer,
         cluster = env.cluster_url,
+        gke_cluster = env.gke.cluster_url,
+        gke_api = env.gke.api_url,
+        metadata = env.gke.metadata_url,
+        metadata_host = env.gke.metadata_url.trim_start_matches("http://"),
         kubeconfig = env.kubeconfig.display(),
         personas = personas.join("\n"),
     )

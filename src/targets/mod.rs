@@ -2,6 +2,7 @@
 //! drive and each kind of target implements, and one [`Registry`] that gives a target's name
 //! its configuration, policy and client.
 
+pub mod gke;
 pub mod kubernetes;
 mod registry;
 
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use crate::domain::manifest::{ObjectRef, Written};
+pub use gke::GkeTarget;
 pub use kubernetes::KubernetesTarget;
 pub use registry::{Registry, TargetEntry, UnknownTarget};
 

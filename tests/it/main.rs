@@ -11,6 +11,7 @@ mod common;
 mod end;
 mod end_props;
 mod flow;
+mod google;
 mod kinds;
 mod lifecycle;
 mod pages;
