@@ -50,21 +50,6 @@ impl Broker {
         Self::with_targets(config, clock, store, targets).await
     }
 
-    /// `build`, with this source of Google tokens (dev mode's simulated Google).
-    pub async fn build_with_tokens(
-        config: Config,
-        clock: Clock,
-        google: std::sync::Arc<dyn crate::targets::cloud_run::TokenSource>,
-    ) -> anyhow::Result<Broker> {
-        install_crypto();
-        config.validate()?;
-        let store = Store::connect(&config.database_url)
-            .await
-            .with_context(|| "opening the database")?;
-        let targets = Registry::connect_with_tokens(&config.targets, Some(google)).await?;
-        Self::with_targets(config, clock, store, targets).await
-    }
-
     /// A broker whose targets are already built: how tests put a double behind the target
     /// interface.
     pub async fn with_targets(

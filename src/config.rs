@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
+mod gke;
+
 use crate::domain::ApprovalRule;
 use crate::domain::manifest::Limits;
 use crate::domain::manifest::{first_line, is_dns_subdomain};
@@ -154,11 +156,24 @@ pub struct TargetConfig {
     pub kubeconfig: Option<PathBuf>,
     #[serde(default)]
     pub context: Option<String>,
-    /// For `kind = "cloud-run"`: the project and region of its services, the services a
-    /// request may change, the runtime service accounts a revision may run as, and the API
-    /// root (Google's unless a simulation's).
+    /// For `kind = "gke"` with `credentials = "google"`: where the cluster is (see
+    /// [`gke`]): `project`, `location`, `cluster` through the GKE API at `container_api`, or
+    /// `endpoint` and `ca_file` given here.
     #[serde(default)]
     pub project: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub container_api: Option<String>,
+    /// For `kind = "cloud-run"` (with `project`): the region of its services, the services a
+    /// request may change, the runtime service accounts a revision may run as, and the API
+    /// root (Google's unless a simulation's).
     #[serde(default)]
     pub region: Option<String>,
     #[serde(default)]
@@ -395,17 +410,14 @@ impl TargetConfig {
                 self.max_manifest_bytes
             ));
         }
-        match (self.credentials, &self.kubeconfig) {
-            _ if self.kind == TargetKind::CloudRun => {}
-            (Credentials::Kubeconfig, None) => {
-                problem("credentials = \"kubeconfig\" needs kubeconfig = \"path\"".into())
-            }
-            (Credentials::Google, _) => problem(
-                "credentials = \"google\" is not supported by this version; use kubeconfig or in-cluster"
-                    .into(),
-            ),
-            _ => {}
+        if let (Credentials::Kubeconfig, None, false) = (
+            self.credentials,
+            &self.kubeconfig,
+            self.kind == TargetKind::CloudRun,
+        ) {
+            problem("credentials = \"kubeconfig\" needs kubeconfig = \"path\"".into())
         }
+        self.google_problems(&mut problem);
         problems
     }
 

@@ -1,6 +1,8 @@
 //! `dev` mode: the broker, a development OIDC issuer and a simulated cluster in one process,
 //! each reached over loopback HTTP exactly as production reaches the real ones.
 
+pub mod gke_cluster;
+pub mod google;
 pub mod host;
 pub mod idp;
 pub mod sim_cluster;
@@ -53,6 +55,8 @@ pub struct DevEnv {
     /// The read-only kubeconfig for people (anonymous reads).
     pub kubeconfig: PathBuf,
     pub sim: SimCluster,
+    /// The simulated metadata server, GKE API and HTTPS cluster behind `dev-gke`.
+    pub gke: gke_cluster::DevGke,
     pub idp: DevIdp,
     pub broker: Broker,
 }
@@ -78,6 +82,21 @@ pub async fn start_with_targets(
     options: DevOptions,
     extra_targets: Vec<TargetConfig>,
 ) -> anyhow::Result<DevEnv> {
+    start_inner(options, extra_targets, false).await
+}
+
+/// `start` with the simulated metadata server down (503) from the first moment, before the
+/// broker's credentials ask it for a token: how tests show an outage of the broker's Google
+/// identity. `env.gke.metadata.set_down(false)` brings it back.
+pub async fn start_with_metadata_down(options: DevOptions) -> anyhow::Result<DevEnv> {
+    start_inner(options, Vec::new(), true).await
+}
+
+async fn start_inner(
+    options: DevOptions,
+    extra_targets: Vec<TargetConfig>,
+    metadata_down: bool,
+) -> anyhow::Result<DevEnv> {
     check_loopback(&options.listen)?;
     crate::app::install_crypto();
     std::fs::create_dir_all(&options.data_dir)
@@ -99,19 +118,28 @@ pub async fn start_with_targets(
     let cluster_url = format!("http://{}", sim_listener.local_addr()?);
     tokio::spawn(sim.clone().serve(sim_listener));
 
+    let gke = gke_cluster::start(addr.ip()).await?;
+    gke.metadata.set_down(metadata_down);
+    // The simulated Cloud Run takes only tokens the simulated metadata server issued.
+    let metadata = gke.metadata.clone();
     let run = SimRun::new(SimRunConfig {
         project: RUN_PROJECT.into(),
         region: RUN_REGION.into(),
         attested_prefixes: vec![ATTESTED_PREFIX.to_owned()],
-        authorize: sim_run::any_bearer(),
+        authorize: std::sync::Arc::new(move |token: &str| {
+            (metadata.check(token) == google::TokenCheck::Valid)
+                .then(|| google::SERVICE_ACCOUNT.to_owned())
+        }),
     });
     run.seed(RUN_SERVICE, RUN_RELEASE_IMAGE, RUN_SERVICE_ACCOUNT);
     let run_listener = TcpListener::bind((addr.ip(), 0)).await?;
     let run_url = format!("http://{}", run_listener.local_addr()?);
     tokio::spawn(run.clone().serve(run_listener));
-
     let kubeconfig = options.data_dir.join("kubeconfig");
-    write_file(&kubeconfig, &sim_cluster::kubeconfig(&cluster_url, None))?;
+    write_file(
+        &kubeconfig,
+        &gke_cluster::people_kubeconfig(&cluster_url, &gke.cluster_url, &gke.ca_pem),
+    )?;
     let broker_kubeconfig = options.data_dir.join("broker-kubeconfig");
     write_file(
         &broker_kubeconfig,
@@ -119,7 +147,6 @@ pub async fn start_with_targets(
     )?;
 
     let mut config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
-    config.targets.push(dev_run_target(&run_url)?);
     let run_api: url::Url = run_url.parse()?;
     config
         .targets
@@ -135,12 +162,18 @@ pub async fn start_with_targets(
                 ..target
             },
         }));
+    config.targets.push(dev_gke_target(&gke.api_url));
+    config.targets.push(dev_run_target(&run_url)?);
     let idp = DevIdp::new(&issuer, options.clock.clone())?;
-    // The simulated Cloud Run accepts any bearer token.
-    let google = std::sync::Arc::new(crate::targets::cloud_run::StaticToken::new(
-        &uuid::Uuid::new_v4().simple().to_string(),
-    )?);
-    let mut broker = Broker::build_with_tokens(config, options.clock, google).await?;
+    // The broker's real google-cloud-auth code, pointed at the simulated metadata server
+    // without touching the process environment (GCE_METADATA_HOST, if set, still wins).
+    let google = crate::google::GoogleAuth::metadata_server(&gke.metadata_url)?;
+    config.validate()?;
+    let store = crate::store::Store::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    let targets = crate::targets::Registry::connect_with(&config.targets, Some(google)).await?;
+    let mut broker = Broker::with_targets(config, options.clock, store, targets).await?;
     broker.start_worker();
     let router =
         crate::web::with_security_headers(broker.router().nest_service("/dev/idp", idp.router()))
@@ -158,6 +191,7 @@ pub async fn start_with_targets(
         run,
         kubeconfig,
         sim,
+        gke,
         idp,
         broker,
     })
@@ -204,6 +238,11 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         kubeconfig: Some(kubeconfig.to_owned()),
         context: None,
         project: None,
+        location: None,
+        cluster: None,
+        endpoint: None,
+        ca_file: None,
+        container_api: None,
         region: None,
         services: Vec::new(),
         service_accounts: Vec::new(),
@@ -227,6 +266,22 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         ticket_pattern: "^[A-Z][A-Z0-9]*-[0-9]+$".into(),
         max_objects: 20,
         max_manifest_bytes: 256 * 1024,
+    }
+}
+
+/// The `dev-gke` target: `dev-cluster`'s policy, on the simulated GKE cluster, reached with
+/// the broker's Google identity through the simulated GKE API at `container_api`.
+pub fn dev_gke_target(container_api: &str) -> TargetConfig {
+    TargetConfig {
+        name: gke_cluster::GKE_TARGET.into(),
+        kind: TargetKind::Gke,
+        credentials: Credentials::Google,
+        kubeconfig: None,
+        project: Some(gke_cluster::PROJECT.into()),
+        location: Some(gke_cluster::LOCATION.into()),
+        cluster: Some(gke_cluster::GKE_TARGET.into()),
+        container_api: Some(container_api.to_owned()),
+        ..dev_target(Path::new("unused"))
     }
 }
 
@@ -279,14 +334,22 @@ pub fn banner(env: &DevEnv) -> String {
          broker:            {base}\n\
          OIDC issuer:       {issuer}  (token for scripts: {issuer}/token?persona=alice)\n\
          simulated cluster: {cluster}\n\
+         simulated GKE cluster: {gke_cluster}  (HTTPS, its own CA; kubectl --context dev-gke)\n\
+         simulated GKE API: {gke_api}  (clusters.get; paths start with /v1/)\n\
+         simulated metadata server: {metadata}  (GCE_METADATA_HOST={metadata_host})\n\
          simulated Cloud Run: {run}\n\
          kubeconfig:        {kubeconfig}\n\n\
          personas:\n{personas}\n\n\
          target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n\
-         target {RUN_TARGET}: Cloud Run service {RUN_SERVICE} in {RUN_PROJECT}/{RUN_REGION}; the same rules\n",
+         target dev-gke: the same policy, on the simulated GKE cluster, with the broker's Google identity\n\
+         target {RUN_TARGET}: Cloud Run service {RUN_SERVICE} in {RUN_PROJECT}/{RUN_REGION}; the same rules, with the broker's Google identity\n",
         base = env.base_url,
         issuer = env.issuer,
         cluster = env.cluster_url,
+        gke_cluster = env.gke.cluster_url,
+        gke_api = env.gke.api_url,
+        metadata = env.gke.metadata_url,
+        metadata_host = env.gke.metadata_url.trim_start_matches("http://"),
         run = env.run_url,
         kubeconfig = env.kubeconfig.display(),
         personas = personas.join("\n"),

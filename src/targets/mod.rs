@@ -3,6 +3,7 @@
 //! its configuration, policy and client.
 
 pub mod cloud_run;
+pub mod gke;
 pub mod kubernetes;
 mod registry;
 
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 pub use crate::domain::manifest::{ObjectRef, Written};
 pub use cloud_run::CloudRunTarget;
+pub use gke::GkeTarget;
 pub use kubernetes::KubernetesTarget;
 pub use registry::{Registry, TargetEntry, UnknownTarget};
 

@@ -85,6 +85,28 @@ fn broker_keys(service: &Value) -> Vec<String> {
     keys
 }
 
+/// An access token from the simulated metadata server: the only kind the simulated Cloud Run
+/// takes.
+pub(crate) async fn metadata_token(env: &TestEnv) -> String {
+    let body: Value = env
+        .http
+        .get(format!(
+            "{}/computeMetadata/v1/instance/service-accounts/default/token",
+            env.env.gke.metadata_url
+        ))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .expect("the metadata server answers")
+        .json()
+        .await
+        .expect("a token");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
 async fn expire(env: &TestEnv, id: &str) -> Value {
     env.clock.advance(Duration::from_secs(31 * 60));
     ended(env, id, "active").await
@@ -139,6 +161,11 @@ async fn a_cloud_run_breakglass_serves_with_its_justification_and_ends_with_the_
     assert_eq!(admissions.len(), 1, "{admissions:?}");
     assert_eq!(admissions[0].revision, revision);
     assert_eq!(admissions[0].images, [HOTFIX_IMAGE]);
+    assert_eq!(
+        admissions[0].by,
+        breakglass_broker::dev::google::SERVICE_ACCOUNT,
+        "written with the broker's Google identity, from the metadata server"
+    );
 
     let ended = expire(&env, &id).await;
     assert_eq!(ended["state"], "expired", "{ended}");
@@ -163,13 +190,14 @@ async fn a_cloud_run_breakglass_serves_with_its_justification_and_ends_with_the_
 async fn without_a_justification_binary_authorization_refuses_the_revision_as_cloud_run_does() {
     let env = TestEnv::start().await;
     let run = &env.env.run;
+    let token = metadata_token(&env).await;
     let response = reqwest::Client::new()
         .patch(format!(
             "{}/v2/{}",
             env.env.run_url,
             run.service_name(RUN_SERVICE)
         ))
-        .bearer_auth("someone")
+        .bearer_auth(&token)
         .json(&json!({ "template": { "containers": [{ "image": HOTFIX_IMAGE }] } }))
         .send()
         .await
@@ -180,7 +208,7 @@ async fn without_a_justification_binary_authorization_refuses_the_revision_as_cl
     let name = operation["name"].as_str().expect("name");
     let done: Value = reqwest::Client::new()
         .post(format!("{}/v2/{name}:wait", env.env.run_url))
-        .bearer_auth("someone")
+        .bearer_auth(&token)
         .json(&json!({}))
         .send()
         .await

@@ -62,6 +62,7 @@ async fn googles_python_client_reads_lists_and_updates_the_simulated_services() 
         .expect("install");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cloud_run_client.py");
     let endpoint = env.env.run_url.clone();
+    let token = crate::cloud_run::metadata_token(&env).await;
     let output = tokio::task::spawn_blocking(move || {
         run(Command::new(python)
             .arg(script)
@@ -72,7 +73,7 @@ async fn googles_python_client_reads_lists_and_updates_the_simulated_services() 
                 RUN_SERVICE,
                 RUN_RELEASE_IMAGE,
             ])
-            .env("SIM_RUN_TOKEN", "a-token"))
+            .env("SIM_RUN_TOKEN", token))
     })
     .await
     .expect("the client runs");

@@ -14,6 +14,7 @@ mod common;
 mod end;
 mod end_props;
 mod flow;
+mod google;
 mod kinds;
 mod lifecycle;
 mod pages;

@@ -21,41 +21,19 @@ use client::Client;
 /// The root of Google's Cloud Run Admin API.
 pub const DEFAULT_API: &str = "https://run.googleapis.com";
 
-/// Where the broker's bearer tokens come from: Google credentials in production, anything
-/// that hands out a token in tests.
+/// Where the Cloud Run client's bearer tokens come from: the broker's Google identity
+/// ([`crate::google::GoogleAuth`]), or anything else that hands out a token.
 #[async_trait]
 pub trait TokenSource: Send + Sync {
     /// An `Authorization` header value, marked sensitive.
     async fn bearer(&self) -> Result<HeaderValue, TargetError>;
 }
 
-/// One fixed token (dev mode's simulation accepts any).
-pub struct StaticToken(HeaderValue);
-
-impl StaticToken {
-    pub fn new(token: &str) -> anyhow::Result<StaticToken> {
-        let mut value = HeaderValue::try_from(format!("Bearer {token}"))?;
-        value.set_sensitive(true);
-        Ok(StaticToken(value))
-    }
-}
-
+/// The broker's own Google identity, in production and against the simulated metadata server.
 #[async_trait]
-impl TokenSource for StaticToken {
+impl TokenSource for crate::google::GoogleAuth {
     async fn bearer(&self) -> Result<HeaderValue, TargetError> {
-        Ok(self.0.clone())
-    }
-}
-
-/// No Google credentials: every call is refused before it is sent, with a message that says so.
-pub struct NoCredentials;
-
-#[async_trait]
-impl TokenSource for NoCredentials {
-    async fn bearer(&self) -> Result<HeaderValue, TargetError> {
-        Err(TargetError::Unavailable(
-            "no Google credentials are available to this broker for Cloud Run".into(),
-        ))
+        crate::google::GoogleAuth::bearer(self).await
     }
 }
 
