@@ -1,6 +1,9 @@
 //! The configuration file: targets, policy and identity. Secrets come from the environment or
 //! files named here, never from the file itself.
 
+/// What `check-config` asks of a Cloud Run target.
+mod cloud_run;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,11 +12,13 @@ use anyhow::{Context, bail};
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
+mod gke;
+
 use crate::domain::ApprovalRule;
 use crate::domain::manifest::Limits;
 use crate::domain::manifest::{first_line, is_dns_subdomain};
 use crate::domain::policy::{
-    AllowedKind, ImagePolicy, KNOWN_KINDS, PodPolicy, Policy, default_kinds,
+    AllowedKind, CloudRunPolicy, ImagePolicy, KNOWN_KINDS, PodPolicy, Policy, default_kinds,
 };
 
 #[derive(Clone, Debug, Deserialize)]
@@ -164,6 +169,34 @@ pub struct TargetConfig {
     pub kubeconfig: Option<PathBuf>,
     #[serde(default)]
     pub context: Option<String>,
+    /// For `kind = "gke"` with `credentials = "google"`: where the cluster is (see
+    /// [`gke`]): `project`, `location`, `cluster` through the GKE API at `container_api`, or
+    /// `endpoint` and `ca_file` given here.
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub container_api: Option<String>,
+    /// For `kind = "cloud-run"` (with `project`): the region of its services, the services a
+    /// request may change, the runtime service accounts a revision may run as, and the API
+    /// root (Google's unless a simulation's).
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub service_accounts: Vec<String>,
+    #[serde(default)]
+    pub run_api: Option<url::Url>,
+    /// Empty (and omitted) for Cloud Run, whose services have no namespace.
+    #[serde(default)]
     pub namespaces: Vec<String>,
     #[serde(deserialize_with = "human_duration")]
     pub max_duration: Duration,
@@ -224,6 +257,10 @@ impl TargetConfig {
             kinds: self.kinds.clone(),
             images: self.images.clone(),
             pods: self.pods.clone(),
+            cloud_run: (self.kind == TargetKind::CloudRun).then(|| CloudRunPolicy {
+                services: self.services.clone(),
+                service_accounts: self.service_accounts.clone(),
+            }),
             max_duration: self.max_duration,
             ticket_pattern: self.ticket_regex()?,
             ticket_pattern_source: self.ticket_pattern.clone(),
@@ -258,16 +295,20 @@ impl TargetConfig {
                 self.name
             ));
         }
-        if self.namespaces.is_empty() {
-            problem("namespaces is empty: name the namespaces breakglass may deploy to".into());
-        }
-        for (i, namespace) in self.namespaces.iter().enumerate() {
-            if !is_dns_label(namespace) {
-                problem(format!(
-                    "namespaces: {namespace:?} is not a valid namespace name"
-                ));
-            } else if self.namespaces[..i].contains(namespace) {
-                problem(format!("namespaces: {namespace:?} is listed twice"));
+        if self.kind == TargetKind::CloudRun {
+            cloud_run::problems(self, &mut problem);
+        } else {
+            if self.namespaces.is_empty() {
+                problem("namespaces is empty: name the namespaces breakglass may deploy to".into());
+            }
+            for (i, namespace) in self.namespaces.iter().enumerate() {
+                if !is_dns_label(namespace) {
+                    problem(format!(
+                        "namespaces: {namespace:?} is not a valid namespace name"
+                    ));
+                } else if self.namespaces[..i].contains(namespace) {
+                    problem(format!("namespaces: {namespace:?} is listed twice"));
+                }
             }
         }
         for (field, value) in [
@@ -314,7 +355,9 @@ impl TargetConfig {
                 ));
             }
         }
-        self.kind_problems(&mut problem);
+        if self.kind != TargetKind::CloudRun {
+            self.kind_problems(&mut problem);
+        }
         if self.images.registries.is_empty() {
             problem(
                 "images.registries is empty: list the registries breakglass may pull from, e.g. [\"us-docker.pkg.dev/acme/\"]"
@@ -380,19 +423,14 @@ impl TargetConfig {
                 self.max_manifest_bytes
             ));
         }
-        if self.kind == TargetKind::CloudRun {
-            problem("kind \"cloud-run\" is not supported by this version".into());
+        if let (Credentials::Kubeconfig, None, false) = (
+            self.credentials,
+            &self.kubeconfig,
+            self.kind == TargetKind::CloudRun,
+        ) {
+            problem("credentials = \"kubeconfig\" needs kubeconfig = \"path\"".into())
         }
-        match (self.credentials, &self.kubeconfig) {
-            (Credentials::Kubeconfig, None) => {
-                problem("credentials = \"kubeconfig\" needs kubeconfig = \"path\"".into())
-            }
-            (Credentials::Google, _) => problem(
-                "credentials = \"google\" is not supported by this version; use kubeconfig or in-cluster"
-                    .into(),
-            ),
-            _ => {}
-        }
+        self.google_problems(&mut problem);
         problems
     }
 

@@ -17,6 +17,8 @@ pub mod dev;
 /// Pure rules: ids, states, access, approval rules, manifests, policy, stamps, digests and
 /// the audit chain's hash format.
 pub mod domain;
+/// The broker's own Google identity (Application Default Credentials), shared by targets.
+pub mod google;
 /// The request lifecycle: every transition, its audit event and the event it publishes.
 pub mod lifecycle;
 /// Structured log lines in the shape Cloud Logging reads.

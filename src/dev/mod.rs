@@ -1,9 +1,12 @@
 //! `dev` mode: the broker, a development OIDC issuer and a simulated cluster in one process,
 //! each reached over loopback HTTP exactly as production reaches the real ones.
 
+pub mod gke_cluster;
+pub mod google;
 pub mod host;
 pub mod idp;
 pub mod sim_cluster;
+pub mod sim_run;
 pub mod standalone;
 
 use std::net::SocketAddr;
@@ -20,10 +23,20 @@ use crate::domain::ApprovalRule;
 use crate::domain::policy::{ImagePolicy, PodPolicy, default_kinds};
 use idp::DevIdp;
 use sim_cluster::{SimCluster, SimClusterConfig};
+use sim_run::{SimRun, SimRunConfig};
 
 /// The images the simulated Binary Authorization treats as attested.
 pub const ATTESTED_PREFIX: &str = "us-docker.pkg.dev/acme/release/";
 pub const TARGET: &str = "dev-cluster";
+/// The Cloud Run target, its simulated project and region, and its one service.
+pub const RUN_TARGET: &str = "dev-run";
+pub const RUN_PROJECT: &str = "dev-project";
+pub const RUN_REGION: &str = "us-central1";
+pub const RUN_SERVICE: &str = "checkout";
+/// The runtime service account `checkout` runs as, the one dev-run allows.
+pub const RUN_SERVICE_ACCOUNT: &str = "checkout@dev-project.iam.gserviceaccount.com";
+/// The attested image `checkout` starts with.
+pub const RUN_RELEASE_IMAGE: &str = "us-docker.pkg.dev/acme/release/checkout@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 pub struct DevOptions {
     pub listen: SocketAddr,
@@ -41,9 +54,14 @@ pub struct DevEnv {
     pub base_url: String,
     pub issuer: String,
     pub cluster_url: String,
+    /// The simulated Cloud Run Admin API's root (paths start with `/v2/`).
+    pub run_url: String,
+    pub run: SimRun,
     /// The read-only kubeconfig for people (anonymous reads).
     pub kubeconfig: PathBuf,
     pub sim: SimCluster,
+    /// The simulated metadata server, GKE API and HTTPS cluster behind `dev-gke`.
+    pub gke: gke_cluster::DevGke,
     pub idp: DevIdp,
     pub broker: Broker,
 }
@@ -69,6 +87,21 @@ pub async fn start_with_targets(
     options: DevOptions,
     extra_targets: Vec<TargetConfig>,
 ) -> anyhow::Result<DevEnv> {
+    start_inner(options, extra_targets, false).await
+}
+
+/// `start` with the simulated metadata server down (503) from the first moment, before the
+/// broker's credentials ask it for a token: how tests show an outage of the broker's Google
+/// identity. `env.gke.metadata.set_down(false)` brings it back.
+pub async fn start_with_metadata_down(options: DevOptions) -> anyhow::Result<DevEnv> {
+    start_inner(options, Vec::new(), true).await
+}
+
+async fn start_inner(
+    options: DevOptions,
+    extra_targets: Vec<TargetConfig>,
+    metadata_down: bool,
+) -> anyhow::Result<DevEnv> {
     check_loopback(&options.listen)?;
     crate::app::install_crypto();
     std::fs::create_dir_all(&options.data_dir)
@@ -90,8 +123,28 @@ pub async fn start_with_targets(
     let cluster_url = format!("http://{}", sim_listener.local_addr()?);
     tokio::spawn(sim.clone().serve(sim_listener));
 
+    let gke = gke_cluster::start(addr.ip()).await?;
+    gke.metadata.set_down(metadata_down);
+    // The simulated Cloud Run takes only tokens the simulated metadata server issued.
+    let metadata = gke.metadata.clone();
+    let run = SimRun::new(SimRunConfig {
+        project: RUN_PROJECT.into(),
+        region: RUN_REGION.into(),
+        attested_prefixes: vec![ATTESTED_PREFIX.to_owned()],
+        authorize: std::sync::Arc::new(move |token: &str| {
+            (metadata.check(token) == google::TokenCheck::Valid)
+                .then(|| google::SERVICE_ACCOUNT.to_owned())
+        }),
+    });
+    run.seed(RUN_SERVICE, RUN_RELEASE_IMAGE, RUN_SERVICE_ACCOUNT);
+    let run_listener = TcpListener::bind((addr.ip(), 0)).await?;
+    let run_url = format!("http://{}", run_listener.local_addr()?);
+    tokio::spawn(run.clone().serve(run_listener));
     let kubeconfig = options.data_dir.join("kubeconfig");
-    write_file(&kubeconfig, &sim_cluster::kubeconfig(&cluster_url, None))?;
+    write_file(
+        &kubeconfig,
+        &gke_cluster::people_kubeconfig(&cluster_url, &gke.cluster_url, &gke.ca_pem),
+    )?;
     let broker_kubeconfig = options.data_dir.join("broker-kubeconfig");
     write_file(
         &broker_kubeconfig,
@@ -100,16 +153,33 @@ pub async fn start_with_targets(
 
     let mut config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
     config.oidc.decision_max_age = options.decision_max_age;
+    let run_api: url::Url = run_url.parse()?;
     config
         .targets
-        .extend(extra_targets.into_iter().map(|target| TargetConfig {
-            credentials: Credentials::Kubeconfig,
-            kubeconfig: Some(broker_kubeconfig.clone()),
-            context: None,
-            ..target
+        .extend(extra_targets.into_iter().map(|target| match target.kind {
+            TargetKind::CloudRun => TargetConfig {
+                run_api: Some(run_api.clone()),
+                ..target
+            },
+            _ => TargetConfig {
+                credentials: Credentials::Kubeconfig,
+                kubeconfig: Some(broker_kubeconfig.clone()),
+                context: None,
+                ..target
+            },
         }));
+    config.targets.push(dev_gke_target(&gke.api_url));
+    config.targets.push(dev_run_target(&run_url)?);
     let idp = DevIdp::new(&issuer, options.clock.clone())?;
-    let mut broker = Broker::build(config, options.clock).await?;
+    // The broker's real google-cloud-auth code, pointed at the simulated metadata server
+    // without touching the process environment (GCE_METADATA_HOST, if set, still wins).
+    let google = crate::google::GoogleAuth::metadata_server(&gke.metadata_url)?;
+    config.validate()?;
+    let store = crate::store::Store::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    let targets = crate::targets::Registry::connect_with(&config.targets, Some(google)).await?;
+    let mut broker = Broker::with_targets(config, options.clock, store, targets).await?;
     broker.start_worker();
     let router =
         crate::web::with_security_headers(broker.router().nest_service("/dev/idp", idp.router()))
@@ -123,8 +193,11 @@ pub async fn start_with_targets(
         base_url,
         issuer,
         cluster_url,
+        run_url,
+        run,
         kubeconfig,
         sim,
+        gke,
         idp,
         broker,
     })
@@ -171,6 +244,16 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         credentials: Credentials::Kubeconfig,
         kubeconfig: Some(kubeconfig.to_owned()),
         context: None,
+        project: None,
+        location: None,
+        cluster: None,
+        endpoint: None,
+        ca_file: None,
+        container_api: None,
+        region: None,
+        services: Vec::new(),
+        service_accounts: Vec::new(),
+        run_api: None,
         namespaces: vec!["default".into(), "prod".into()],
         max_duration: Duration::from_secs(4 * 3600),
         approval_window: Duration::from_secs(30 * 60),
@@ -191,6 +274,41 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         max_objects: 20,
         max_manifest_bytes: 256 * 1024,
     }
+}
+
+/// The `dev-gke` target: `dev-cluster`'s policy, on the simulated GKE cluster, reached with
+/// the broker's Google identity through the simulated GKE API at `container_api`.
+pub fn dev_gke_target(container_api: &str) -> TargetConfig {
+    TargetConfig {
+        name: gke_cluster::GKE_TARGET.into(),
+        kind: TargetKind::Gke,
+        credentials: Credentials::Google,
+        kubeconfig: None,
+        project: Some(gke_cluster::PROJECT.into()),
+        location: Some(gke_cluster::LOCATION.into()),
+        cluster: Some(gke_cluster::GKE_TARGET.into()),
+        container_api: Some(container_api.to_owned()),
+        ..dev_target(Path::new("unused"))
+    }
+}
+
+/// The `dev-run` target: the simulated Cloud Run's `checkout`, under the same rules as
+/// `dev-cluster` (images from us-docker.pkg.dev/ by digest, 2 approvals from approvers).
+pub fn dev_run_target(run_url: &str) -> anyhow::Result<TargetConfig> {
+    Ok(TargetConfig {
+        name: RUN_TARGET.into(),
+        kind: TargetKind::CloudRun,
+        credentials: Credentials::Google,
+        kubeconfig: None,
+        context: None,
+        project: Some(RUN_PROJECT.into()),
+        region: Some(RUN_REGION.into()),
+        services: vec![RUN_SERVICE.into()],
+        service_accounts: vec![RUN_SERVICE_ACCOUNT.into()],
+        run_api: Some(run_url.parse()?),
+        namespaces: Vec::new(),
+        ..dev_target(Path::new(""))
+    })
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -223,12 +341,23 @@ pub fn banner(env: &DevEnv) -> String {
          broker:            {base}\n\
          OIDC issuer:       {issuer}  (token for scripts: {issuer}/token?persona=alice)\n\
          simulated cluster: {cluster}\n\
+         simulated GKE cluster: {gke_cluster}  (HTTPS, its own CA; kubectl --context dev-gke)\n\
+         simulated GKE API: {gke_api}  (clusters.get; paths start with /v1/)\n\
+         simulated metadata server: {metadata}  (GCE_METADATA_HOST={metadata_host})\n\
+         simulated Cloud Run: {run}\n\
          kubeconfig:        {kubeconfig}\n\n\
          personas:\n{personas}\n\n\
-         target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n",
+         target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n\
+         target dev-gke: the same policy, on the simulated GKE cluster, with the broker's Google identity\n\
+         target {RUN_TARGET}: Cloud Run service {RUN_SERVICE} in {RUN_PROJECT}/{RUN_REGION}; the same rules, with the broker's Google identity\n",
         base = env.base_url,
         issuer = env.issuer,
         cluster = env.cluster_url,
+        gke_cluster = env.gke.cluster_url,
+        gke_api = env.gke.api_url,
+        metadata = env.gke.metadata_url,
+        metadata_host = env.gke.metadata_url.trim_start_matches("http://"),
+        run = env.run_url,
         kubeconfig = env.kubeconfig.display(),
         personas = personas.join("\n"),
     )

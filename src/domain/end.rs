@@ -11,6 +11,7 @@
 
 use serde_json::{Map, Value};
 
+use super::cloud_run;
 use super::policy::template_path;
 use super::{BREAKGLASS_ANNOTATION, BREAKGLASS_LABEL, BROKER_PREFIX};
 
@@ -98,13 +99,15 @@ pub fn plan(
 /// Whether `live` still runs the breakglass the broker applied as `applied`: its pod template
 /// runs an image the broker put there, or carries the breakglass label or annotation. Binary
 /// Authorization reads the pod's marks, so the template's are what count; the object's own
-/// breakglass label is only a stamp.
+/// breakglass label is only a stamp. A Cloud Run service's justification admits any image of
+/// the service, so it counts wherever it is.
 pub fn runs_breakglass(kind: &str, applied: &Value, live: &Value) -> bool {
     let template = template_pointer(kind);
     let ours = images_at(applied, &template);
-    live.pointer(&template).is_some_and(|t| {
+    let in_template = live.pointer(&template).is_some_and(|t| {
         images(t).iter().any(|image| ours.contains(image)) || has_breakglass_mark(t)
-    })
+    });
+    in_template || cloud_run::has_justification(live)
 }
 
 /// Who else wrote the object while the breakglass ran: the field managers (with their
@@ -180,7 +183,10 @@ fn has_breakglass_mark(object: &Value) -> bool {
 /// A label or annotation key that belongs to the breakglass: the broker's own, and the
 /// marks that admit any image. None of them survives the end.
 fn is_breakglass_key(key: &str) -> bool {
-    key.starts_with(BROKER_PREFIX) || key == BREAKGLASS_LABEL || key == BREAKGLASS_ANNOTATION
+    key.starts_with(BROKER_PREFIX)
+        || key.starts_with(cloud_run::LABEL_PREFIX)
+        || key == BREAKGLASS_LABEL
+        || key == BREAKGLASS_ANNOTATION
 }
 
 /// The live object with the prior pod template and without any breakglass key; everything
@@ -198,6 +204,7 @@ fn restored(live: &Value, applied: &Value, before: &Value, template: &str) -> Va
         strip_breakglass_keys(slot);
     }
     restore_metadata(&mut body, applied, before);
+    cloud_run::clear_justification(&mut body);
     clean_server_fields(&mut body);
     body
 }
@@ -207,6 +214,7 @@ fn restored(live: &Value, applied: &Value, before: &Value, template: &str) -> Va
 fn without_stamps(live: &Value, template: &str) -> Value {
     let mut body = live.clone();
     strip_breakglass_keys(&mut body);
+    cloud_run::clear_justification(&mut body);
     if !template.is_empty()
         && let Some(slot) = body.pointer_mut(template)
     {

@@ -342,6 +342,8 @@ fn normalize_one(doc: Value, index: usize, namespace: &str) -> Result<Object, Fi
     };
     let label = format!("{kind}/{name}");
     match metadata.get("namespace") {
+        // Cloud Run services have no namespace, and none is written in.
+        None | Some(Value::Null) if namespace.is_empty() => {}
         None | Some(Value::Null) => {
             metadata.insert("namespace".into(), Value::String(namespace.to_owned()));
         }
@@ -478,7 +480,11 @@ impl From<&Object> for ObjectRef {
 
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{} in {}", self.kind, self.name, self.namespace)
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{} in {}", self.kind, self.name, self.namespace)
+        }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod access;
 pub mod action;
 pub mod approval;
 pub mod chain;
+pub mod cloud_run;
 pub mod digest;
 pub mod end;
 pub mod finding;

@@ -9,11 +9,14 @@ use serde_json::Value;
 use super::manifest::Object;
 use super::{BREAKGLASS_ANNOTATION, BREAKGLASS_LABEL, BROKER_PREFIX};
 
+/// Cloud Run guardrails: which services, images and service accounts, and nothing else.
+mod cloud_run;
 /// Pod and image guardrails: the checks that keep a workload off the node and its identity.
 mod pods;
 
 pub use super::finding::Finding;
 pub(crate) use super::finding::{kind_of, not_a_string, quoted, shown};
+pub use cloud_run::CloudRunPolicy;
 pub use pods::image_digest;
 
 /// Which images may be run.
@@ -95,6 +98,8 @@ pub struct Policy {
     pub kinds: Vec<AllowedKind>,
     pub images: ImagePolicy,
     pub pods: PodPolicy,
+    /// Set on a Cloud Run target: its objects are services, checked by their own rules.
+    pub cloud_run: Option<CloudRunPolicy>,
     pub max_duration: Duration,
     /// Matches a whole ticket (anchored when built from the configuration).
     pub ticket_pattern: Regex,
@@ -121,7 +126,19 @@ impl Policy {
     /// Checks the request's own fields; manifest findings come from [`Policy::check_objects`].
     pub fn check_fields(&self, fields: &RequestFields<'_>) -> Vec<Finding> {
         let mut findings = Vec::new();
-        if !self.namespaces.iter().any(|n| n == fields.namespace) {
+        if self.cloud_run.is_some() {
+            if !fields.namespace.is_empty() {
+                findings.push(Finding::new(
+                    "",
+                    "namespace",
+                    format!(
+                        "{} was given, but Cloud Run services have no namespace (target {}); leave it out",
+                        quoted(fields.namespace),
+                        self.target
+                    ),
+                ));
+            }
+        } else if !self.namespaces.iter().any(|n| n == fields.namespace) {
             findings.push(Finding::new(
                 "",
                 "namespace",
@@ -191,6 +208,9 @@ impl Policy {
     }
 
     fn check_object(&self, object: &Object, findings: &mut Vec<Finding>) {
+        if let Some(run) = &self.cloud_run {
+            return self.check_service(run, object, findings);
+        }
         if !self.check_kind(object, findings) {
             return;
         }
@@ -278,6 +298,7 @@ pub const CLOUD_RUN_BREAKGLASS_ANNOTATION: &str =
 pub fn is_reserved_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key.starts_with(BROKER_PREFIX)
+        || key.starts_with(super::cloud_run::LABEL_PREFIX)
         || key == BREAKGLASS_LABEL
         || key == BREAKGLASS_ANNOTATION
         || key == CLOUD_RUN_BREAKGLASS_ANNOTATION
@@ -392,6 +413,8 @@ pub fn template_path(kind: &str) -> Option<&'static str> {
         "Pod" => Some(""),
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => Some("spec.template"),
         "CronJob" => Some("spec.jobTemplate.spec.template"),
+        // A Cloud Run service, the only kind named Service a target accepts.
+        "Service" => Some("spec.template"),
         _ => None,
     }
 }
@@ -436,6 +459,7 @@ mod tests {
                 require_digest: true,
             },
             pods: PodPolicy::default(),
+            cloud_run: None,
             max_duration: Duration::from_secs(4 * 3600),
             ticket_pattern: Regex::new("^(?:INC-[0-9]+)$").expect("regex"),
             ticket_pattern_source: "INC-[0-9]+".into(),

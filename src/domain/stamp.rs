@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use super::cloud_run;
 use super::manifest::Object;
 use super::policy::template_path;
 use super::{BREAKGLASS_LABEL, BROKER_PREFIX};
@@ -19,29 +20,54 @@ pub const REQUEST_ID: &str = "breakglass-broker.io/request-id";
 pub const TICKET: &str = "breakglass-broker.io/ticket";
 
 /// The object exactly as the broker applies it: the submitted object plus the breakglass label
-/// and the broker's labels and annotations, on the object and on its pod template.
+/// and the broker's labels and annotations, on the object and on its pod template. A Cloud Run
+/// service gets its breakglass justification instead of the label, and labels that Google
+/// Cloud accepts (its request id annotation is what finds it again).
 pub fn stamped(object: &Object, stamp: &Stamp<'_>) -> Value {
     let mut body = object.body.clone();
-    mark(&mut body, stamp);
+    let cloud_run = cloud_run::is_service(&object.api_version, &object.kind);
+    mark(&mut body, stamp, cloud_run);
     if let Some(path) = template_path(&object.kind).filter(|p| !p.is_empty()) {
         let pointer = format!("/{}", path.replace('.', "/"));
         if let Some(template) = body.pointer_mut(&pointer) {
-            mark(template, stamp);
+            mark(template, stamp, cloud_run);
         }
+    }
+    if cloud_run && let Some(map) = body.as_object_mut() {
+        let authorization = entry_object(entry_object(map, "spec"), "binaryAuthorization");
+        authorization.insert(
+            "breakglassJustification".into(),
+            cloud_run::justification(stamp.ticket, stamp.request_id, stamp.approvers).into(),
+        );
     }
     body
 }
 
-fn mark(target: &mut Value, stamp: &Stamp<'_>) {
+fn mark(target: &mut Value, stamp: &Stamp<'_>, cloud_run: bool) {
     let Some(map) = target.as_object_mut() else {
         return;
     };
     let metadata = entry_object(map, "metadata");
     let labels = entry_object(metadata, "labels");
-    labels.insert(BREAKGLASS_LABEL.into(), "true".into());
-    labels.insert(REQUEST_ID.into(), stamp.request_id.into());
-    labels.insert(TICKET.into(), label_value(stamp.ticket).into());
+    if cloud_run {
+        let prefix = cloud_run::LABEL_PREFIX;
+        labels.insert(
+            format!("{prefix}request-id"),
+            cloud_run::label_value(stamp.request_id).into(),
+        );
+        labels.insert(
+            format!("{prefix}ticket"),
+            cloud_run::label_value(stamp.ticket).into(),
+        );
+    } else {
+        labels.insert(BREAKGLASS_LABEL.into(), "true".into());
+        labels.insert(REQUEST_ID.into(), stamp.request_id.into());
+        labels.insert(TICKET.into(), label_value(stamp.ticket).into());
+    }
     let annotations = entry_object(metadata, "annotations");
+    if cloud_run {
+        annotations.insert(REQUEST_ID.into(), stamp.request_id.into());
+    }
     for (key, value) in [
         ("ticket", stamp.ticket.to_owned()),
         ("requester", stamp.requester.to_owned()),
@@ -84,7 +110,9 @@ pub fn label_value(text: &str) -> String {
 
 /// Whether a key in a stamped object was put there by the broker (for marking it in the UI).
 pub fn is_broker_key(key: &str) -> bool {
-    key.starts_with(BROKER_PREFIX) || key == BREAKGLASS_LABEL
+    key.starts_with(BROKER_PREFIX)
+        || key.starts_with(cloud_run::LABEL_PREFIX)
+        || key == BREAKGLASS_LABEL
 }
 
 #[cfg(test)]

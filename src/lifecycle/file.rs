@@ -18,6 +18,8 @@ use crate::store::{NewRequest, Request, Store};
 #[serde(deny_unknown_fields)]
 pub struct RequestForm {
     pub target: String,
+    /// Omitted for Cloud Run, whose services have no namespace.
+    #[serde(default)]
     pub namespace: String,
     pub manifest: String,
     pub ticket: String,

@@ -93,7 +93,8 @@ impl Request {
                 Ok(Object {
                     api_version: field("/apiVersion")?,
                     kind: field("/kind")?,
-                    namespace: field("/metadata/namespace")?,
+                    // Cloud Run services have none.
+                    namespace: field("/metadata/namespace").unwrap_or_default(),
                     name: field("/metadata/name")?,
                     body,
                 })

@@ -39,6 +39,11 @@ impl KubernetesTarget {
         })
     }
 
+    /// A target over a client built elsewhere, e.g. GKE's with the broker's Google token.
+    pub fn with_client(client: kube::Client) -> Self {
+        Self { client }
+    }
+
     fn api(&self, object: &ObjectRef) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &object.namespace, &resource(object))
     }

@@ -2,6 +2,8 @@
 //! drive and each kind of target implements, and one [`Registry`] that gives a target's name
 //! its configuration, policy and client.
 
+pub mod cloud_run;
+pub mod gke;
 pub mod kubernetes;
 mod registry;
 
@@ -9,6 +11,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use crate::domain::manifest::{ObjectRef, Written};
+pub use cloud_run::CloudRunTarget;
+pub use gke::GkeTarget;
 pub use kubernetes::KubernetesTarget;
 pub use registry::{Registry, TargetEntry, UnknownTarget};
 
@@ -46,7 +50,7 @@ impl TargetError {
 
 /// What the lifecycle needs of a target: read what stands, apply the stamped objects, undo
 /// (restore or delete, each only at the version the broker left), and ask whether an object
-/// would be admitted without breakglass. Kubernetes and GKE implement it; Cloud Run will.
+/// would be admitted without breakglass. Kubernetes, GKE and Cloud Run implement it.
 #[async_trait]
 pub trait Target: Send + Sync {
     /// The object as it stands, or None when it does not exist.

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::{KubernetesTarget, Target};
-use crate::config::{Credentials, TargetConfig};
+use super::cloud_run::{self, CloudRunTarget};
+use super::{GkeTarget, KubernetesTarget, Target};
+use crate::config::{Credentials, TargetConfig, TargetKind};
 use crate::domain::ApprovalRule;
 use crate::domain::policy::{Policy, quoted};
+use crate::google::GoogleAuth;
 
 /// Everything the broker knows of one target.
 pub struct TargetEntry {
@@ -42,13 +44,43 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds every configured target's policy and connects its client.
+    /// Builds every configured target's policy and connects its client; targets with
+    /// `credentials = "google"` share the broker's Application Default Credentials.
     pub async fn connect(targets: &[TargetConfig]) -> anyhow::Result<Registry> {
+        Self::connect_with(targets, None).await
+    }
+
+    /// `connect`, with these Google credentials for `credentials = "google"` targets instead
+    /// of Application Default Credentials (dev mode's simulated metadata server).
+    pub async fn connect_with(
+        targets: &[TargetConfig],
+        google: Option<GoogleAuth>,
+    ) -> anyhow::Result<Registry> {
+        let mut google = google;
         let mut entries = Vec::with_capacity(targets.len());
         for config in targets {
+            let mut auth = || -> anyhow::Result<GoogleAuth> {
+                Ok(match &google {
+                    Some(auth) => auth.clone(),
+                    None => google.insert(GoogleAuth::application_default()?).clone(),
+                })
+            };
+            let client: Arc<dyn Target> = match config.cluster_source() {
+                Some(source) => Arc::new(GkeTarget::new(source, auth()?)),
+                None if config.kind == TargetKind::CloudRun => Arc::new(CloudRunTarget::new(
+                    config
+                        .run_api
+                        .as_ref()
+                        .map_or(cloud_run::DEFAULT_API, |u| u.as_str()),
+                    config.project.as_deref().unwrap_or_default(),
+                    config.region.as_deref().unwrap_or_default(),
+                    Arc::new(auth()?),
+                )),
+                None => Arc::new(connect(config).await?),
+            };
             entries.push(TargetEntry {
                 policy: config.policy()?,
-                client: Arc::new(connect(config).await?),
+                client,
                 config: config.clone(),
             });
         }

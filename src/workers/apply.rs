@@ -126,16 +126,20 @@ impl Worker {
                         .await;
                 }
                 Err(e) => {
+                    // Cloud Run services have no namespace.
+                    let place = if object.namespace.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in {}", object.namespace)
+                    };
                     let message = match (e, expect) {
                         (TargetError::Conflict(_), Expect::Absent) => format!(
-                            "{} appeared in {} after the request was approved; the broker did not touch it",
+                            "{} appeared{place} after the request was approved; the broker did not touch it",
                             object.label(),
-                            object.namespace
                         ),
                         (TargetError::Conflict(_), Expect::Version(_)) => format!(
-                            "{} in {} changed after the request was approved; the broker did not touch it",
+                            "{}{place} changed after the request was approved; the broker did not touch it",
                             object.label(),
-                            object.namespace
                         ),
                         (e, _) => format!("{}: {e}", object.label()),
                     };
@@ -356,12 +360,15 @@ async fn already_applied(
     let written = Written::of(&live);
     let ours = match recorded.and_then(|r| r.applied_version.as_deref()) {
         Some(recorded) => recorded == written.version,
-        None => {
-            live.pointer("/metadata/labels")
-                .and_then(|labels| labels.get(REQUEST_ID))
-                .and_then(Value::as_str)
-                == Some(request_id)
-        }
+        // A label on Kubernetes objects, an annotation on Cloud Run services.
+        None => ["/metadata/labels", "/metadata/annotations"]
+            .iter()
+            .any(|at| {
+                live.pointer(at)
+                    .and_then(|stamps| stamps.get(REQUEST_ID))
+                    .and_then(Value::as_str)
+                    == Some(request_id)
+            }),
     };
     Ok(ours.then_some(written))
 }

@@ -7,10 +7,14 @@
 mod admission_policy;
 mod audit;
 mod browser;
+mod cloud_run;
+mod cloud_run_config;
+mod cloud_run_python;
 mod common;
 mod end;
 mod end_props;
 mod flow;
+mod google;
 mod kinds;
 mod lifecycle;
 mod pages;

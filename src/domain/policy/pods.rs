@@ -497,6 +497,7 @@ mod tests {
                 require_digest: true,
             },
             pods: PodPolicy::default(),
+            cloud_run: None,
             max_duration: Duration::from_secs(3600),
             ticket_pattern: Regex::new("^INC-[0-9]+$").expect("regex"),
             ticket_pattern_source: "INC-[0-9]+".into(),
