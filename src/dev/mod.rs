@@ -154,6 +154,8 @@ async fn start_inner(
     let mut config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
     config.oidc.decision_max_age = options.decision_max_age;
     let run_api: url::Url = run_url.parse()?;
+    config.targets.push(dev_gke_target(&gke.api_url));
+    config.targets.push(dev_run_target(&run_url)?);
     config
         .targets
         .extend(extra_targets.into_iter().map(|target| match target.kind {
@@ -168,8 +170,6 @@ async fn start_inner(
                 ..target
             },
         }));
-    config.targets.push(dev_gke_target(&gke.api_url));
-    config.targets.push(dev_run_target(&run_url)?);
     let idp = DevIdp::new(&issuer, options.clock.clone())?;
     // The broker's real google-cloud-auth code, pointed at the simulated metadata server
     // without touching the process environment (GCE_METADATA_HOST, if set, still wins).

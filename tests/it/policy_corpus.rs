@@ -267,7 +267,7 @@ fn corpus() -> Vec<Case> {
         case("duration 0", with(request(&deploy("", "")), "duration_minutes", json!(0)), UNPROCESSABLE, &["duration_minutes 0 is not between 1 and 240 minutes (target dev-cluster allows at most 4h)"]),
         case("duration over the maximum", with(request(&deploy("", "")), "duration_minutes", json!(241)), UNPROCESSABLE, &["duration_minutes 241 is not between 1 and 240 minutes"]),
         case("largest duration there is", with(request(&deploy("", "")), "duration_minutes", json!(u64::MAX)), UNPROCESSABLE, &["duration_minutes 18446744073709551615 is not between 1 and 240 minutes"]),
-        case("unknown target", with(request(&deploy("", "")), "target", json!("prod-gke")), UNPROCESSABLE, &["target \"prod-gke\" is not a configured target (known: dev-cluster, strict-cluster)"]),
+        case("unknown target", with(request(&deploy("", "")), "target", json!("prod-gke")), UNPROCESSABLE, &["target \"prod-gke\" is not a configured target (known: dev-cluster, dev-gke, dev-run, strict-cluster)"]),
         case("namespace not allowed", with(request(&deploy("", "")), "namespace", json!("kube-system")), UNPROCESSABLE, &["namespace \"kube-system\" is not open to breakglass on target dev-cluster (allowed: default, prod)"]),
         case("namespace not allowed on the strict target", with(strict_request(&crate::policy_env::strict_deployment("api")), "namespace", json!("default")), UNPROCESSABLE, &["namespace \"default\" is not open to breakglass on target strict-cluster (allowed: prod)"]),
         // --- The JSON body itself.
