@@ -13,6 +13,7 @@ use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
 mod gke;
+mod lines;
 
 use crate::domain::ApprovalRule;
 use crate::domain::manifest::Limits;
@@ -470,6 +471,15 @@ fn is_dns_label(name: &str) -> bool {
     name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
 }
 
+/// All the problems at once, or none.
+fn report(problems: &[String]) -> anyhow::Result<()> {
+    match problems {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => bail!("{} problems:\n  - {}", many.len(), many.join("\n  - ")),
+    }
+}
+
 impl Config {
     /// Reads and checks a configuration file, then loads the secrets it names.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -487,13 +497,22 @@ impl Config {
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         let config: Config = toml::from_str(text)?;
-        config.validate()?;
+        let problems: Vec<String> = config
+            .problems()
+            .iter()
+            .map(|p| lines::with_line(text, p))
+            .collect();
+        report(&problems)?;
         Ok(config)
     }
 
     /// Everything that makes a configuration unusable, found before the broker starts, and
     /// all of it at once, so that an operator fixes the file in one pass.
     pub fn validate(&self) -> anyhow::Result<()> {
+        report(&self.problems())
+    }
+
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.targets.is_empty() {
             problems.push("no [[targets]]: the broker has nowhere to apply anything".to_owned());
@@ -534,11 +553,7 @@ impl Config {
                     .map(|p| format!("target {name}: {p}")),
             );
         }
-        match problems.as_slice() {
-            [] => Ok(()),
-            [one] => bail!("{one}"),
-            many => bail!("{} problems:\n  - {}", many.len(), many.join("\n  - ")),
-        }
+        problems
     }
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {

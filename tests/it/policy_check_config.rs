@@ -107,6 +107,25 @@ fn check_config_names_every_mistake_in_words_an_operator_can_act_on() {
             vec!["oidc.session_max_age 1m must be between 5m and 7d"],
         ),
         (
+            "decisions on a sign-in older than the session may be",
+            config_with(&target_with("", "")).replace(
+                "client_id = \"breakglass\"",
+                "client_id = \"breakglass\"\ndecision_max_age = \"30s\"",
+            ),
+            vec![
+                "line ",
+                "oidc.decision_max_age 30s must be at least 1m and at most oidc.session_max_age (8h)",
+            ],
+        ),
+        (
+            "a decision_max_age that is not a duration",
+            config_with(&target_with("", "")).replace(
+                "client_id = \"breakglass\"",
+                "client_id = \"breakglass\"\ndecision_max_age = \"soon\"",
+            ),
+            vec!["line ", "\"soon\"", "write e.g. \"30m\" or \"4h\""],
+        ),
+        (
             "a rate limit of zero",
             format!(
                 "{}\n[limits]\nfilings_per_minute = 0\n",
@@ -127,7 +146,7 @@ fn check_config_names_every_mistake_in_words_an_operator_can_act_on() {
         (
             "zero duration",
             config_with(&target_with("max_duration", "max_duration = \"0s\"")),
-            vec!["target prod-gke: max_duration is 0s; it must be at least 1 minute"],
+            vec!["line 12: target prod-gke: max_duration is 0s; it must be at least 1 minute"],
         ),
         (
             "implausibly long duration",
