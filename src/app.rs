@@ -84,7 +84,10 @@ impl Broker {
             config.public_url.as_str().trim_end_matches('/')
         );
         let login = Login::new(&callback, config.oidc.client_secret.clone())?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        crate::metrics::follow(metrics.clone(), store.clone(), lifecycle.subscribe());
         let state = AppState {
+            metrics,
             secure_cookies: config.public_url.scheme() == "https",
             config: Arc::new(config),
             store,
@@ -102,6 +105,13 @@ impl Broker {
 
     pub fn router(&self) -> Router {
         web::router(self.state.clone())
+    }
+
+    /// `GET /metrics` alone: what `serve` answers on `metrics_listen`, and `dev` beside the rest.
+    pub fn metrics_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", axum::routing::get(crate::metrics::endpoint))
+            .with_state(self.state.clone())
     }
 
     /// Starts the worker; it first finishes whatever an earlier process left in flight.

@@ -158,8 +158,21 @@ async fn run_dev(
 async fn run_serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let listen = config.listen;
+    let metrics_listen = config.metrics_listen;
     let mut broker = Broker::build(config, Clock::system()).await?;
     broker.start_worker();
+    if let Some(address) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding metrics_listen {address}"))?;
+        tracing::info!(listen = %listener.local_addr()?, "metrics serving");
+        let router = broker.metrics_router();
+        tokio::spawn(async move {
+            if let Err(e) = app::serve(listener, router).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
     // The bound address, not the configured one: with port 0 this is how to find the broker.
     let listen = listener.local_addr()?;

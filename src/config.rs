@@ -29,6 +29,10 @@ pub struct Config {
     pub public_url: url::Url,
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Where `serve` answers `GET /metrics` (Prometheus text), apart from the service itself so
+    /// that it need not be exposed with it. Off unless set.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// `sqlite://path` or `postgres://...`; `DATABASE_URL` overrides it.
     pub database_url: String,
     pub oidc: OidcConfig,

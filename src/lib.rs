@@ -23,6 +23,8 @@ pub mod google;
 pub mod lifecycle;
 /// Structured log lines in the shape Cloud Logging reads.
 pub mod logging;
+/// What an operator scrapes: Prometheus metrics of a replica.
+pub mod metrics;
 /// Everything SQL: requests, approvals and the audit chain on SQLite or PostgreSQL.
 pub mod store;
 /// Where approved workloads go: the target interface, its registry, Kubernetes and GKE.

@@ -181,9 +181,13 @@ async fn start_inner(
     let targets = crate::targets::Registry::connect_with(&config.targets, Some(google)).await?;
     let mut broker = Broker::with_targets(config, options.clock, store, targets).await?;
     broker.start_worker();
-    let router =
-        crate::web::with_security_headers(broker.router().nest_service("/dev/idp", idp.router()))
-            .layer(axum::middleware::from_fn(host::loopback_host_only));
+    let router = crate::web::with_security_headers(
+        broker
+            .router()
+            .merge(broker.metrics_router())
+            .nest_service("/dev/idp", idp.router()),
+    )
+    .layer(axum::middleware::from_fn(host::loopback_host_only));
     tokio::spawn(async move {
         if let Err(e) = crate::app::serve(listener, router).await {
             tracing::error!(error = %e, "dev server stopped");
@@ -215,6 +219,7 @@ fn dev_config(
         limits: crate::config::RateLimits::default(),
         public_url: base_url.parse()?,
         listen: base_url.trim_start_matches("http://").parse()?,
+        metrics_listen: None,
         database_url: format!("sqlite://{}?mode=rwc", database.display()),
         oidc: OidcConfig {
             issuer: issuer.to_owned(),

@@ -41,6 +41,7 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     /// Cookies get `Secure` (and the `__Host-` prefix) when `public_url` is https.
     pub secure_cookies: bool,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,6 +51,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // A body that trickles in is cut off rather than holding a connection for ever.

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::python::run;
+
 use breakglass_broker::dev::{RUN_PROJECT, RUN_REGION, RUN_RELEASE_IMAGE, RUN_SERVICE};
 use serde_json::Value;
 
@@ -16,42 +18,9 @@ use crate::common::TestEnv;
 /// The client version the simulation was checked against.
 const CLIENT: &str = "google-cloud-run==0.16.2";
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command.output().expect("the command starts");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A virtual environment with the client installed; made once, then reused.
+/// A virtual environment with the client installed.
 fn python_with_client() -> PathBuf {
-    let venv = target_dir().join("python-cloud-run");
-    let python = venv.join("bin").join("python");
-    let marker = venv.join(CLIENT);
-    if !marker.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            CLIENT,
-        ]));
-        std::fs::write(&marker, "installed\n").expect("marker");
-    }
-    python
+    crate::python::python_with("python-cloud-run", CLIENT)
 }
 
 #[tokio::test]
