@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_search;
+mod looks;
 mod metrics;
 mod requests;
 mod sessions;

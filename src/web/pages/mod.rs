@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+pub mod look;
 mod new_request;
 mod requests;
 mod ticket;
@@ -40,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/reject", post(requests::reject))
         .route("/requests/{id}/cancel", post(requests::cancel))
         .route("/requests/{id}/close", post(requests::close))
+        .route("/requests/{id}/look", post(look::again))
         .route("/audit", get(audit::index))
         .route("/tickets/{ticket}", get(ticket::show))
         .route("/static/app.css", get(stylesheet))

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::look::{self, Look};
 use super::view::{self, DiffLine, Line};
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other, urlencode};
 use crate::domain::access::{awaits_decision_from, may_cancel, may_close, may_decide};
@@ -16,13 +17,8 @@ use crate::domain::stamp::stamped;
 use crate::domain::{ApprovalTally, State as RequestState};
 use crate::lifecycle::{Decision, stamp_of};
 use crate::store::{Approval, AuditEvent, AuditFilter, Named, Request, RequestFilter};
-use crate::targets::{ObjectRef, TargetError};
 use crate::web::AppState;
 use crate::web::error::AppError;
-
-/// How long the request page waits for each look at the cluster (admission dry run, what
-/// runs now) before it says the cluster did not answer.
-const CLUSTER_LOOK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A request as a row in a list.
 pub struct Row {
@@ -191,6 +187,10 @@ pub struct ShowPage {
     can_close: bool,
     viewer_subject: String,
     refresh: bool,
+    /// How old the last look at the cluster is, if there was one.
+    look_age: Option<String>,
+    /// Whether a look at the cluster still matters (people still decide).
+    can_look: bool,
     /// Who filed it, as named on this page.
     requester: String,
     /// A decision sent through sign-in again, to be sent once more: which form, and its comment.
@@ -243,7 +243,10 @@ pub async fn show(
         RequestState::Active | RequestState::NeedsAttention
     ) && request.end_requested.is_none()
         && may_close(&access, person);
-    let objects = object_views(&state, &request, &approvals).await;
+    let looked = look::stored(&state, &request.id).await?;
+    let objects = object_views(&request, &approvals, looked.as_ref());
+    let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
+    let can_look = look::undecided(&request);
     let events = state
         .store
         .audit_events(&AuditFilter {
@@ -293,6 +296,8 @@ pub async fn show(
         viewer_subject: person.subject.clone(),
         refresh: request.state == RequestState::Approved,
         requester: names.show(&request.requester_name, &request.requester_subject),
+        look_age,
+        can_look,
         resume: (!resume.resume.is_empty()).then_some(resume),
         r: request,
     })
@@ -306,21 +311,14 @@ fn event_view(e: &AuditEvent, names: &Names) -> EventView {
     }
 }
 
-/// What each object will look like once stamped, whether the cluster would admit it without
-/// breakglass (a server-side dry run), and how it differs from what runs now. What runs now is
-/// read with the broker's rights, so its inline data is masked (see [`view::masked`]).
-async fn object_views(
-    state: &AppState,
+/// What each object will look like once stamped and, from the last look at the cluster
+/// ([`look`]), whether it would admit it without breakglass and how it differs from what runs
+/// there. Nothing here asks the cluster.
+fn object_views(
     request: &Request,
     approvals: &[Approval],
+    looked: Option<&Look>,
 ) -> Vec<ObjectView> {
-    let objects = request.objects().unwrap_or_default();
-    let target = state
-        .lifecycle
-        .targets
-        .get(&request.target)
-        .ok()
-        .map(|e| e.client.clone());
     let named = Named::of(request, approvals);
     let expires = request
         .expires_at
@@ -328,37 +326,20 @@ async fn object_views(
         .map(crate::clock::rfc3339)
         .unwrap_or_else(|| "(set when applied)".into());
     let stamp = stamp_of(request, &named, &expires);
-    let undecided = matches!(
-        request.state,
-        RequestState::Pending | RequestState::Approved
-    );
+    let shown = look::undecided(request);
     let mut views = Vec::new();
-    for object in &objects {
-        let reference = ObjectRef::from(object);
+    for (position, object) in request.objects().unwrap_or_default().iter().enumerate() {
         let applied = stamped(object, &stamp);
-        let (mut admission, mut admitted, mut diff, mut exists) = (None, false, Vec::new(), false);
-        if let (Some(target), true) = (&target, undecided) {
-            // A stalled cluster must not stall the page people approve and end from.
-            let dry_run =
-                tokio::time::timeout(CLUSTER_LOOK, target.dry_run(&reference, &object.body));
-            match dry_run.await {
-                Ok(Ok(())) => admitted = true,
-                Ok(Err(TargetError::Refused(message))) => admission = Some(message),
-                Ok(Err(other)) => admission = Some(format!("could not ask the cluster: {other}")),
-                Err(_) => {
-                    admission = Some(format!(
-                        "could not ask the cluster: no answer within {} s",
-                        CLUSTER_LOOK.as_secs()
-                    ))
-                }
-            }
-            let live = tokio::time::timeout(CLUSTER_LOOK, target.get(&reference)).await;
-            if let Ok(Ok(Some(live))) = live {
-                exists = true;
-                let shown = view::masked(&view::comparable(live), &applied);
-                diff = view::diff(&shown.yaml(), &view::yaml(&applied));
-            }
-        }
+        let found = looked
+            .filter(|_| shown)
+            .and_then(|l| l.objects.get(position))
+            .cloned()
+            .unwrap_or_default();
+        let diff = found
+            .live
+            .as_deref()
+            .map(|live| view::diff(live, &view::yaml(&applied)))
+            .unwrap_or_default();
         views.push(ObjectView {
             label: object.label(),
             images: images(object)
@@ -370,11 +351,11 @@ async fn object_views(
                     reference,
                 })
                 .collect(),
-            admission,
-            admitted,
+            admission: found.admission,
+            admitted: found.admitted,
             lines: view::marked_lines(&applied, &object.kind),
+            exists: found.live.is_some(),
             diff,
-            exists,
         });
     }
     views

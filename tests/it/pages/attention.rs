@@ -65,8 +65,21 @@ async fn a_breakglass_that_needs_attention_heads_approvers_dashboards_and_an_app
     assert!(env.env.sim.object(&key).is_none());
 }
 
+/// Polls the request page as `client` until it says it was checked against the cluster.
+async fn checked_page(env: &TestEnv, client: &reqwest::Client, id: &str) -> String {
+    for _ in 0..500 {
+        let (status, html) = page(env, client, &format!("/requests/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        if html.contains("Checked against the cluster") {
+            return html;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the request was never checked against the cluster");
+}
+
 #[tokio::test]
-async fn a_stalled_cluster_does_not_stall_the_request_page() {
+async fn a_page_view_never_asks_the_cluster_and_shows_the_look_taken_at_filing_with_its_age() {
     let env = TestEnv::start().await;
     let (id, _) = env
         .file_ok(
@@ -74,21 +87,63 @@ async fn a_stalled_cluster_does_not_stall_the_request_page() {
             30,
         )
         .await;
-    // Every call to the cluster is held for a minute.
+    let bob = sign_in(&env, "bob").await;
+    let html = checked_page(&env, &bob, &id).await;
+    assert!(
+        html.contains("Checked against the cluster just now"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Without breakglass:"),
+        "the look at filing found the hotfix image unattested: {html}"
+    );
+
+    // From now on every call to the cluster is held for a minute, and counted.
     env.env.sim.set_failure_mode(Some(Failure {
         delay_ms: 60_000,
         ..Failure::default()
     }));
-    let bob = sign_in(&env, "bob").await;
-    let (status, html) = page(&env, &bob, &format!("/requests/{id}")).await;
-    env.env.sim.set_failure_mode(None);
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        html.contains("no answer within"),
-        "the page says the cluster did not answer"
+    env.clock.advance(std::time::Duration::from_secs(180));
+    for _ in 0..5 {
+        let (status, html) = page(&env, &bob, &format!("/requests/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains("Checked against the cluster 3 min ago"),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("action=\"/requests/{id}/approve\"")),
+            "and can be approved from"
+        );
+    }
+    assert_eq!(
+        env.env.sim.failure_state().affected,
+        0,
+        "no page view asked the cluster"
     );
+
+    // Asking to check again asks it once, however often it is asked within ten seconds, and a
+    // stalled cluster is reported rather than stalling the page.
+    let csrf = csrf_of(&html).await;
+    for _ in 0..3 {
+        let again = bob
+            .post(env.url(&format!("/requests/{id}/look")))
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    }
+    let (_, html) = page(&env, &bob, &format!("/requests/{id}")).await;
+    env.env.sim.set_failure_mode(None);
     assert!(
-        html.contains(&format!("action=\"/requests/{id}/approve\"")),
-        "and can still be approved from"
+        html.contains("Checked against the cluster just now"),
+        "{html}"
+    );
+    assert!(html.contains("no answer within"), "{html}");
+    assert_eq!(
+        env.env.sim.failure_state().affected,
+        2,
+        "one look: a dry run and a read"
     );
 }
