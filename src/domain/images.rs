@@ -183,7 +183,7 @@ pub fn with_images(
     }
     let known = containers(live, &object.kind);
     for (key, image) in images {
-        let path = format!("images.{key}");
+        let path = format!("images.{}", shown_key(key));
         if image.trim().is_empty() {
             findings.push(Finding::new("", path, "is empty; give the new image"));
             continue;
@@ -207,11 +207,7 @@ pub fn with_images(
             ));
         }
     }
-    if let Some(Value::Object(template_metadata)) =
-        template_metadata_mut(&mut manifest, &object.kind)
-    {
-        template_metadata.remove("creationTimestamp");
-    }
+    drop_empty_timestamps(&mut manifest);
     if findings.is_empty() {
         Ok(manifest)
     } else {
@@ -233,12 +229,32 @@ fn strip_metadata(metadata: &mut Map<String, Value>) {
     }
 }
 
-fn template_metadata_mut<'v>(object: &'v mut Value, kind: &str) -> Option<&'v mut Value> {
-    let path = template_path(kind)?;
-    if path.is_empty() {
-        return None;
+/// Removes the `creationTimestamp: null` the API server writes into every embedded
+/// `metadata` (pod templates, a CronJob's job template, claim templates).
+fn drop_empty_timestamps(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(metadata)) = map.get_mut("metadata")
+                && metadata.get("creationTimestamp") == Some(&Value::Null)
+            {
+                metadata.remove("creationTimestamp");
+            }
+            map.values_mut().for_each(drop_empty_timestamps);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_empty_timestamps),
+        _ => {}
     }
-    object.pointer_mut(&format!("/{}/metadata", path.replace('.', "/")))
+}
+
+/// A container key as a message shows it: as given when it could be a name, else quoted and
+/// cut short, so that a hostile key cannot fill or forge a message.
+fn shown_key(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key.len() <= 63
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if plain { key.to_owned() } else { quoted(key) }
 }
 
 /// Sets the image of the container known by `key` in a pod spec; false if there is none.
@@ -369,6 +385,41 @@ mod tests {
             findings[0].message,
             "names no container of Deployment/api; its containers are: api, proxy (init containers: migrate)"
         );
+    }
+
+    #[test]
+    fn a_cronjob_loses_the_empty_timestamps_of_its_job_and_pod_templates() {
+        let live = json!({ "apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": { "name": "report", "namespace": "prod" },
+            "spec": { "schedule": "0 * * * *", "jobTemplate": {
+                "metadata": { "creationTimestamp": null },
+                "spec": { "template": { "metadata": { "creationTimestamp": null },
+                    "spec": { "containers": [{ "name": "report", "image": "old" }] } } } } } });
+        let object = ObjectRef {
+            api_version: "batch/v1".into(),
+            kind: "CronJob".into(),
+            namespace: "prod".into(),
+            name: "report".into(),
+        };
+        let built = with_images(&live, &object, &images(&[("report", NEW)])).expect("builds");
+        assert_eq!(
+            built["spec"]["jobTemplate"],
+            json!({ "metadata": {}, "spec": { "template": { "metadata": {},
+                "spec": { "containers": [{ "name": "report", "image": NEW }] } } } })
+        );
+    }
+
+    #[test]
+    fn a_hostile_container_key_is_quoted_and_cut_short_in_the_refusal() {
+        let key = format!("a\nFAKE: {}", "x".repeat(200));
+        let findings = with_images(&deployment(), &deployment_ref(), &images(&[(&key, NEW)]))
+            .expect_err("refused");
+        assert!(
+            findings[0].path.starts_with("images.\"a\\nFAKE"),
+            "{findings:?}"
+        );
+        assert!(findings[0].path.len() < 100, "{findings:?}");
+        assert!(!findings[0].to_string().contains('\n'));
     }
 
     #[test]

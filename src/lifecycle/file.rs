@@ -125,7 +125,7 @@ impl Lifecycle {
         form: &RequestForm,
     ) -> Result<Checked, LifecycleError> {
         self.require_requester(caller)?;
-        let form = self.resolve(form.clone()).await?;
+        let form = self.resolve(caller, form.clone()).await?;
         self.check(&form)
     }
 
@@ -148,7 +148,7 @@ impl Lifecycle {
     ) -> Result<Request, LifecycleError> {
         self.require_requester(caller)?;
         self.count(caller, Limit::Filing)?;
-        let form = self.resolve(form).await?;
+        let form = self.resolve(caller, form).await?;
         let checked = self.check(&form)?;
         let objects: Vec<ObjectRef> = checked.objects.iter().map(ObjectRef::from).collect();
         if let Some(holder) = self.store.holder(&form.target, &objects).await? {

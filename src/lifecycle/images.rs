@@ -40,6 +40,7 @@ impl Lifecycle {
     /// came when it gives a manifest.
     pub(super) async fn resolve(
         &self,
+        caller: &Person,
         mut form: RequestForm,
     ) -> Result<RequestForm, LifecycleError> {
         let Some(workload) = form.workload.clone() else {
@@ -71,7 +72,7 @@ impl Lifecycle {
             ));
         }
         let (object, live) = self
-            .read_workload(&form.target, &form.namespace, &workload)
+            .read_workload(caller, &form.target, &form.namespace, &workload)
             .await?;
         let built = with_images(&live, &object, &images).map_err(LifecycleError::Refused)?;
         form.manifest = serde_json::to_string_pretty(&built).map_err(anyhow::Error::from)?;
@@ -88,7 +89,9 @@ impl Lifecycle {
         workload: &WorkloadRef,
     ) -> Result<Workload, LifecycleError> {
         self.require_requester(caller)?;
-        let (object, live) = self.read_workload(target, namespace, workload).await?;
+        let (object, live) = self
+            .read_workload(caller, target, namespace, workload)
+            .await?;
         Ok(Workload {
             containers: containers(&live, &object.kind),
             object,
@@ -96,8 +99,13 @@ impl Lifecycle {
     }
 
     /// Reads the live workload, once the policy allows a request to change it.
+    ///
+    /// The broker reads with its own rights, which the caller may not have, and what it reads
+    /// (environment values, commands, annotations) becomes part of the request that the
+    /// requester, the approvers and auditors see; so every read is logged with who asked.
     async fn read_workload(
         &self,
+        caller: &Person,
         target: &str,
         namespace: &str,
         workload: &WorkloadRef,
@@ -179,6 +187,14 @@ impl Lifecycle {
             namespace: namespace.to_owned(),
             name: workload.name.clone(),
         };
+        tracing::info!(
+            target_name = target,
+            object = %object,
+            actor = %caller.name,
+            issuer = %caller.issuer,
+            subject = %caller.subject,
+            "reading a workload for an images-only request"
+        );
         match entry.client.get(&object).await {
             Ok(Some(live)) => Ok((object, live)),
             Ok(None) | Err(TargetError::NotFound) => Err(refused(
@@ -186,7 +202,7 @@ impl Lifecycle {
                 format!("{object} was not found on target {target}"),
             )),
             Err(e) => {
-                tracing::warn!(target = target, object = %object, error = %e, "reading a workload failed");
+                tracing::warn!(target_name = target, object = %object, error = %e, "reading a workload failed");
                 Err(LifecycleError::Unavailable(format!(
                     "{object} could not be read from target {target} just now ({e}); nothing was filed, try again shortly"
                 )))
