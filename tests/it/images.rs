@@ -1,7 +1,7 @@
 //! Images-only requests: a workload and new images instead of a manifest. The broker reads the
-//! live workload (on the simulated cluster and on the simulated Cloud Run), changes only the
-//! named containers, and at the end everything is as it ran before; what it cannot build is
-//! refused with a 4xx and nothing is filed.
+//! live workload (on the simulated cluster, on dev-gke over HTTPS and on the simulated Cloud
+//! Run), changes only the named containers, and at the end everything is as it ran before;
+//! what it cannot build is refused with a 4xx and nothing is filed.
 
 use std::time::Duration;
 
@@ -405,4 +405,72 @@ async fn a_workload_field_the_api_does_not_know_is_a_client_error() {
     let (status, answer) = env.post("alice", "/api/v1/requests", body).await;
     assert!(status.is_client_error(), "{status}: {answer}");
     assert_eq!(requests_filed(&env).await, 0);
+}
+
+/// Someone with deploy rights on `dev-gke` (a token from the simulated metadata server)
+/// writes this Deployment in prod by server-side apply, over HTTPS with the cluster's CA.
+async fn deploy_on_gke(env: &TestEnv, body: &Value) {
+    let gke = &env.env.gke;
+    let token = crate::cloud_run::metadata_token(env).await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(gke.ca_pem.as_bytes()).expect("the cluster's CA"),
+        )
+        .build()
+        .expect("client");
+    let name = body["metadata"]["name"].as_str().expect("name");
+    let response = client
+        .patch(format!(
+            "{}/apis/apps/v1/namespaces/prod/deployments/{name}?fieldManager=ci&force=true",
+            gke.cluster_url
+        ))
+        .bearer_auth(token)
+        .header("content-type", "application/apply-patch+yaml")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the cluster answers");
+    let status = response.status();
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn an_images_only_request_on_dev_gke_is_built_from_the_workload_read_over_https() {
+    let env = TestEnv::start().await;
+    deploy_on_gke(&env, &payments()).await;
+    let body = images_body(
+        "dev-gke",
+        "prod",
+        json!({ "kind": "Deployment", "name": "payments-api" }),
+        json!({ "proxy": HOTFIX_IMAGE }),
+    );
+
+    let (status, preview) = env.post("alice", "/api/v1/requests/preview", body).await;
+
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let built = &preview["objects"][0];
+    let spec = &built["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"][1]["image"], HOTFIX_IMAGE);
+    assert_eq!(spec["containers"][0]["image"], RELEASE_API);
+    assert_eq!(spec["containers"][0]["env"][0]["value"], "live");
+    assert_eq!(spec["initContainers"][0]["image"], RELEASE_MIGRATE);
+    assert_eq!(built["spec"]["replicas"], 3);
+    // dev-cluster has no such Deployment: the read went to the GKE cluster.
+    let (status, elsewhere) = env
+        .post(
+            "alice",
+            "/api/v1/requests/preview",
+            images_body(
+                "dev-cluster",
+                "prod",
+                json!({ "kind": "Deployment", "name": "payments-api" }),
+                json!({ "proxy": HOTFIX_IMAGE }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{elsewhere}");
 }
