@@ -8,6 +8,7 @@ pub mod cloud_run;
 pub mod digest;
 pub mod end;
 pub mod finding;
+pub mod images;
 pub mod manifest;
 pub mod person;
 pub mod policy;

@@ -16,7 +16,7 @@ mod pods;
 
 pub use super::finding::Finding;
 pub(crate) use super::finding::{kind_of, not_a_string, quoted, shown};
-pub use cloud_run::CloudRunPolicy;
+pub use cloud_run::{CloudRunPolicy, FORBIDDEN as CLOUD_RUN_FORBIDDEN};
 pub use pods::image_digest;
 
 /// Which images may be run.

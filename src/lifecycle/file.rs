@@ -1,10 +1,12 @@
 //! Filing a request: checked against its target's policy, stored with its digest, and
 //! recorded, in one transaction.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
 
+use super::images::{WorkloadRef, built_from};
 use super::{Actor, Lifecycle, LifecycleError, Limit, RequestRef};
 use crate::domain::approval;
 use crate::domain::digest::{Subject, digest};
@@ -13,15 +15,24 @@ use crate::domain::policy::{Finding, RequestFields};
 use crate::domain::{AuditAction, Person};
 use crate::store::{NewRequest, Request, Store};
 
-/// What an engineer asks for.
-#[derive(Clone, Debug, serde::Deserialize)]
+/// What an engineer asks for: a manifest, or a workload and the new images of some of its
+/// containers (the broker builds the manifest from the live workload).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestForm {
     pub target: String,
     /// Omitted for Cloud Run, whose services have no namespace.
     #[serde(default)]
     pub namespace: String,
+    #[serde(default)]
     pub manifest: String,
+    /// Instead of `manifest`: the workload whose images change.
+    #[serde(default)]
+    pub workload: Option<WorkloadRef>,
+    /// With `workload`: container name (or, for an unnamed Cloud Run container, its place in
+    /// the list) to its new image.
+    #[serde(default)]
+    pub images: Option<BTreeMap<String, String>>,
     pub ticket: String,
     pub justification: String,
     pub duration_minutes: u64,
@@ -108,12 +119,17 @@ impl Lifecycle {
 
     /// What a request would be, for someone who may file one: the policy's answers name
     /// targets, namespaces and rules, which nobody else learns.
-    pub fn preview(&self, caller: &Person, form: &RequestForm) -> Result<Checked, LifecycleError> {
+    pub async fn preview(
+        &self,
+        caller: &Person,
+        form: &RequestForm,
+    ) -> Result<Checked, LifecycleError> {
         self.require_requester(caller)?;
-        self.check(form)
+        let form = self.resolve(caller, form.clone()).await?;
+        self.check(&form)
     }
 
-    fn require_requester(&self, caller: &Person) -> Result<(), LifecycleError> {
+    pub(super) fn require_requester(&self, caller: &Person) -> Result<(), LifecycleError> {
         if self.roles.may_file(caller) {
             Ok(())
         } else {
@@ -132,6 +148,7 @@ impl Lifecycle {
     ) -> Result<Request, LifecycleError> {
         self.require_requester(caller)?;
         self.count(caller, Limit::Filing)?;
+        let form = self.resolve(caller, form).await?;
         let checked = self.check(&form)?;
         let objects: Vec<ObjectRef> = checked.objects.iter().map(ObjectRef::from).collect();
         if let Some(holder) = self.store.holder(&form.target, &objects).await? {
@@ -178,13 +195,16 @@ impl Lifecycle {
         };
         let mut change = self.begin().await?;
         Store::insert_request(change.tx(), &new).await?;
-        let detail = json!({
+        let mut detail = json!({
             "digest": new.digest,
             "objects": checked.objects.iter().map(Object::label).collect::<Vec<_>>(),
             "duration_minutes": form.duration_minutes,
             "justification": form.justification,
             "approval_rule": checked.rule,
         });
+        if let Some(built) = built_from(&form) {
+            detail["built_from"] = built;
+        }
         let reference = RequestRef {
             id: &new.id,
             ticket: &new.ticket,

@@ -11,6 +11,7 @@
 
 mod decide;
 mod file;
+mod images;
 mod read;
 mod work;
 
@@ -27,6 +28,7 @@ use tokio::sync::broadcast;
 
 pub use decide::Decision;
 pub use file::{Checked, RequestForm};
+pub use images::{Workload, WorkloadRef};
 pub use read::{RequestHistory, TicketHistory};
 pub use work::{WorkQueue, queue};
 
@@ -62,6 +64,9 @@ pub enum LifecycleError {
     Refused(Vec<Finding>),
     #[error("{0}")]
     TooLarge(String),
+    /// A target could not be read just now; nothing changed, and asking again may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// This person did this too often just now; they may again after `retry_after_seconds`.
     #[error("{what}: try again in {retry_after_seconds} s")]
     TooMany {

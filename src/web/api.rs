@@ -48,7 +48,7 @@ async fn preview(
     Caller(caller): Caller,
     ApiJson(form): ApiJson<RequestForm>,
 ) -> Result<Json<Preview>, AppError> {
-    let checked = state.lifecycle.preview(&caller, &form)?;
+    let checked = state.lifecycle.preview(&caller, &form).await?;
     Ok(Json(Preview {
         digest: checked.digest,
         approval_rule: checked.rule,

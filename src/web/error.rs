@@ -97,6 +97,7 @@ impl From<LifecycleError> for AppError {
             LifecycleError::Invalid(message) => AppError::invalid(message),
             LifecycleError::Refused(findings) => AppError::refused(findings),
             LifecycleError::TooLarge(message) => AppError::TooLarge(message),
+            LifecycleError::Unavailable(message) => AppError::Unavailable(message),
             e @ LifecycleError::TooMany {
                 retry_after_seconds,
                 ..

@@ -200,6 +200,7 @@ fn form(target: &str) -> RequestForm {
         ticket: "INC-7".into(),
         justification: "checkout is down".into(),
         duration_minutes: 30,
+        ..RequestForm::default()
     }
 }
 

@@ -15,6 +15,7 @@ mod end;
 mod end_props;
 mod flow;
 mod google;
+mod images;
 mod kinds;
 mod lifecycle;
 mod metrics;

@@ -154,7 +154,7 @@ fn corpus() -> Vec<Case> {
         case("list as a mapping key", request("? [a, b]\n: c\n"), UNPROCESSABLE, &["manifest line 1", "keys must be strings"]),
         case("NUL character", request("apiVersion: v1\nkind: Pod\nmetadata: {name: \"a\u{0}\"}\n"), UNPROCESSABLE, &["manifest line 3", "unexpected character"]),
         case("trailing garbage after JSON", request(r#"{"apiVersion": "v1"} {"kind": "Pod"}"#), UNPROCESSABLE, &["manifest line 1, column"]),
-        case("empty manifest", request(""), UNPROCESSABLE, &["manifest contains no objects"]),
+        case("empty manifest", request(""), UNPROCESSABLE, &["manifest is missing: give a manifest, or a workload and the new images of its containers"]),
         case("only separators and comments", request("# nothing\n---\n---\n# still nothing\n"), UNPROCESSABLE, &["manifest contains no objects"]),
         // --- Size and count: too large is 413 however it is too large; too many is 422.
         case("manifest over the target's size limit", request(&format!("{}{}", deploy("", ""), "# padding\n".repeat(30_000))), TOO_LARGE, &["manifest is 30", "target dev-cluster accepts at most 262144 bytes"]),
@@ -277,7 +277,7 @@ fn corpus() -> Vec<Case> {
         case("fractional duration", with(request(&deploy("", "")), "duration_minutes", json!(1.5)), UNPROCESSABLE, &["duration_minutes: invalid type: floating point"]),
         case("manifest as a JSON object", with(request(""), "manifest", json!({"kind": "Pod"})), UNPROCESSABLE, &["manifest: invalid type: map, expected a string"]),
         case("ticket null", with(request(&deploy("", "")), "ticket", Value::Null), UNPROCESSABLE, &["ticket: invalid type: null"]),
-        case("missing manifest", without(request(""), "manifest"), UNPROCESSABLE, &["missing field `manifest`"]),
+        case("missing manifest", without(request(""), "manifest"), UNPROCESSABLE, &["manifest is missing: give a manifest, or a workload and the new images of its containers"]),
         case("body is a list", json!([request("")]), UNPROCESSABLE, &["Failed to deserialize the JSON body"]),
     ];
     cases.push(Case {

@@ -18,7 +18,7 @@ pub struct CloudRunPolicy {
 }
 
 /// Service fields a breakglass may not set, and why: the broker keeps what the service has.
-const FORBIDDEN: [(&str, &str); 6] = [
+pub const FORBIDDEN: [(&str, &str); 6] = [
     (
         "ingress",
         "may not be changed in a breakglass; leave it out and the service keeps its own",

@@ -4,6 +4,7 @@
 mod attention;
 mod cookies;
 mod headers;
+mod images;
 mod people;
 mod rendering;
 mod request_page;
