@@ -157,19 +157,30 @@ pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()>
             },
             () = &mut stop => break,
         };
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Telling HTTP/1 from HTTP/2 waits for the client's first bytes, and hyper's header
+            // timeout starts only after them: a client that connects and says nothing must not
+            // hold a connection (and its place among the few thousand) for ever.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                drop(permit);
+                return;
+            }
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
             // A client that goes away mid-request is no error of ours.
-            let _ = connection.await;
+            let _ = watcher.watch(connection).await;
             drop(permit);
         });
     }

@@ -31,7 +31,6 @@ async fn create(
     ApiJson(form): ApiJson<RequestForm>,
 ) -> Result<(axum::http::StatusCode, Json<RequestView>), AppError> {
     let request = state.lifecycle.file(&caller, form).await?;
-    super::pages::look::after_filing(&state, &request);
     Ok(created(Json(RequestView::new(request))))
 }
 

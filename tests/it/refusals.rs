@@ -309,21 +309,27 @@ async fn a_connection_that_never_finishes_its_headers_is_dropped() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .expect("half a request");
+    // And one that connects and never says anything at all.
+    let mut silent = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connects");
     // The server gives up on the headers after 10 s; the bound is for a busy machine.
-    let mut buffer = [0u8; 256];
-    let closed = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match slow.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+    for (what, stream) in [("half a request", &mut slow), ("nothing", &mut silent)] {
+        let mut buffer = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
             }
-        }
-    })
-    .await;
-    assert!(
-        closed.is_ok(),
-        "the server still holds the connection after 60 s"
-    );
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the server still holds a connection that sent {what} after 60 s"
+        );
+    }
     // Everyone else is served as usual.
     let (status, _) = env.call(reqwest::Method::GET, None, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -1,8 +1,9 @@
 //! What the cluster says of a request's objects: would it admit each without breakglass (a
 //! server-side dry run), and what runs there now. Asking is a call to the production API
-//! server with the broker's rights, so it is not made at every page view: it is made once when
-//! the request is filed and again when someone asks (at most once per [`LOOK_AGAIN_AFTER`] per
-//! request), stored, and shown with its age.
+//! server with the broker's rights, so it is not made at every page view: it is made when the
+//! request page is first opened and again when someone asks (at most once per
+//! [`LOOK_AGAIN_AFTER`] per request, across replicas), stored, and shown with its age. Requests
+//! filed and decided through the API alone never cost the cluster a look.
 
 use std::time::Duration;
 
@@ -103,14 +104,17 @@ pub async fn take(state: &AppState, request: &Request) -> Result<bool, StoreErro
     Ok(true)
 }
 
-/// The first look, taken beside the filing so that filing does not wait for the cluster.
-pub fn after_filing(state: &AppState, request: &Request) {
-    let (state, request) = (state.clone(), request.clone());
-    tokio::spawn(async move {
-        if let Err(e) = take(&state, &request).await {
-            tracing::warn!(request_id = %request.id, error = %e, "could not look at the cluster");
-        }
-    });
+/// The last stored look at a request's objects; the first one is taken now, when the request
+/// still awaits decisions and nobody has looked yet.
+pub async fn stored_or_first(
+    state: &AppState,
+    request: &Request,
+) -> Result<Option<Look>, StoreError> {
+    if let Some(look) = stored(state, &request.id).await? {
+        return Ok(Some(look));
+    }
+    take(state, request).await?;
+    stored(state, &request.id).await
 }
 
 /// The last stored look at a request's objects, if there is one.

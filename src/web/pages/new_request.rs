@@ -341,10 +341,7 @@ pub async fn submit(
                 })
         } else {
             match state.lifecycle.file(&viewer.person, request).await {
-                Ok(created) => {
-                    super::look::after_filing(&state, &created);
-                    return Ok(see_other(&format!("/requests/{}", created.id)));
-                }
+                Ok(created) => return Ok(see_other(&format!("/requests/{}", created.id))),
                 Err(e) => Err(e),
             }
         };

@@ -243,7 +243,7 @@ pub async fn show(
         RequestState::Active | RequestState::NeedsAttention
     ) && request.end_requested.is_none()
         && may_close(&access, person);
-    let looked = look::stored(&state, &request.id).await?;
+    let looked = look::stored_or_first(&state, &request).await?;
     let objects = object_views(&request, &approvals, looked.as_ref());
     let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
     let can_look = look::undecided(&request);

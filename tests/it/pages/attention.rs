@@ -65,21 +65,8 @@ async fn a_breakglass_that_needs_attention_heads_approvers_dashboards_and_an_app
     assert!(env.env.sim.object(&key).is_none());
 }
 
-/// Polls the request page as `client` until it says it was checked against the cluster.
-async fn checked_page(env: &TestEnv, client: &reqwest::Client, id: &str) -> String {
-    for _ in 0..500 {
-        let (status, html) = page(env, client, &format!("/requests/{id}")).await;
-        assert_eq!(status, StatusCode::OK);
-        if html.contains("Checked against the cluster") {
-            return html;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the request was never checked against the cluster");
-}
-
 #[tokio::test]
-async fn a_page_view_never_asks_the_cluster_and_shows_the_look_taken_at_filing_with_its_age() {
+async fn only_the_first_page_view_asks_the_cluster_and_later_ones_show_that_look_with_its_age() {
     let env = TestEnv::start().await;
     let (id, _) = env
         .file_ok(
@@ -88,14 +75,15 @@ async fn a_page_view_never_asks_the_cluster_and_shows_the_look_taken_at_filing_w
         )
         .await;
     let bob = sign_in(&env, "bob").await;
-    let html = checked_page(&env, &bob, &id).await;
+    let (status, html) = page(&env, &bob, &format!("/requests/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
     assert!(
         html.contains("Checked against the cluster just now"),
         "{html}"
     );
     assert!(
         html.contains("Without breakglass:"),
-        "the look at filing found the hotfix image unattested: {html}"
+        "the first view's look found the hotfix image unattested: {html}"
     );
 
     // From now on every call to the cluster is held for a minute, and counted.
