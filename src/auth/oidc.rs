@@ -295,7 +295,7 @@ impl Verifier {
                     .map(|n| n.to_string())
             })
             .or(verified_email)
-            .filter(|n| !n.trim().is_empty())
+            .and_then(|n| crate::domain::person::display_name(&n))
             .unwrap_or_else(|| subject.clone());
         let groups = match claims.additional_claims().claims.get(&self.groups_claim) {
             Some(serde_json::Value::Array(items)) => items

@@ -50,11 +50,15 @@ pub fn may_decide(rules: &[ApprovalRule], requester_subject: &str, person: &Pers
 /// The requester never counts, and each approver counts once, for one group. Which group a
 /// person in several groups counts for is chosen to fill as many required slots as possible
 /// (a bipartite matching), so the outcome never depends on the order of approvals.
+///
+/// `requester` is (display name, subject): the requester never counts, and is named beside
+/// the approvers so that someone else with their name never reads as them.
 pub fn tally(
     rules: &[ApprovalRule],
-    requester_subject: &str,
+    requester: (&str, &str),
     approvers: &[Person],
 ) -> ApprovalTally {
+    let (_, requester_subject) = requester;
     let eligible: Vec<&Person> = approvers
         .iter()
         .filter(|p| p.subject != requester_subject)
@@ -83,9 +87,11 @@ pub fn tally(
         );
     }
     let names = super::person::Names::new(
-        eligible
-            .iter()
-            .map(|p| (p.name.as_str(), p.subject.as_str())),
+        std::iter::once(requester).chain(
+            eligible
+                .iter()
+                .map(|p| (p.name.as_str(), p.subject.as_str())),
+        ),
     );
     let progress: Vec<RuleProgress> = rules
         .iter()
@@ -149,8 +155,8 @@ mod tests {
             name: "bob".into(),
             groups: vec!["sre".into()],
         };
-        assert!(!tally(&[], "alice", &[]).satisfied);
-        assert!(!tally(&[], "alice", &[bob]).satisfied);
+        assert!(!tally(&[], ("alice", "alice"), &[]).satisfied);
+        assert!(!tally(&[], ("alice", "alice"), &[bob]).satisfied);
     }
 
     fn person(name: &str, groups: &[&str]) -> Person {
@@ -176,20 +182,20 @@ mod tests {
         let rules = rules(&[("sre", 1), ("security", 1)]);
         let sre = person("sam", &["sre"]);
         let sec = person("sue", &["security"]);
-        assert!(!tally(&rules, "alice", std::slice::from_ref(&sre)).satisfied);
-        assert!(tally(&rules, "alice", &[sre, sec]).satisfied);
+        assert!(!tally(&rules, ("alice", "alice"), std::slice::from_ref(&sre)).satisfied);
+        assert!(tally(&rules, ("alice", "alice"), &[sre, sec]).satisfied);
     }
 
     #[test]
     fn a_person_in_both_groups_counts_once() {
         let rules = rules(&[("sre", 1), ("security", 1)]);
         let both = person("bea", &["sre", "security"]);
-        let t = tally(&rules, "alice", &[both.clone(), both.clone()]);
+        let t = tally(&rules, ("alice", "alice"), &[both.clone(), both.clone()]);
         assert!(!t.satisfied);
         let sec = person("sue", &["security"]);
         // Whatever the order, bea moves to sre so that sue can fill security.
-        assert!(tally(&rules, "alice", &[both.clone(), sec.clone()]).satisfied);
-        assert!(tally(&rules, "alice", &[sec, both]).satisfied);
+        assert!(tally(&rules, ("alice", "alice"), &[both.clone(), sec.clone()]).satisfied);
+        assert!(tally(&rules, ("alice", "alice"), &[sec, both]).satisfied);
     }
 
     #[test]
@@ -197,7 +203,7 @@ mod tests {
         let rules = rules(&[("approvers", 2)]);
         let erin = person("erin", &["oncall", "approvers"]);
         let bob = person("bob", &["approvers"]);
-        let t = tally(&rules, "erin", &[erin.clone(), bob.clone()]);
+        let t = tally(&rules, ("erin", "erin"), &[erin.clone(), bob.clone()]);
         assert!(!t.satisfied);
         assert_eq!(t.rules[0].counted, vec!["bob".to_owned()]);
         assert!(!may_decide(&rules, "erin", &erin));
@@ -209,8 +215,8 @@ mod tests {
         let rules = rules(&[("approvers", 2)]);
         let bob = person("bob", &["approvers"]);
         let carol = person("carol", &["approvers"]);
-        assert!(!tally(&rules, "alice", &[bob.clone(), bob.clone()]).satisfied);
-        assert!(tally(&rules, "alice", &[bob, carol]).satisfied);
+        assert!(!tally(&rules, ("alice", "alice"), &[bob.clone(), bob.clone()]).satisfied);
+        assert!(tally(&rules, ("alice", "alice"), &[bob, carol]).satisfied);
     }
 
     #[test]
@@ -218,7 +224,7 @@ mod tests {
         let rules = rules(&[("sre", 1), ("security", 1)]);
         let t = tally(
             &rules,
-            "alice",
+            ("alice", "alice"),
             &[person("sam", &["sre"]), person("sue", &["security"])],
         );
         assert!(t.satisfied);
@@ -230,7 +236,7 @@ mod tests {
     fn someone_outside_every_group_neither_counts_nor_decides() {
         let rules = rules(&[("approvers", 1)]);
         let mallory = person("mallory", &[]);
-        assert!(!tally(&rules, "alice", std::slice::from_ref(&mallory)).satisfied);
+        assert!(!tally(&rules, ("alice", "alice"), std::slice::from_ref(&mallory)).satisfied);
         assert!(!may_decide(&rules, "alice", &mallory));
         assert_eq!(describe(&rules), "1 from approvers");
     }

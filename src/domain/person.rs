@@ -52,12 +52,18 @@ impl Names {
     }
 
     /// How `name` (of the person with `subject`) reads in this view. The broker itself has no
-    /// subject and reads as its name.
+    /// subject and reads as its name. A name that could pass for another (see
+    /// [`could_mislead`]) always shows the start of its subject too.
     pub fn show(&self, name: &str, subject: &str) -> String {
-        match self.shared.get(name) {
+        let shown = self
+            .shared
+            .get(name)
+            .copied()
+            .or_else(|| could_mislead(name).then_some(SUBJECT_SHOWN));
+        match shown {
             _ if subject.is_empty() => name.to_owned(),
             None => name.to_owned(),
-            Some(&shown) => {
+            Some(shown) => {
                 let prefix: String = subject.chars().take(shown).collect();
                 let more = if subject.chars().count() > shown {
                     "…"
@@ -68,6 +74,52 @@ impl Names {
             }
         }
     }
+}
+
+/// Whether a name could be read as someone else's: it looks like a name already told apart
+/// (`bob (bob)`), a list (`carol, erin`), the broker itself, or uses letters beyond ASCII that
+/// may look like others (`аlice` with a Cyrillic а). Such a name is always shown with its
+/// subject.
+pub fn could_mislead(name: &str) -> bool {
+    name == BROKER_NAME || !name.is_ascii() || name.contains(['(', ')', ',', '[', ']'])
+}
+
+/// The name the broker acts under in the audit history.
+pub const BROKER_NAME: &str = "breakglass-broker";
+
+/// The most characters of a display name the broker keeps.
+const NAME_CHARS: usize = 64;
+
+/// A provider's name claim made fit to show: no control or invisible formatting characters
+/// (zero-width, bidirectional overrides), one line, no commas (the stamp on objects lists
+/// names with them), whitespace collapsed, at most 64 characters. None if nothing is left.
+pub fn display_name(raw: &str) -> Option<String> {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c,
+                '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+                | '\u{E000}'..='\u{F8FF}')
+    };
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c == ',' || c.is_whitespace() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .filter(|c| !invisible(*c))
+        .collect();
+    let name: String = cleaned
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(NAME_CHARS)
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// The shortest length (at least [`SUBJECT_SHOWN`]) at which these subjects all differ.
@@ -106,6 +158,44 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(first, "bob (1234567890-f…)");
         assert_eq!(second, "bob (1234567890-s…)");
+    }
+
+    #[test]
+    fn a_name_that_could_pass_for_another_always_shows_its_subject() {
+        let names = Names::new([
+            ("bob (bob)", "mimic-1"),
+            ("аlice", "x1"),
+            ("breakglass-broker", "b"),
+        ]);
+        assert_eq!(names.show("bob (bob)", "mimic-1"), "bob (bob) (mimic-1)");
+        assert_eq!(names.show("аlice", "x1"), "аlice (x1)");
+        assert_eq!(
+            names.show("breakglass-broker", "b"),
+            "breakglass-broker (b)"
+        );
+        assert_eq!(
+            names.show("breakglass-broker", ""),
+            "breakglass-broker",
+            "the broker itself"
+        );
+    }
+
+    #[test]
+    fn a_display_name_is_one_visible_line_without_commas_and_not_too_long() {
+        assert_eq!(
+            display_name("carol,erin,dave").as_deref(),
+            Some("carol erin dave")
+        );
+        assert_eq!(display_name("bo\u{200B}b").as_deref(), Some("bob"));
+        assert_eq!(
+            display_name("ev\u{202E}il\nname\tx").as_deref(),
+            Some("evil name x")
+        );
+        assert_eq!(display_name(" \u{200B} "), None);
+        assert_eq!(
+            display_name(&"x".repeat(5000)).map(|n| n.chars().count()),
+            Some(64)
+        );
     }
 
     #[test]

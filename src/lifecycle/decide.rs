@@ -49,7 +49,11 @@ impl Lifecycle {
             .filter(|a| a.is_approval())
             .map(Approval::person)
             .collect();
-        tally(rules, &request.requester_subject, &people)
+        tally(
+            rules,
+            (&request.requester_name, &request.requester_subject),
+            &people,
+        )
     }
 
     /// Records an approval or a rejection. An approval that completes the rule moves the

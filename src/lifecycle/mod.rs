@@ -43,7 +43,7 @@ use crate::store::{AuditEvent, Named, NewEvent, Request, Store, StoreError, Tx, 
 use crate::targets::Registry;
 
 /// The broker's own name in the audit history.
-pub const BROKER_ACTOR: &str = "breakglass-broker";
+pub const BROKER_ACTOR: &str = crate::domain::person::BROKER_NAME;
 
 /// How many published events a slow subscriber may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 1024;

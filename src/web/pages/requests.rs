@@ -121,11 +121,16 @@ pub async fn dashboard(
         .filter(|r| state.config.roles.audits(person) || may_decide(&lifecycle.access(r), person))
         .collect();
     let lists = [&attention, &mine, &to_decide, &active];
+    // The viewer is in view too: someone else with their name must not read as them.
     let names = Names::new(
         lists
             .iter()
             .flat_map(|list| list.iter())
-            .map(|r| (r.requester_name.as_str(), r.requester_subject.as_str())),
+            .map(|r| (r.requester_name.as_str(), r.requester_subject.as_str()))
+            .chain(std::iter::once((
+                person.name.as_str(),
+                person.subject.as_str(),
+            ))),
     );
     let rows = |list: &[&Request]| list.iter().map(|r| row(r, now, &names)).collect();
     Ok(Dashboard {

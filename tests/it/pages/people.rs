@@ -169,6 +169,13 @@ async fn someone_else_with_the_requesters_name_never_reads_as_the_requester() {
         .expect("the filing");
     assert_eq!(filing["actor_subject"], "alice");
 
+    let (_, request) = env.get("dave", &format!("/api/v1/requests/{id}")).await;
+    assert_eq!(
+        request["approval"]["rules"][0]["counted"],
+        json!(["alice (alice-lo…)"]),
+        "the tally never reads as alice approving her own request: {request}"
+    );
+
     let carol = sign_in(&env, "carol").await;
     let (_, html) = page(&env, &carol, &format!("/requests/{id}")).await;
     assert!(
