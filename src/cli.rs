@@ -202,7 +202,7 @@ async fn run_sim_cluster(
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     println!(
-        "{}: ok ({} targets: {})",
+        "{}: ok ({} targets: {}; {} notification endpoints)",
         path.display(),
         config.targets.len(),
         config
@@ -210,7 +210,8 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
             .iter()
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        config.notifications.len()
     );
     Ok(())
 }

@@ -213,6 +213,7 @@ fn dev_config(
     let database = data_dir.join("broker.db");
     Ok(Config {
         limits: crate::config::RateLimits::default(),
+        notifications: Vec::new(),
         public_url: base_url.parse()?,
         listen: base_url.trim_start_matches("http://").parse()?,
         database_url: format!("sqlite://{}?mode=rwc", database.display()),

@@ -9,6 +9,7 @@ pub mod digest;
 pub mod end;
 pub mod finding;
 pub mod manifest;
+pub mod notice;
 pub mod person;
 pub mod policy;
 pub mod stamp;

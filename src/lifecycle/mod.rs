@@ -9,6 +9,7 @@
 //! This module knows nothing of HTTP: its [`LifecycleError`] is mapped to a status at the web
 //! edge.
 
+mod announce;
 mod decide;
 mod file;
 mod read;
@@ -25,6 +26,7 @@ use governor::{Quota, RateLimiter};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use announce::Announcer;
 pub use decide::Decision;
 pub use file::{Checked, RequestForm};
 pub use read::{RequestHistory, TicketHistory};
@@ -145,6 +147,8 @@ pub struct Lifecycle {
     work: WorkQueue,
     events: broadcast::Sender<LifecycleEvent>,
     limits: Arc<Limiters>,
+    /// Writes each change's notifications into its transaction; None: nothing configured.
+    announcer: Option<Arc<Announcer>>,
 }
 
 /// Per-person rate limits, per replica (each replica allows the quota on its own), on the
@@ -223,7 +227,15 @@ impl Lifecycle {
             work,
             events,
             limits,
+            announcer: None,
         }
+    }
+
+    /// The same lifecycle, announcing its changes to the configured endpoints.
+    #[must_use]
+    pub fn announcing(mut self, announcer: Option<Arc<Announcer>>) -> Self {
+        self.announcer = announcer;
+        self
     }
 
     /// Counts one action of this person against its limit, or says when they may again.
@@ -256,6 +268,7 @@ impl Lifecycle {
             clock: self.clock.clone(),
             written: Vec::new(),
             events: self.events.clone(),
+            announcer: self.announcer.clone(),
         })
     }
 
@@ -304,6 +317,7 @@ pub struct Change {
     clock: Clock,
     written: Vec<AuditEvent>,
     events: broadcast::Sender<LifecycleEvent>,
+    announcer: Option<Arc<Announcer>>,
 }
 
 impl Change {
@@ -337,6 +351,7 @@ impl Change {
         action: AuditAction,
         detail: Value,
     ) -> Result<(), StoreError> {
+        let announced = self.announcer.as_ref().map(|_| detail.clone());
         let event = Store::append_audit(
             &mut self.tx,
             NewEvent {
@@ -352,6 +367,11 @@ impl Change {
             },
         )
         .await?;
+        if let (Some(announcer), Some(detail)) = (&self.announcer, announced) {
+            announcer
+                .announce(&mut self.tx, &event, action, &detail)
+                .await?;
+        }
         self.written.push(event);
         Ok(())
     }
