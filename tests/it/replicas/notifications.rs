@@ -254,13 +254,21 @@ fn endpoints(slack: Option<&Receiver>, hook: Option<(&Receiver, &str)>, secret: 
 impl Infra {
     /// Tokens that outlive the hours a test moves the brokers' clock by.
     async fn long_tokens(&mut self) {
+        self.tokens_with("ttl_seconds=86400").await;
+    }
+
+    /// Tokens issued at the time `clock` reads, for brokers whose clock moved a day on.
+    async fn tokens_at(&mut self, clock: &Clock) {
+        let offset = (clock.now() - chrono::Utc::now().timestamp_millis()) / 1000;
+        self.tokens_with(&format!("iat_offset_seconds={offset}"))
+            .await;
+    }
+
+    async fn tokens_with(&mut self, query: &str) {
         for persona in ["alice", "bob", "carol", "dave"] {
             let body: Value = self
                 .http
-                .get(format!(
-                    "{}/token?persona={persona}&ttl_seconds=86400",
-                    self.issuer
-                ))
+                .get(format!("{}/token?persona={persona}&{query}", self.issuer))
                 .send()
                 .await
                 .expect("issuer answers")
@@ -922,4 +930,130 @@ url_env = "BG_TEST_SLACK_URL"
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{all}");
     assert!(all.contains("3 notification endpoints"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_rolls_back_announces_nothing_and_one_that_commits_is_announced() {
+    use breakglass_broker::domain::AuditAction;
+    use breakglass_broker::lifecycle::{Actor, RequestRef};
+
+    let mut infra = Infra::start().await;
+    infra.long_tokens().await;
+    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
+    let hook = Receiver::start(false, Some(clock.clone())).await;
+    let secret = infra.secret_file();
+    let config = infra.config_with(
+        "rollback",
+        &infra.sqlite_url("rollback"),
+        &endpoints(None, Some((&hook, "/hooks")), &secret),
+    );
+    let broker = infra
+        .notifying_in_process(&config, &HashMap::new(), clock.clone())
+        .await;
+    let (id, _) = infra.file(&broker.url, "rolled", 60).await;
+    hook.wait_delivered(1).await;
+    let lifecycle = broker._broker.state.lifecycle.clone();
+    let request = lifecycle
+        .store
+        .request(&id)
+        .await
+        .expect("store")
+        .expect("the request");
+
+    // A rejection whose transaction is dropped before it commits.
+    let mut change = lifecycle.begin().await.expect("a change");
+    change
+        .transition(
+            RequestRef::from(&request),
+            Actor::Broker,
+            AuditAction::Rejected,
+            json!({}),
+        )
+        .await
+        .expect("written in the transaction");
+    drop(change);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(infra.state_of(&broker.url, &id).await, "pending");
+    assert_eq!(
+        infra.notices(&broker.url, &id).await.len(),
+        1,
+        "only request.created"
+    );
+    assert_eq!(hook.delivered(), ["request.created"]);
+
+    // The same, committed.
+    let mut change = lifecycle.begin().await.expect("a change");
+    change
+        .transition(
+            RequestRef::from(&request),
+            Actor::Broker,
+            AuditAction::Rejected,
+            json!({}),
+        )
+        .await
+        .expect("written in the transaction");
+    change.commit().await.expect("committed");
+    hook.wait_delivered(2).await;
+    assert_eq!(hook.delivered(), ["request.created", "request.rejected"]);
+    assert_eq!(hook.got()[1].body["data"]["state"], "rejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_undelivered_for_a_day_is_given_up_with_an_audit_event() {
+    let mut infra = Infra::start().await;
+    infra.long_tokens().await;
+    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
+    let hook = Receiver::start(false, Some(clock.clone())).await;
+    hook.answer(Answer::Status(503));
+    let secret = infra.secret_file();
+    let config = infra.config_with(
+        "gave-up",
+        &infra.sqlite_url("gave-up"),
+        &endpoints(None, Some((&hook, "/hooks")), &secret),
+    );
+    let broker = infra
+        .notifying_in_process(&config, &HashMap::new(), clock.clone())
+        .await;
+    let (id, _) = infra.file(&broker.url, "unheard", 60).await;
+    hook.wait_for("a first try", |got| !got.is_empty()).await;
+    // Not yet: a retry a little short of a day after the first try is still a retry.
+    clock.advance(Duration::from_secs(23 * 3600));
+    hook.wait_for("a second try", |got| got.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    infra.tokens_at(&clock).await;
+    assert!(
+        !infra
+            .audit_actions(&broker.url, &id)
+            .await
+            .contains(&"notification.gave_up".to_owned())
+    );
+    assert_eq!(
+        infra.notices(&broker.url, &id).await[0]["status"],
+        "retrying"
+    );
+
+    clock.advance(Duration::from_secs(3600));
+    infra.tokens_at(&clock).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let actions = infra.audit_actions(&broker.url, &id).await;
+        if actions.contains(&"notification.gave_up".to_owned()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{actions:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notices = infra.notices(&broker.url, &id).await;
+    assert_eq!(notices[0]["status"], "not delivered", "{notices:?}");
+    assert!(
+        notices[0]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("gave up after")),
+        "{notices:?}"
+    );
+    assert_eq!(notices[0]["last_error"], "HTTP 503 Service Unavailable");
+    let tries = hook.got().len();
+    clock.advance(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hook.got().len(), tries, "no try after giving up");
 }
