@@ -237,6 +237,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_output_shows_neither_the_url_from_the_environment_nor_the_secret() {
+        let mut endpoint: NotificationConfig = toml::from_str(
+            "name = \"siem\"\nkind = \"webhook\"\nurl_env = \"HOOK_URL\"\nsecret_env = \"HOOK_SECRET\"",
+        )
+        .expect("parses");
+        let env = |var: &str| match var {
+            "HOOK_URL" => Some("https://siem.example.com/hooks/token-in-path".to_owned()),
+            "HOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()),
+            _ => None,
+        };
+        let mut problems = Vec::new();
+        endpoint.load_secrets(&env, &mut |p| problems.push(p));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(endpoint.endpoint.is_some() && endpoint.secret.is_some());
+        let shown = format!("{endpoint:?}");
+        assert!(!shown.contains("token-in-path"), "{shown}");
+        assert!(!shown.contains("MfKQ9r8"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn the_configuration_hash_changes_with_the_url_and_the_secret() {
+        let mut endpoint: NotificationConfig =
+            toml::from_str("name = \"siem\"\nkind = \"webhook\"\nurl = \"https://a.example/h\"")
+                .expect("parses");
+        endpoint.endpoint = url::Url::parse("https://a.example/h").ok();
+        let first = endpoint.config_hash();
+        assert_eq!(first, endpoint.clone().config_hash());
+        endpoint.endpoint = url::Url::parse("https://b.example/h").ok();
+        let second = endpoint.config_hash();
+        assert_ne!(first, second);
+        endpoint.secret = Some(vec![1; 24]);
+        assert_ne!(second, endpoint.config_hash());
+    }
+
+    #[test]
     fn only_https_or_loopback_http_is_accepted() {
         assert!(check_url("https://hooks.slack.com/services/T/B/x").is_ok());
         assert!(check_url("http://127.0.0.1:9/hook").is_ok());

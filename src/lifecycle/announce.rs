@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::clock::{Millis, rfc3339};
 use crate::config::{Config, NotificationConfig};
 use crate::domain::notice::EventType;
+use crate::domain::person::Names;
 use crate::domain::policy::images;
 use crate::domain::{ApprovalRule, AuditAction};
 use crate::store::{AuditEvent, Named, NewMessage, Request, Store, StoreError, Tx};
@@ -81,14 +82,35 @@ impl Announcer {
         };
         let approvals = Store::approvals_in(tx, request_id).await?;
         let named = Named::of(&request, &approvals);
-        let body = self.body(kind, event, &request, &named, detail);
+        // The one who acted, told apart from the request's other people as the pages do.
+        let actor = Names::new(
+            std::iter::once((
+                request.requester_name.as_str(),
+                request.requester_subject.as_str(),
+            ))
+            .chain(
+                approvals
+                    .iter()
+                    .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
+            )
+            .chain(std::iter::once((event.actor.as_str(), event.subject()))),
+        )
+        .show(&event.actor, event.subject());
+        let said = Said {
+            event,
+            request: &request,
+            named: &named,
+            actor: &actor,
+            detail,
+        };
+        let body = self.body(kind, &said);
         let text = body.to_string();
         for endpoint in now_wanted {
             self.write(tx, endpoint, kind, event, &text, event.at)
                 .await?;
         }
         if let Some(expires_at) = request.expires_at {
-            let body = self.body(EventType::Expiring, event, &request, &named, detail);
+            let body = self.body(EventType::Expiring, &said);
             let text = body.to_string();
             for endpoint in reminded {
                 let remind = i64::try_from(endpoint.remind_before.as_millis()).unwrap_or(0);
@@ -129,14 +151,14 @@ impl Announcer {
 
     /// The Standard Webhooks body `{type, timestamp, data}`: the request as it stands after
     /// the change, people as the pages name them, and never a manifest or a secret.
-    fn body(
-        &self,
-        kind: EventType,
-        event: &AuditEvent,
-        request: &Request,
-        named: &Named,
-        detail: &Value,
-    ) -> Value {
+    fn body(&self, kind: EventType, said: &Said<'_>) -> Value {
+        let Said {
+            event,
+            request,
+            named,
+            actor,
+            detail,
+        } = *said;
         let rules = self.rules.get(&request.target).cloned().unwrap_or_default();
         let needed: u32 = rules.iter().map(|r| r.count).sum();
         let rule = crate::domain::approval::describe(&rules);
@@ -155,7 +177,7 @@ impl Announcer {
             "ticket": request.ticket,
             "requester": named.requester,
             "approvers": named.approvers,
-            "actor": event.actor,
+            "actor": actor,
             "images": images,
             "approval_rule": rule,
             "approvals": {"count": named.approvers.len(), "needed": needed},
@@ -180,6 +202,16 @@ impl Announcer {
             "data": data,
         })
     }
+}
+
+/// What a message is made of.
+#[derive(Clone, Copy)]
+struct Said<'a> {
+    event: &'a AuditEvent,
+    request: &'a Request,
+    named: &'a Named,
+    actor: &'a str,
+    detail: &'a Value,
 }
 
 /// What an end, a failure or a call for attention came to, in a sentence.

@@ -768,6 +768,15 @@ async fn three_replicas_on_postgres_deliver_each_event_to_each_endpoint_exactly_
             "{id}"
         );
     }
+    // Their reminders were settled when they ended: none will be sent.
+    let notices = infra.notices(&replicas[1], &ids[0]).await;
+    let reminder: Vec<&Value> = notices
+        .iter()
+        .filter(|n| n["event"] == "request.expiring")
+        .collect();
+    assert_eq!(reminder.len(), 1, "{notices:?}");
+    assert_eq!(reminder[0]["status"], "not delivered");
+    assert_eq!(reminder[0]["outcome"], "not sent: the request ended first");
     // The delay from the state change (the event's time) to its arrival, with healthy
     // receivers: printed for the record (`--nocapture`).
     let mut delays: Vec<i64> = hook
