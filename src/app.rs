@@ -71,6 +71,17 @@ impl Broker {
             allowed_domains: config.oidc.allowed_domains.clone(),
             required_groups: config.oidc.required_groups.clone(),
         });
+        // An endpoint whose URL or secret was not read (a configuration built without
+        // `Config::load`) would fail every try for a day: refuse to start instead.
+        for endpoint in &config.notifications {
+            anyhow::ensure!(
+                endpoint.endpoint.is_some()
+                    && (endpoint.kind == crate::config::NotificationKind::Slack
+                        || endpoint.secret.is_some()),
+                "notifications {}: its URL or secret was not loaded",
+                endpoint.name
+            );
+        }
         let (work, queue) = lifecycle::queue();
         let lifecycle = Lifecycle::with_limits(
             store.clone(),

@@ -528,6 +528,48 @@ async fn the_whole_story_reaches_slack_and_a_signed_webhook_in_order_each_messag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_does_not_slow_the_breakglass() {
+    let mut infra = Infra::start().await;
+    infra.long_tokens().await;
+    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
+    let hook = Receiver::start(false, Some(clock.clone())).await;
+    hook.answer(Answer::Hang);
+    let secret = infra.secret_file();
+    let config = infra.config_with(
+        "stalled",
+        &infra.sqlite_url("stalled"),
+        &endpoints(None, Some((&hook, "/hooks")), &secret),
+    );
+    let broker = infra
+        .notifying_in_process(&config, &HashMap::new(), clock.clone())
+        .await;
+    let started = tokio::time::Instant::now();
+    let id = infra
+        .file_and_approve(&broker.url, &deployment("stalled", HOTFIX_IMAGE), 60)
+        .await;
+    infra
+        .wait_for_states(
+            &broker.url,
+            &HashMap::from([(id.clone(), "active")]),
+            Duration::from_secs(60),
+        )
+        .await;
+    // The receiver holds the first message's connection open meanwhile; the HTTP timeout
+    // (10 s) has not even run out.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        hook.got().len(),
+        1,
+        "one try in flight, for the first message"
+    );
+    assert!(hook.delivered().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_fails_for_a_minute_gets_every_event_afterwards_under_the_same_ids() {
     let mut infra = Infra::start().await;
     infra.long_tokens().await;
