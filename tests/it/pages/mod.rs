@@ -4,6 +4,7 @@
 mod attention;
 mod cookies;
 mod headers;
+mod notices;
 mod people;
 mod rendering;
 mod request_page;
