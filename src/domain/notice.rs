@@ -185,8 +185,18 @@ pub fn slack_message(body: &Value) -> Value {
         "text": {"type": "plain_text", "text": "Open the request"},
         "url": url,
     }]}));
+    // The fallback names the ticket even for a headline that does not.
+    let text = if ticket.is_empty() || headline.contains(ticket) {
+        format!("{} <{url}|open the request>", escape(&headline))
+    } else {
+        format!(
+            "{} ({}) <{url}|open the request>",
+            escape(&headline),
+            escape(ticket)
+        )
+    };
     json!({
-        "text": format!("{} ({ticket}) <{url}|open the request>", escape(&headline)),
+        "text": text,
         "blocks": blocks,
     })
 }

@@ -82,6 +82,7 @@ impl Notifier {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(TIMEOUT)
+                .user_agent(concat!("breakglass-broker/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new()),
             replica: uuid::Uuid::new_v4().to_string(),
