@@ -21,7 +21,7 @@ use crate::lifecycle::{self, Lifecycle};
 use crate::store::Store;
 use crate::targets::Registry;
 use crate::web::{self, AppState};
-use crate::workers::Worker;
+use crate::workers::{Notifier, Worker};
 
 /// Several dependencies bring both rustls crypto providers; the process picks one, once.
 pub fn install_crypto() {
@@ -32,6 +32,8 @@ pub fn install_crypto() {
 pub struct Broker {
     pub state: AppState,
     pub worker: Arc<Worker>,
+    /// Delivers notifications; None when none are configured.
+    pub notifier: Option<Arc<Notifier>>,
     queue: Option<mpsc::UnboundedReceiver<String>>,
 }
 
@@ -69,6 +71,17 @@ impl Broker {
             allowed_domains: config.oidc.allowed_domains.clone(),
             required_groups: config.oidc.required_groups.clone(),
         });
+        // An endpoint whose URL or secret was not read (a configuration built without
+        // `Config::load`) would fail every try for a day: refuse to start instead.
+        for endpoint in &config.notifications {
+            anyhow::ensure!(
+                endpoint.endpoint.is_some()
+                    && (endpoint.kind == crate::config::NotificationKind::Slack
+                        || endpoint.secret.is_some()),
+                "notifications {}: its URL or secret was not loaded",
+                endpoint.name
+            );
+        }
         let (work, queue) = lifecycle::queue();
         let lifecycle = Lifecycle::with_limits(
             store.clone(),
@@ -77,8 +90,10 @@ impl Broker {
             config.roles.clone(),
             work,
             config.limits,
-        );
+        )
+        .announcing(lifecycle::Announcer::of(&config));
         let worker = Worker::new(lifecycle.clone());
+        let notifier = Notifier::new(lifecycle.clone(), &config.notifications);
         let callback = format!(
             "{}/auth/callback",
             config.public_url.as_str().trim_end_matches('/')
@@ -99,6 +114,7 @@ impl Broker {
         Ok(Broker {
             state,
             worker,
+            notifier,
             queue: Some(queue),
         })
     }
@@ -119,6 +135,9 @@ impl Broker {
         let queue = self.queue.take()?;
         // Verifies the audit chain and logs its head every few minutes (src/audit/checkpoint.rs).
         crate::audit::checkpoint::spawn(self.state.store.clone(), self.state.clock.clone());
+        if let Some(notifier) = &self.notifier {
+            tokio::spawn(notifier.clone().run());
+        }
         Some(tokio::spawn(self.worker.clone().run(queue)))
     }
 }

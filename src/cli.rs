@@ -215,7 +215,7 @@ async fn run_sim_cluster(
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     println!(
-        "{}: ok ({} targets: {})",
+        "{}: ok ({} targets: {}; {} notification endpoints)",
         path.display(),
         config.targets.len(),
         config
@@ -223,7 +223,8 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
             .iter()
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        config.notifications.len()
     );
     Ok(())
 }

@@ -14,6 +14,10 @@ use serde::{Deserialize, Deserializer};
 
 mod gke;
 mod lines;
+/// `[[notifications]]`: Slack and Standard Webhooks endpoints.
+mod notifications;
+
+pub use notifications::{NotificationConfig, NotificationKind};
 
 use crate::domain::ApprovalRule;
 use crate::domain::manifest::Limits;
@@ -43,6 +47,9 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     #[serde(default)]
     pub limits: RateLimits,
+    /// Where requests are announced; none by default.
+    #[serde(default)]
+    pub notifications: Vec<NotificationConfig>,
 }
 
 /// `[limits]`: how much one person may do per minute. Generous, so that an incident never
@@ -496,6 +503,7 @@ impl Config {
         if let Some(var) = &config.oidc.client_secret_env {
             config.oidc.client_secret = std::env::var(var).ok();
         }
+        config.load_notification_secrets(&|var| std::env::var(var).ok())?;
         Ok(config)
     }
 
@@ -557,7 +565,35 @@ impl Config {
                     .map(|p| format!("target {name}: {p}")),
             );
         }
+        let target_names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+        for (i, endpoint) in self.notifications.iter().enumerate() {
+            let name = &endpoint.name;
+            if name.is_empty() {
+                problems.push("notifications: an endpoint has an empty name".to_owned());
+            }
+            if self.notifications[..i].iter().any(|e| &e.name == name) {
+                problems.push(format!("notifications {name} is defined twice"));
+            }
+            endpoint.problems(&target_names, &mut |p| {
+                problems.push(format!("notifications {name}: {p}"))
+            });
+        }
         problems
+    }
+
+    /// Reads each endpoint's URL and secret (from `env`, or a file), all problems at once.
+    pub fn load_notification_secrets(
+        &mut self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        for endpoint in &mut self.notifications {
+            let name = endpoint.name.clone();
+            endpoint.load_secrets(env, &mut |p| {
+                problems.push(format!("notifications {name}: {p}"))
+            });
+        }
+        report(&problems)
     }
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {

@@ -87,20 +87,30 @@ pub async fn start_with_targets(
     options: DevOptions,
     extra_targets: Vec<TargetConfig>,
 ) -> anyhow::Result<DevEnv> {
-    start_inner(options, extra_targets, false).await
+    start_inner(options, extra_targets, false, Vec::new()).await
+}
+
+/// `start`, announcing to these notification endpoints (their URLs and secrets already
+/// loaded): how tests show what the pages say about notifications.
+pub async fn start_notifying(
+    options: DevOptions,
+    notifications: Vec<crate::config::NotificationConfig>,
+) -> anyhow::Result<DevEnv> {
+    start_inner(options, Vec::new(), false, notifications).await
 }
 
 /// `start` with the simulated metadata server down (503) from the first moment, before the
 /// broker's credentials ask it for a token: how tests show an outage of the broker's Google
 /// identity. `env.gke.metadata.set_down(false)` brings it back.
 pub async fn start_with_metadata_down(options: DevOptions) -> anyhow::Result<DevEnv> {
-    start_inner(options, Vec::new(), true).await
+    start_inner(options, Vec::new(), true, Vec::new()).await
 }
 
 async fn start_inner(
     options: DevOptions,
     extra_targets: Vec<TargetConfig>,
     metadata_down: bool,
+    notifications: Vec<crate::config::NotificationConfig>,
 ) -> anyhow::Result<DevEnv> {
     check_loopback(&options.listen)?;
     crate::app::install_crypto();
@@ -153,6 +163,7 @@ async fn start_inner(
 
     let mut config = dev_config(&base_url, &issuer, &options.data_dir, &broker_kubeconfig)?;
     config.oidc.decision_max_age = options.decision_max_age;
+    config.notifications = notifications;
     let run_api: url::Url = run_url.parse()?;
     config.targets.push(dev_gke_target(&gke.api_url));
     config.targets.push(dev_run_target(&run_url)?);
@@ -217,6 +228,7 @@ fn dev_config(
     let database = data_dir.join("broker.db");
     Ok(Config {
         limits: crate::config::RateLimits::default(),
+        notifications: Vec::new(),
         public_url: base_url.parse()?,
         listen: base_url.trim_start_matches("http://").parse()?,
         metrics_listen: None,

@@ -24,10 +24,12 @@ pub enum AuditAction {
     NeedsAttention,
     Closed,
     Expired,
+    /// A notification endpoint could not be reached for a day, or refused for good.
+    NotificationGaveUp,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 14] = [
         AuditAction::Created,
         AuditAction::Approved,
         AuditAction::Rejected,
@@ -41,6 +43,7 @@ impl AuditAction {
         AuditAction::NeedsAttention,
         AuditAction::Closed,
         AuditAction::Expired,
+        AuditAction::NotificationGaveUp,
     ];
 
     /// The stable name stored in the history.
@@ -59,6 +62,7 @@ impl AuditAction {
             AuditAction::NeedsAttention => "request.needs_attention",
             AuditAction::Closed => "request.closed",
             AuditAction::Expired => "request.expired",
+            AuditAction::NotificationGaveUp => "notification.gave_up",
         }
     }
 
@@ -77,7 +81,10 @@ impl AuditAction {
             AuditAction::NeedsAttention => Some(State::NeedsAttention),
             AuditAction::Closed => Some(State::Closed),
             AuditAction::Expired => Some(State::Expired),
-            AuditAction::Approved | AuditAction::Applying | AuditAction::CloseRequested => None,
+            AuditAction::Approved
+            | AuditAction::Applying
+            | AuditAction::CloseRequested
+            | AuditAction::NotificationGaveUp => None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod end;
 pub mod finding;
 pub mod images;
 pub mod manifest;
+pub mod notice;
 pub mod person;
 pub mod policy;
 pub mod stamp;

@@ -9,6 +9,7 @@
 //! This module knows nothing of HTTP: its [`LifecycleError`] is mapped to a status at the web
 //! edge.
 
+mod announce;
 mod decide;
 mod file;
 mod images;
@@ -26,6 +27,7 @@ use governor::{Quota, RateLimiter};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use announce::Announcer;
 pub use decide::Decision;
 pub use file::{Checked, RequestForm};
 pub use images::{Workload, WorkloadRef};
@@ -150,6 +152,8 @@ pub struct Lifecycle {
     work: WorkQueue,
     events: broadcast::Sender<LifecycleEvent>,
     limits: Arc<Limiters>,
+    /// Writes each change's notifications into its transaction; None: nothing configured.
+    announcer: Option<Arc<Announcer>>,
 }
 
 /// Per-person rate limits, per replica (each replica allows the quota on its own), on the
@@ -228,7 +232,15 @@ impl Lifecycle {
             work,
             events,
             limits,
+            announcer: None,
         }
+    }
+
+    /// The same lifecycle, announcing its changes to the configured endpoints.
+    #[must_use]
+    pub fn announcing(mut self, announcer: Option<Arc<Announcer>>) -> Self {
+        self.announcer = announcer;
+        self
     }
 
     /// Counts one action of this person against its limit, or says when they may again.
@@ -261,6 +273,7 @@ impl Lifecycle {
             clock: self.clock.clone(),
             written: Vec::new(),
             events: self.events.clone(),
+            announcer: self.announcer.clone(),
         })
     }
 
@@ -309,6 +322,7 @@ pub struct Change {
     clock: Clock,
     written: Vec<AuditEvent>,
     events: broadcast::Sender<LifecycleEvent>,
+    announcer: Option<Arc<Announcer>>,
 }
 
 impl Change {
@@ -342,6 +356,7 @@ impl Change {
         action: AuditAction,
         detail: Value,
     ) -> Result<(), StoreError> {
+        let announced = self.announcer.as_ref().map(|_| detail.clone());
         let event = Store::append_audit(
             &mut self.tx,
             NewEvent {
@@ -357,6 +372,11 @@ impl Change {
             },
         )
         .await?;
+        if let (Some(announcer), Some(detail)) = (&self.announcer, announced) {
+            announcer
+                .announce(&mut self.tx, &event, action, &detail)
+                .await?;
+        }
         self.written.push(event);
         Ok(())
     }

@@ -5,6 +5,7 @@ mod audit;
 mod audit_search;
 mod looks;
 mod metrics;
+mod outbox;
 mod requests;
 mod sessions;
 mod work;
@@ -18,6 +19,7 @@ use sqlx::{Any, AnyPool, Executor};
 pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
+pub use outbox::{DELIVERED, Message, NewMessage};
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,
 };

@@ -408,6 +408,15 @@ impl Store {
             .await?)
     }
 
+    /// A request as this transaction sees it, without locking it.
+    pub async fn request_in(tx: &mut Tx, id: &str) -> Result<Option<Request>> {
+        let sql = concat!("SELECT ", columns!(), " FROM requests WHERE id = $1");
+        Ok(sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?)
+    }
+
     /// The decisions on a request as this transaction sees them.
     pub async fn approvals_in(tx: &mut Tx, request_id: &str) -> Result<Vec<Approval>> {
         approvals(&mut **tx, request_id).await

@@ -65,6 +65,9 @@ async fn show(
     let mut view = RequestView::new(request);
     view.approvals = Some(approvals.into_iter().map(ApprovalView::from).collect());
     view.approval = Some(tally);
+    view.notifications = Some(super::notices::views(
+        &state.store.messages_of(&view.id).await?,
+    ));
     Ok(Json(view))
 }
 

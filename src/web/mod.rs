@@ -4,6 +4,7 @@ pub mod api;
 pub mod audit_api;
 pub mod error;
 pub mod extract;
+pub mod notices;
 pub mod pages;
 pub mod views;
 

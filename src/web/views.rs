@@ -33,6 +33,9 @@ pub struct RequestView {
     pub approvals: Option<Vec<ApprovalView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalTally>,
+    /// Who was notified and whether it reached them (on a single request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<super::notices::NoticeView>>,
 }
 
 #[derive(Serialize)]
@@ -86,6 +89,7 @@ impl RequestView {
             objects,
             approvals: None,
             approval: None,
+            notifications: None,
         }
     }
 }

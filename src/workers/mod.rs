@@ -9,6 +9,7 @@
 
 mod apply;
 mod lease;
+mod notify;
 mod undo;
 
 use std::collections::HashSet;
@@ -24,6 +25,7 @@ use crate::lifecycle::{Actor, Lifecycle, RequestRef};
 use crate::store::{Store, StoreError};
 use crate::targets::Target;
 use lease::Lease;
+pub use notify::Notifier;
 
 pub use crate::lifecycle::BROKER_ACTOR;
 

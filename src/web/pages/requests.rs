@@ -58,6 +58,8 @@ pub struct Dashboard {
     mine: Vec<Row>,
     to_decide: Vec<Row>,
     active: Vec<Row>,
+    /// For auditors: notifications the broker gave up on in the last week.
+    undelivered: Vec<(Option<String>, crate::web::notices::NoticeView)>,
 }
 
 pub async fn dashboard(
@@ -133,7 +135,19 @@ pub async fn dashboard(
             ))),
     );
     let rows = |list: &[&Request]| list.iter().map(|r| row(r, now, &names)).collect();
+    let undelivered = if state.config.roles.audits(person) {
+        let week_ago = now - 7 * 24 * 3600 * 1000;
+        let messages = state.store.undelivered_since(week_ago, 50).await?;
+        messages
+            .iter()
+            .map(|m| m.request_id.clone())
+            .zip(crate::web::notices::views(&messages))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Dashboard {
+        undelivered,
         nav: viewer.nav(&state),
         attention: rows(&attention),
         mine: rows(&mine),
@@ -187,6 +201,8 @@ pub struct ShowPage {
     decisions: Vec<DecisionView>,
     objects: Vec<ObjectView>,
     timeline: Vec<EventView>,
+    /// Who was notified, and whether it reached them.
+    notices: Vec<crate::web::notices::NoticeView>,
     can_decide: bool,
     can_cancel: bool,
     can_close: bool,
@@ -295,6 +311,7 @@ pub async fn show(
             .collect(),
         objects,
         timeline: events.iter().rev().map(|e| event_view(e, &names)).collect(),
+        notices: crate::web::notices::views(&state.store.messages_of(&request.id).await?),
         can_decide,
         can_cancel,
         can_close,

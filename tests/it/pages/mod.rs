@@ -5,6 +5,7 @@ mod attention;
 mod cookies;
 mod headers;
 mod images;
+mod notices;
 mod people;
 mod rendering;
 mod request_page;

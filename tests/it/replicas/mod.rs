@@ -7,6 +7,7 @@
 mod crashes;
 mod failure_knob;
 mod leases;
+mod notifications;
 mod outages;
 mod postgres;
 mod racing;

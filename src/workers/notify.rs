@@ -1,0 +1,388 @@
+//! The notifier: delivers the outbox that state changes write (see
+//! [`crate::lifecycle::Announcer`]), to Slack incoming webhooks and Standard Webhooks
+//! receivers.
+//!
+//! It runs beside the apply/undo worker and never in its way: a slow or dead receiver delays
+//! only its own endpoint's messages. One task per endpoint takes that endpoint's due messages
+//! oldest first, each under a lease in its row, so that with several replicas one at a time
+//! tries a message. The lease outlasts one try (the HTTP timeout plus a margin), so it needs no
+//! heartbeat. A try is recorded after it: 2xx delivered; 410 Gone disables the endpoint until
+//! its configuration changes; anything else, or no answer, is tried again with jittered
+//! exponential backoff for up to a day, and then given up with an audit event.
+//!
+//! Crash safety: a message is delivered at least once. A replica killed before it recorded a
+//! try leaves the row leased; once the lease runs out, another replica (or the same one
+//! restarted) tries again under the same `webhook-id`, which receivers use to drop a repeat.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast};
+
+use crate::clock::{Clock, Millis, rfc3339};
+use crate::config::{NotificationConfig, NotificationKind};
+use crate::domain::notice::{self, EventType, GIVE_UP_AFTER_MS};
+use crate::domain::{AuditAction, State};
+use crate::lifecycle::{Actor, Lifecycle, RequestRef};
+use crate::store::{DELIVERED, Message, Store, StoreError};
+
+/// How long one try may take before it counts as failed.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// A try's lease: the timeout and room to record the outcome.
+const LEASE_MS: Millis = 30_000;
+/// The longest the notifier sleeps without looking at the outbox, for messages other replicas
+/// wrote (each replica wakes at once only for its own).
+const IDLE_MS: Millis = 15_000;
+/// See [`super::RECHECK`]: real time, so a test's manual clock never stalls it.
+const RECHECK: Duration = Duration::from_millis(250);
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+struct Endpoint {
+    config: NotificationConfig,
+    hash: String,
+}
+
+pub struct Notifier {
+    lifecycle: Lifecycle,
+    store: Store,
+    clock: Clock,
+    endpoints: HashMap<String, Endpoint>,
+    http: reqwest::Client,
+    replica: String,
+    /// Endpoints a task of this process is delivering to.
+    in_flight: Mutex<HashSet<String>>,
+    finished: Notify,
+}
+
+impl Notifier {
+    /// None when no endpoint is configured.
+    pub fn new(lifecycle: Lifecycle, endpoints: &[NotificationConfig]) -> Option<Arc<Self>> {
+        if endpoints.is_empty() {
+            return None;
+        }
+        Some(Arc::new(Notifier {
+            store: lifecycle.store.clone(),
+            clock: lifecycle.clock.clone(),
+            lifecycle,
+            endpoints: endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.name.clone(),
+                        Endpoint {
+                            config: e.clone(),
+                            hash: e.config_hash(),
+                        },
+                    )
+                })
+                .collect(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(TIMEOUT)
+                .user_agent(concat!("breakglass-broker/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
+            replica: uuid::Uuid::new_v4().to_string(),
+            in_flight: Mutex::new(HashSet::new()),
+            finished: Notify::new(),
+        }))
+    }
+
+    /// Runs for as long as the lifecycle does: woken by each committed change of this process,
+    /// by the next due message (a reminder, a retry), and every [`IDLE_MS`] at the latest.
+    pub async fn run(self: Arc<Self>) {
+        let mut changes = self.lifecycle.subscribe();
+        loop {
+            let next = match self.sweep().await {
+                Ok(()) => self.next_due().await,
+                Err(e) => Err(e),
+            };
+            tokio::select! {
+                change = changes.recv() => {
+                    if let Err(broadcast::error::RecvError::Closed) = change {
+                        return;
+                    }
+                }
+                () = self.pause(next) => {}
+                () = self.finished.notified() => {}
+            }
+        }
+    }
+
+    async fn pause(&self, next: Result<Option<Millis>, StoreError>) {
+        let now = self.clock.now();
+        match next {
+            Ok(Some(at)) if at <= now => tokio::time::sleep(RECHECK).await,
+            Ok(Some(at)) => self.clock.sleep_until(at.min(now + IDLE_MS)).await,
+            Ok(None) => self.clock.sleep_until(now + IDLE_MS).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox; trying again shortly");
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+        }
+    }
+
+    /// When a message of an endpoint this replica knows falls due next, leaving out endpoints
+    /// a task of this process is draining already (it ends by waking the loop).
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        let busy = self.busy();
+        Ok(self
+            .store
+            .next_message_due()
+            .await?
+            .into_iter()
+            .filter(|(endpoint, _)| self.endpoints.contains_key(endpoint))
+            .filter(|(endpoint, _)| !busy.contains(endpoint))
+            .map(|(_, at)| at)
+            .min())
+    }
+
+    fn busy(&self) -> HashSet<String> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
+        for endpoint in self.store.endpoints_due(self.clock.now()).await? {
+            if self.endpoints.contains_key(&endpoint) {
+                self.start(endpoint);
+            }
+        }
+        Ok(())
+    }
+
+    fn start(self: &Arc<Self>, endpoint: String) {
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(endpoint.clone());
+        if fresh {
+            let done = Done {
+                notifier: self.clone(),
+                endpoint,
+            };
+            tokio::spawn(async move {
+                done.notifier.drain(&done.endpoint).await;
+            });
+        }
+    }
+
+    /// Tries every due message of one endpoint, oldest first.
+    async fn drain(&self, endpoint: &str) {
+        let owner = format!("{}/{}", self.replica, uuid::Uuid::new_v4());
+        loop {
+            let now = self.clock.now();
+            let message = match self
+                .store
+                .claim_message(endpoint, &owner, now, now + LEASE_MS)
+                .await
+            {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(endpoint, error = %e, "cannot claim a notification; it will be retried");
+                    return;
+                }
+            };
+            if let Err(e) = self.deliver(&message, &owner).await {
+                tracing::warn!(endpoint, message_id = %message.id, error = %e, "cannot record a notification's outcome; it will be retried");
+                return;
+            }
+        }
+    }
+
+    /// One try of one message, and its outcome recorded.
+    async fn deliver(&self, message: &Message, owner: &str) -> Result<(), StoreError> {
+        let Some(endpoint) = self.endpoints.get(&message.endpoint) else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        if self
+            .store
+            .disabled_hash(&message.endpoint)
+            .await?
+            .as_deref()
+            == Some(&endpoint.hash)
+        {
+            let outcome = "not sent: the endpoint answered 410 Gone and stays disabled until its configuration changes";
+            self.store
+                .finish_message(&message.id, owner, now, outcome, None)
+                .await?;
+            return Ok(());
+        }
+        let body: Value = serde_json::from_str(&message.body).unwrap_or(Value::Null);
+        if message.event_type == EventType::Expiring.as_str()
+            && let Some(why) = self.reminder_moot(message, &body).await?
+        {
+            self.store
+                .finish_message(&message.id, owner, now, why, None)
+                .await?;
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let answer = self.send(endpoint, message, &body).await;
+        let now = self.clock.now();
+        match answer {
+            Ok(status) if status.is_success() => {
+                tracing::info!(
+                    endpoint = %message.endpoint,
+                    message_id = %message.id,
+                    event = %message.event_type,
+                    request_id = message.request_id.as_deref().unwrap_or_default(),
+                    delay_ms = now - message.created_at,
+                    took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "notification delivered"
+                );
+                self.store
+                    .finish_message(&message.id, owner, now, DELIVERED, None)
+                    .await?;
+            }
+            Ok(reqwest::StatusCode::GONE) => {
+                tracing::warn!(endpoint = %message.endpoint, "the endpoint answered 410 Gone; disabling it until its configuration changes");
+                self.store
+                    .disable_endpoint(&message.endpoint, &endpoint.hash, now)
+                    .await?;
+                self.store
+                    .finish_message(
+                        &message.id,
+                        owner,
+                        now,
+                        "refused: 410 Gone; the endpoint is disabled until its configuration changes",
+                        Some("HTTP 410 Gone"),
+                    )
+                    .await?;
+            }
+            Ok(status) => {
+                self.failed(message, owner, &format!("HTTP {status}"))
+                    .await?
+            }
+            Err(error) => self.failed(message, owner, &error).await?,
+        }
+        Ok(())
+    }
+
+    /// Why a reminder is not to be sent: the request ended, or its end moved, before it.
+    async fn reminder_moot(
+        &self,
+        message: &Message,
+        body: &Value,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let Some(id) = message.request_id.as_deref() else {
+            return Ok(None);
+        };
+        let request = self.store.request(id).await?;
+        Ok(match request {
+            Some(r) if r.state != State::Active => Some("not sent: the request ended first"),
+            Some(r)
+                if r.expires_at.map(rfc3339).as_deref()
+                    != body["data"]["times"]["expires_at"].as_str() =>
+            {
+                Some("not sent: the end of the request moved")
+            }
+            Some(_) => None,
+            None => Some("not sent: the request is gone"),
+        })
+    }
+
+    /// Sends the message once; the status, or why there was none (without the URL, which
+    /// may be a secret).
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        message: &Message,
+        body: &Value,
+    ) -> Result<reqwest::StatusCode, String> {
+        let Some(url) = endpoint.config.endpoint.clone() else {
+            return Err("the endpoint's URL was not loaded".into());
+        };
+        let request = match endpoint.config.kind {
+            NotificationKind::Slack => self.http.post(url).json(&notice::slack_message(body)),
+            NotificationKind::Webhook => {
+                let timestamp = self.clock.now().div_euclid(1000);
+                let signature = endpoint
+                    .config
+                    .secret
+                    .as_deref()
+                    .map(|secret| notice::sign(secret, &message.id, timestamp, &message.body))
+                    .unwrap_or_default();
+                self.http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &message.id)
+                    .header("webhook-timestamp", timestamp.to_string())
+                    .header("webhook-signature", signature)
+                    .body(message.body.clone())
+            }
+        };
+        match request.send().await {
+            Ok(response) => Ok(response.status()),
+            Err(e) if e.is_timeout() => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
+            Err(e) => Err(e.without_url().to_string()),
+        }
+    }
+
+    /// Schedules the next try, or gives the message up once it has been tried for a day.
+    async fn failed(&self, message: &Message, owner: &str, error: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let give_up_at = message.created_at + GIVE_UP_AFTER_MS;
+        if now < give_up_at {
+            let delay = notice::retry_delay(message.attempts, rand::thread_rng().r#gen::<f64>());
+            let at = (now + delay).min(give_up_at);
+            tracing::warn!(endpoint = %message.endpoint, message_id = %message.id, error, retry_in_ms = at - now, "notification not delivered; will retry");
+            return self
+                .store
+                .retry_message(&message.id, owner, error, at)
+                .await;
+        }
+        tracing::error!(endpoint = %message.endpoint, message_id = %message.id, error, "notification not delivered for a day; giving up");
+        let mut change = self.lifecycle.begin().await?;
+        let outcome = format!("gave up after {} tries", message.attempts + 1);
+        if !Store::finish_message_in(change.tx(), &message.id, owner, now, &outcome, error).await? {
+            return Ok(());
+        }
+        let request = match message.request_id.as_deref() {
+            Some(id) => Store::request_in(change.tx(), id).await?,
+            None => None,
+        };
+        if let Some(request) = request {
+            change
+                .record(
+                    RequestRef::from(&request),
+                    Actor::Broker,
+                    AuditAction::NotificationGaveUp,
+                    json!({
+                        "endpoint": message.endpoint,
+                        "event": message.event_type,
+                        "message": message.id,
+                        "tries": message.attempts + 1,
+                        "error": error,
+                    }),
+                )
+                .await?;
+        }
+        change.commit().await
+    }
+}
+
+/// Marks an endpoint as no longer drained by this process when its task ends, however it ends.
+struct Done {
+    notifier: Arc<Notifier>,
+    endpoint: String,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.notifier
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.endpoint);
+        self.notifier.finished.notify_one();
+    }
+}

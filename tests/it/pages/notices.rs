@@ -1,0 +1,168 @@
+//! What the pages say about notifications: the request page names who was notified and
+//! whether it reached them; auditors' dashboards list what the broker gave up on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use breakglass_broker::clock::Clock;
+use breakglass_broker::config::{NotificationConfig, NotificationKind};
+use breakglass_broker::dev::{self, DevOptions};
+use reqwest::StatusCode;
+
+use super::{page, sign_in};
+use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
+
+/// A receiver on loopback that answers every message with the status it is set to.
+async fn receiver(status: Arc<AtomicU16>) -> url::Url {
+    let app = axum::Router::new().route(
+        "/{*path}",
+        axum::routing::post(move || {
+            let status = status.clone();
+            async move {
+                axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).expect("status")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url.parse().expect("URL")
+}
+
+fn endpoint(name: &str, kind: NotificationKind, url: url::Url) -> NotificationConfig {
+    let mut endpoint: NotificationConfig = toml::from_str(&format!(
+        "name = \"{name}\"\nkind = \"{}\"\nurl_env = \"UNUSED\"\n{}",
+        match kind {
+            NotificationKind::Slack => "slack",
+            NotificationKind::Webhook => "webhook",
+        },
+        match kind {
+            NotificationKind::Slack => "",
+            NotificationKind::Webhook => "secret_env = \"UNUSED_SECRET\"\n",
+        }
+    ))
+    .expect("endpoint");
+    endpoint.endpoint = Some(url);
+    endpoint.secret = Some(vec![7; 32]);
+    if kind == NotificationKind::Slack {
+        endpoint.secret = None;
+    }
+    endpoint
+}
+
+async fn start(slack: url::Url, hook: url::Url) -> TestEnv {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
+    let env = dev::start_notifying(
+        DevOptions {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: dir.path().to_owned(),
+            clock: clock.clone(),
+            decision_max_age: dev::DECISION_MAX_AGE,
+        },
+        vec![
+            endpoint("team-slack", NotificationKind::Slack, slack),
+            endpoint("siem", NotificationKind::Webhook, hook),
+        ],
+    )
+    .await
+    .expect("dev environment starts");
+    TestEnv {
+        env,
+        clock,
+        http: reqwest::Client::new(),
+        dir,
+    }
+}
+
+/// The text of the page's Notifications section, tags dropped, spaces collapsed.
+fn section(html: &str, heading: &str) -> Option<String> {
+    let start = html.find(&format!("<h2>{heading}</h2>"))?;
+    let end = html[start..].find("</section>")? + start;
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in html[start..end].chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    Some(text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+#[tokio::test]
+async fn the_request_page_says_who_was_notified_and_auditors_see_what_was_given_up() {
+    let slack_status = Arc::new(AtomicU16::new(200));
+    let hook_status = Arc::new(AtomicU16::new(503));
+    let env = start(
+        receiver(slack_status.clone()).await,
+        receiver(hook_status.clone()).await,
+    )
+    .await;
+    let (id, _) = env.file_ok(&deployment("told", HOTFIX_IMAGE), 60).await;
+    let bob = sign_in(&env, "bob").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let notices = loop {
+        let (status, html) = page(&env, &bob, &format!("/requests/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let notices = section(&html, "Notifications").expect("a Notifications section");
+        if notices.contains("retrying") && notices.contains("delivered") {
+            break notices;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{notices}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        notices.contains("team-slack request.created delivered"),
+        "{notices}"
+    );
+    assert!(
+        notices.contains(
+            "siem request.created retrying (1 tries; last: HTTP 503 Service Unavailable)"
+        ),
+        "{notices}"
+    );
+    assert!(
+        !notices.contains("127.0.0.1"),
+        "no endpoint URL on the page: {notices}"
+    );
+
+    // A day of 503s: the broker gives up, and auditors see it first on their dashboard.
+    env.clock.advance(Duration::from_secs(25 * 3600));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = env.get("dave", &format!("/api/v1/requests/{id}")).await;
+        let given_up = body["notifications"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["status"] == "not delivered"));
+        if given_up {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dave = sign_in(&env, "dave").await;
+    let (status, html) = page(&env, &dave, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    let alarm = section(&html, "Notifications not delivered").expect("the auditors' alarm");
+    assert!(
+        alarm.contains("siem: request.created for")
+            && alarm.contains(&id)
+            && alarm.contains("gave up after 2 tries"),
+        "{alarm}"
+    );
+    let bob = sign_in(&env, "bob").await;
+    let (_, html) = page(&env, &bob, "/").await;
+    assert!(
+        section(&html, "Notifications not delivered").is_none(),
+        "only auditors"
+    );
+}
