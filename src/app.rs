@@ -101,7 +101,14 @@ impl Broker {
         let login = Login::new(&callback, config.oidc.client_secret.clone())?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         crate::metrics::follow(metrics.clone(), store.clone(), lifecycle.subscribe());
+        let login_key = axum_extra::extract::cookie::Key::from(
+            &store
+                .shared_key("login-cookie")
+                .await
+                .context("reading the sign-in cookie key")?,
+        );
         let state = AppState {
+            login_key,
             metrics,
             secure_cookies: config.public_url.scheme() == "https",
             config: Arc::new(config),

@@ -290,6 +290,16 @@ impl Lifecycle {
     /// What of the requests list this person may see: None for auditors (everything), else
     /// their own and those on targets they approve for. The store applies it before its limit;
     /// [`Lifecycle::may_see`] stays the rule for each request.
+    /// Whether this person holds any role here: files, approves on some target, or audits.
+    pub fn has_a_role(&self, person: &Person) -> bool {
+        self.roles.audits(person)
+            || self.roles.may_file(person)
+            || self
+                .targets
+                .iter()
+                .any(|t| t.rules().iter().any(|r| person.in_group(&r.group)))
+    }
+
     pub fn visibility(&self, person: &Person) -> Option<Visibility> {
         if self.roles.audits(person) {
             return None;

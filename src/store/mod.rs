@@ -23,7 +23,7 @@ pub use outbox::{DELIVERED, Message, NewMessage};
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,
 };
-pub use sessions::{LoginAttempt, MAX_PENDING_LOGINS, Session};
+pub use sessions::Session;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

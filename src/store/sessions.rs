@@ -1,22 +1,9 @@
-//! Browser sign-in attempts and sessions.
+//! Browser sessions, and the keys the replicas share.
 
 use sqlx::Row;
 
 use super::{Result, Store};
 use crate::clock::Millis;
-
-/// A sign-in in flight: what the callback must see again.
-#[derive(Clone, Debug)]
-pub struct LoginAttempt {
-    pub state: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
-    pub return_to: String,
-    pub created_at: Millis,
-    /// Set when the sign-in must be a fresh authentication at the provider (for a decision):
-    /// the `max_age` sent, which the ID token's `auth_time` must then meet.
-    pub max_age_seconds: Option<i64>,
-}
 
 #[derive(Clone, Debug)]
 pub struct Session {
@@ -30,67 +17,30 @@ pub struct Session {
     pub expires_at: Millis,
 }
 
-/// Sign-ins started and not finished that are kept at most: anyone can start one, so a flood
-/// of them must not grow the database; the oldest give way (their sign-in says to start again).
-pub const MAX_PENDING_LOGINS: i64 = 2000;
-
 impl Store {
-    pub async fn insert_login_attempt(&self, attempt: &LoginAttempt) -> Result<()> {
+    /// The key named `name` that every replica of this broker shares: made (64 random bytes)
+    /// by the first replica that asks, read by the others.
+    pub async fn shared_key(&self, name: &str) -> Result<Vec<u8>> {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut fresh = [0u8; 64];
+        rand::thread_rng().fill_bytes(&mut fresh);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(fresh);
         sqlx::query(
-            "INSERT INTO login_attempts (state, nonce, pkce_verifier, return_to, created_at,
-                max_age_seconds)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO broker_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
-        .bind(&attempt.state)
-        .bind(&attempt.nonce)
-        .bind(&attempt.pkce_verifier)
-        .bind(&attempt.return_to)
-        .bind(attempt.created_at)
-        .bind(attempt.max_age_seconds)
+        .bind(name)
+        .bind(&encoded)
         .execute(self.pool())
         .await?;
-        // The table never holds more than the cap, so this look at it stays small.
-        sqlx::query(
-            "DELETE FROM login_attempts WHERE state NOT IN (
-                SELECT state FROM login_attempts ORDER BY created_at DESC, state DESC LIMIT $1)",
-        )
-        .bind(MAX_PENDING_LOGINS)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// How many sign-ins are started and not finished.
-    pub async fn pending_logins(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM login_attempts")
+        let stored: String = sqlx::query("SELECT value FROM broker_keys WHERE name = $1")
+            .bind(name)
             .fetch_one(self.pool())
             .await?
-            .try_get("n")?)
-    }
-
-    /// Takes the attempt for `state` out of the store: a state works once, and only while young.
-    pub async fn take_login_attempt(
-        &self,
-        state: &str,
-        not_before: Millis,
-    ) -> Result<Option<LoginAttempt>> {
-        let row = sqlx::query(
-            "DELETE FROM login_attempts WHERE state = $1
-             RETURNING state, nonce, pkce_verifier, return_to, created_at, max_age_seconds",
-        )
-        .bind(state)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let attempt = LoginAttempt {
-            state: row.try_get("state")?,
-            nonce: row.try_get("nonce")?,
-            pkce_verifier: row.try_get("pkce_verifier")?,
-            return_to: row.try_get("return_to")?,
-            created_at: row.try_get("created_at")?,
-            max_age_seconds: row.try_get("max_age_seconds")?,
-        };
-        Ok((attempt.created_at >= not_before).then_some(attempt))
+            .try_get("value")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(stored)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)).into())
     }
 
     pub async fn insert_session(
@@ -149,14 +99,10 @@ impl Store {
         Ok(())
     }
 
-    /// Drops expired sessions and sign-in attempts older than `attempts_before`.
-    pub async fn purge_sessions(&self, now: Millis, attempts_before: Millis) -> Result<()> {
+    /// Drops expired sessions.
+    pub async fn purge_sessions(&self, now: Millis) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(self.pool())
-            .await?;
-        sqlx::query("DELETE FROM login_attempts WHERE created_at < $1")
-            .bind(attempts_before)
             .execute(self.pool())
             .await?;
         Ok(())

@@ -100,6 +100,12 @@ async fn list(
             "limit must be between 1 and 500".into(),
         ));
     }
+    if !state.lifecycle.has_a_role(&caller) {
+        return Err(AppError::Forbidden(
+            "you hold no role on this broker (requester, approver or auditor); ask its operators"
+                .into(),
+        ));
+    }
     let filter = RequestFilter {
         state: wanted,
         ticket: q.ticket,

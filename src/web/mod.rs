@@ -43,6 +43,8 @@ pub struct AppState {
     /// Cookies get `Secure` (and the `__Host-` prefix) when `public_url` is https.
     pub secure_cookies: bool,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Seals a sign-in in flight into its browser's cookie (shared by the replicas).
+    pub login_key: axum_extra::extract::cookie::Key,
 }
 
 pub fn router(state: AppState) -> Router {

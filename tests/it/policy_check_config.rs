@@ -74,7 +74,7 @@ fn the_shipped_example_configuration_passes_check_config() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("ok (3 targets: prod-gke, staging, prod-run)"),
+        stdout.contains("ok (3 targets: prod-gke, staging, prod-run; 0 notification endpoints)"),
         "{stdout}"
     );
 }

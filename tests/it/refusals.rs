@@ -100,8 +100,9 @@ async fn someone_without_the_requester_role_cannot_file() {
         .file("mallory", &deployment("evil", HOTFIX_IMAGE), 60)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _) = env.get("mallory", "/api/v1/requests").await;
-    assert_eq!(status, StatusCode::OK);
+    let (status, body) = env.get("mallory", "/api/v1/requests").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no role, no list: {body}");
+    assert!(!body.to_string().contains("dev-cluster"), "{body}");
 }
 
 #[tokio::test]

@@ -3,16 +3,18 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::PrivateCookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CsrfForm, Nav, PageError, safe_return_path, see_other};
 use crate::auth::session::{
     LOGIN_MS, cookie_name, hash_id, login_cookie_name, random_token, tokens_match,
 };
-use crate::store::{LoginAttempt, Session};
+use crate::store::Session;
 use crate::web::AppState;
 use crate::web::error::AppError;
 
@@ -56,10 +58,25 @@ fn cookie(state: &AppState, name: &'static str, value: String, max_age_ms: i64) 
         .build()
 }
 
+/// A sign-in on its way through the provider: what the callback must find again. It lives in
+/// the browser's login cookie, sealed (encrypted and authenticated) with a key the replicas
+/// share, so that starting a sign-in stores nothing: a flood of anonymous starts neither grows
+/// the database nor pushes anyone else's sign-in out.
+#[derive(Serialize, Deserialize)]
+struct SignInInFlight {
+    state: String,
+    nonce: String,
+    pkce_verifier: String,
+    return_to: String,
+    created_at: i64,
+    /// Set when the sign-in must be a fresh authentication (for a decision).
+    max_age_seconds: Option<i64>,
+}
+
 /// Leaves for the identity provider with a fresh state, nonce and PKCE challenge.
 pub async fn start(
     State(state): State<AppState>,
-    jar: CookieJar,
+    headers: HeaderMap,
     Query(q): Query<StartQuery>,
 ) -> Result<Response, PageError> {
     let max_age = q
@@ -71,24 +88,19 @@ pub async fn start(
         .start(&state.verifier, max_age)
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
-    let now = state.clock.now();
-    state
-        .store
-        .insert_login_attempt(&LoginAttempt {
-            state: started.state.clone(),
-            nonce: started.nonce,
-            pkce_verifier: started.pkce_verifier,
-            return_to: safe_return_path(q.next.as_deref()),
-            created_at: now,
-            max_age_seconds: max_age.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-        })
-        .await?;
-    // Purging here keeps stale attempts and sessions from piling up without a timer.
-    state.store.purge_sessions(now, now - LOGIN_MS).await?;
-    let jar = jar.add(cookie(
+    let in_flight = SignInInFlight {
+        state: started.state,
+        nonce: started.nonce,
+        pkce_verifier: started.pkce_verifier,
+        return_to: safe_return_path(q.next.as_deref()),
+        created_at: state.clock.now(),
+        max_age_seconds: max_age.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+    };
+    let sealed = serde_json::to_string(&in_flight).map_err(|e| AppError::Internal(e.into()))?;
+    let jar = PrivateCookieJar::from_headers(&headers, state.login_key.clone()).add(cookie(
         &state,
         login_cookie_name(state.secure_cookies),
-        started.state,
+        sealed,
         LOGIN_MS,
     ));
     Ok((jar, see_other(&started.url)).into_response())
@@ -106,6 +118,7 @@ pub struct Callback {
 /// recent; the code is exchanged with the PKCE verifier and the ID token checked with the nonce.
 pub async fn callback(
     State(state): State<AppState>,
+    headers: HeaderMap,
     jar: CookieJar,
     Query(q): Query<Callback>,
 ) -> Result<Response, PageError> {
@@ -126,15 +139,13 @@ pub async fn callback(
         .into());
     };
     let login_cookie = login_cookie_name(state.secure_cookies);
-    let same_browser = jar
-        .get(login_cookie)
-        .is_some_and(|c| tokens_match(c.value(), &returned_state));
+    let sealed = PrivateCookieJar::from_headers(&headers, state.login_key.clone());
     let now = state.clock.now();
-    let attempt = state
-        .store
-        .take_login_attempt(&returned_state, now - LOGIN_MS)
-        .await?;
-    let Some(attempt) = attempt.filter(|_| same_browser) else {
+    let attempt = sealed
+        .get(login_cookie)
+        .and_then(|c| serde_json::from_str::<SignInInFlight>(c.value()).ok())
+        .filter(|a| tokens_match(&a.state, &returned_state) && a.created_at >= now - LOGIN_MS);
+    let Some(attempt) = attempt else {
         return Err(AppError::BadRequest(
             "this sign-in has expired, was already used, or was started in another browser; start again from the sign-in page".into(),
         )
@@ -172,19 +183,20 @@ pub async fn callback(
         .store
         .insert_session(&hash_id(&id), &session, now)
         .await?;
-    let jar = jar
-        .remove(
-            Cookie::build(login_cookie)
-                .path("/")
-                .secure(state.secure_cookies),
-        )
-        .add(cookie(
-            &state,
-            cookie_name(state.secure_cookies),
-            id,
-            session_ms(&state),
-        ));
-    Ok((jar, see_other(&attempt.return_to)).into_response())
+    // Expired sessions go at a sign-in: a moment that a person, not a flood, brings about.
+    state.store.purge_sessions(now).await?;
+    let sealed = sealed.remove(
+        Cookie::build(login_cookie)
+            .path("/")
+            .secure(state.secure_cookies),
+    );
+    let jar = jar.add(cookie(
+        &state,
+        cookie_name(state.secure_cookies),
+        id,
+        session_ms(&state),
+    ));
+    Ok((sealed, jar, see_other(&attempt.return_to)).into_response())
 }
 
 /// When the person authenticated at the provider: its `auth_time` (never later than now), or

@@ -231,13 +231,18 @@ pub fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// The longest path a sign-in returns to: it travels in the sign-in cookie, which browsers
+/// keep only up to about 4 KB.
+pub const MAX_RETURN_PATH: usize = 2048;
+
 /// Only local paths may be returned to after sign-in: never another site.
 pub fn safe_return_path(next: Option<&str>) -> String {
     match next {
         // Printable ASCII only: browsers drop tabs and newlines from URLs, so `/\t/evil` would
         // become `//evil`, another site; control characters would also break the header.
         Some(path)
-            if path.starts_with('/')
+            if path.len() <= MAX_RETURN_PATH
+                && path.starts_with('/')
                 && !path.starts_with("//")
                 && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
         {
@@ -265,5 +270,9 @@ mod tests {
         assert_eq!(safe_return_path(Some("/\t/evil.example")), "/");
         assert_eq!(safe_return_path(Some("/x\r\nSet-Cookie: a=b")), "/");
         assert_eq!(safe_return_path(Some("/ /evil.example")), "/");
+        assert_eq!(
+            safe_return_path(Some(&format!("/{}", "a".repeat(5000)))),
+            "/"
+        );
     }
 }

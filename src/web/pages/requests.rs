@@ -405,11 +405,15 @@ fn sign_in_again(
     if state.clock.now() - f.viewer.signed_in_at <= max_age {
         return None;
     }
-    let back = format!(
+    let mut back = format!(
         "/requests/{}?resume={form}&comment={}",
         urlencode(id),
         urlencode(&f.form.comment)
     );
+    // A comment too long to travel through sign-in is typed again; the form still returns.
+    if back.len() > super::MAX_RETURN_PATH {
+        back = format!("/requests/{}?resume={form}", urlencode(id));
+    }
     Some(see_other(&format!(
         "/auth/login?fresh=1&next={}",
         urlencode(&back)
