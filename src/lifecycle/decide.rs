@@ -131,11 +131,15 @@ impl Lifecycle {
                     .await?
             }
             Decision::Approve => {
+                let approvals = Store::approvals_in(change.tx(), id).await?;
+                let tally = self.tally_of(&request, &approvals);
+                // How far the rule has come, so the timeline can say "1 of 2".
+                let mut detail = detail;
+                detail["counted"] = tally.counted().into();
+                detail["required"] = tally.required().into();
                 change
                     .record(reference, actor, AuditAction::Approved, detail)
                     .await?;
-                let approvals = Store::approvals_in(change.tx(), id).await?;
-                let tally = self.tally_of(&request, &approvals);
                 if tally.satisfied {
                     let objects = objects_of(&request)?;
                     if let Some(holder) =

@@ -9,11 +9,13 @@ use serde::Deserialize;
 use super::look::{self, Look};
 use super::view::{self, DiffLine, Line};
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other, urlencode};
+use crate::clock::Millis;
 use crate::domain::access::{awaits_decision_from, may_cancel, may_close, may_decide};
 use crate::domain::approval::describe;
 use crate::domain::person::Names;
 use crate::domain::policy::images;
 use crate::domain::stamp::stamped;
+use crate::domain::timeline;
 use crate::domain::{ApprovalTally, State as RequestState};
 use crate::lifecycle::{Decision, stamp_of};
 use crate::store::{Approval, AuditEvent, AuditFilter, Named, Request, RequestFilter};
@@ -162,8 +164,9 @@ pub struct DecisionView {
 
 pub struct EventView {
     pub at: String,
-    pub actor: String,
+    /// The stored action name, kept beside the sentence for those who search by it.
     pub action: String,
+    pub sentence: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -271,9 +274,14 @@ pub async fn show(
         nav: viewer.nav(&state),
         state_class: view::state_class(request.state),
         state_sentence: view::state_sentence(request.state),
-        time_left: (request.state == RequestState::Active)
-            .then(|| request.expires_at.map(|at| view::time_left(now, at)))
-            .flatten(),
+        time_left: match request.state {
+            RequestState::Active => request.expires_at.map(|at| view::time_left(now, at)),
+            RequestState::Pending => Some(format!(
+                "{} to decide",
+                view::time_left(now, request.decide_by)
+            )),
+            _ => None,
+        },
         duration: view::duration(request.duration_seconds / 60),
         created: view::when(request.created_at),
         decide_by: view::when(request.decide_by),
@@ -289,7 +297,11 @@ pub async fn show(
             })
             .collect(),
         objects,
-        timeline: events.iter().rev().map(|e| event_view(e, &names)).collect(),
+        timeline: events
+            .iter()
+            .rev()
+            .map(|e| event_view(e, &names, now))
+            .collect(),
         can_decide,
         can_cancel,
         can_close,
@@ -303,11 +315,11 @@ pub async fn show(
     })
 }
 
-fn event_view(e: &AuditEvent, names: &Names) -> EventView {
+pub(super) fn event_view(e: &AuditEvent, names: &Names, now: Millis) -> EventView {
     EventView {
-        at: view::when(e.at),
-        actor: names.show(&e.actor, e.subject()),
+        at: view::when_ago(now, e.at),
         action: e.action.clone(),
+        sentence: timeline::sentence(&e.action, &names.show(&e.actor, e.subject()), &e.detail),
     }
 }
 

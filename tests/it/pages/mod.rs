@@ -8,6 +8,7 @@ mod images;
 mod people;
 mod rendering;
 mod request_page;
+mod timeline;
 
 use breakglass_broker::dev::idp::Misbehaviour;
 use reqwest::StatusCode;
