@@ -219,10 +219,17 @@ pub struct TargetConfig {
     pub max_objects: usize,
     #[serde(default = "default_max_manifest_bytes")]
     pub max_manifest_bytes: usize,
+    /// How many times one breakglass may be extended (each extension approved again, each
+    /// at most `max_duration`).
+    #[serde(default = "default_max_extensions")]
+    pub max_extensions: u32,
 }
 
 fn default_window() -> Duration {
     Duration::from_secs(30 * 60)
+}
+fn default_max_extensions() -> u32 {
+    2
 }
 fn default_max_objects() -> usize {
     20

@@ -24,10 +24,16 @@ pub enum AuditAction {
     NeedsAttention,
     Closed,
     Expired,
+    /// On a breakglass: its requester filed an extension (named in the detail).
+    ExtensionRequested,
+    /// On a breakglass: an approved extension moved its end (both named in the detail).
+    Extended,
+    /// On an extension: approved in time, it moved the end of the breakglass it extends.
+    ExtensionGranted,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::Created,
         AuditAction::Approved,
         AuditAction::Rejected,
@@ -41,6 +47,9 @@ impl AuditAction {
         AuditAction::NeedsAttention,
         AuditAction::Closed,
         AuditAction::Expired,
+        AuditAction::ExtensionRequested,
+        AuditAction::Extended,
+        AuditAction::ExtensionGranted,
     ];
 
     /// The stable name stored in the history.
@@ -59,6 +68,9 @@ impl AuditAction {
             AuditAction::NeedsAttention => "request.needs_attention",
             AuditAction::Closed => "request.closed",
             AuditAction::Expired => "request.expired",
+            AuditAction::ExtensionRequested => "request.extension_requested",
+            AuditAction::Extended => "request.extended",
+            AuditAction::ExtensionGranted => "request.extension_granted",
         }
     }
 
@@ -77,7 +89,12 @@ impl AuditAction {
             AuditAction::NeedsAttention => Some(State::NeedsAttention),
             AuditAction::Closed => Some(State::Closed),
             AuditAction::Expired => Some(State::Expired),
-            AuditAction::Approved | AuditAction::Applying | AuditAction::CloseRequested => None,
+            AuditAction::ExtensionGranted => Some(State::Granted),
+            AuditAction::Approved
+            | AuditAction::Applying
+            | AuditAction::CloseRequested
+            | AuditAction::ExtensionRequested
+            | AuditAction::Extended => None,
         }
     }
 

@@ -34,6 +34,9 @@ pub fn sentence(action: &str, actor: &str, detail: &Value) -> String {
             if let Some(objects) = list(detail.get("objects")) {
                 s.push_str(&format!(" on {objects}"));
             }
+            if let Some(original) = text("extends") {
+                s.push_str(&format!(", to extend request {original}"));
+            }
             because(s, "justification")
         }
         AuditAction::Approved => {
@@ -73,6 +76,37 @@ pub fn sentence(action: &str, actor: &str, detail: &Value) -> String {
         ),
         AuditAction::Closed => ended("Ended early", detail),
         AuditAction::Expired => ended("Time was up", detail),
+        AuditAction::ExtensionRequested => {
+            let mut s = format!("{actor} asked to extend it");
+            if let Some(minutes) = detail.get("minutes").and_then(Value::as_u64) {
+                s.push_str(&format!(" by {}", minutes_text(minutes)));
+            }
+            if let Some(extension) = text("extension") {
+                s.push_str(&format!(" (request {extension})"));
+            }
+            because(s, "justification")
+        }
+        AuditAction::Extended => {
+            let mut s = "Extended".to_owned();
+            if let Some(until) = text("expires_at") {
+                s.push_str(&format!(" until {}", short_time(until)));
+            }
+            if let Some(extension) = text("extension") {
+                s.push_str(&format!(" by request {extension}"));
+            }
+            s.push_str("; nothing was undone in between");
+            s
+        }
+        AuditAction::ExtensionGranted => {
+            let mut s = "Granted".to_owned();
+            if let Some(original) = text("extends") {
+                s.push_str(&format!(": request {original} now runs"));
+                if let Some(until) = text("expires_at") {
+                    s.push_str(&format!(" until {}", short_time(until)));
+                }
+            }
+            s
+        }
     }
 }
 
@@ -227,6 +261,34 @@ mod tests {
                 &json!({"comment": " ", "state": "active"})
             ),
             "alice asked to end it now"
+        );
+    }
+
+    #[test]
+    fn an_extension_names_both_requests() {
+        assert_eq!(
+            sentence(
+                "request.extension_requested",
+                "alice",
+                &json!({"extension": "E1", "minutes": 30, "justification": "still mitigating"})
+            ),
+            "alice asked to extend it by 30 min (request E1): still mitigating"
+        );
+        assert_eq!(
+            sentence(
+                "request.extended",
+                "bob",
+                &json!({"extension": "E1", "expires_at": "2026-11-23T15:00:00Z"})
+            ),
+            "Extended until 2026-11-23 15:00 UTC by request E1; nothing was undone in between"
+        );
+        assert_eq!(
+            sentence(
+                "request.extension_granted",
+                "bob",
+                &json!({"extends": "O1", "expires_at": "2026-11-23T15:00:00Z"})
+            ),
+            "Granted: request O1 now runs until 2026-11-23 15:00 UTC"
         );
     }
 

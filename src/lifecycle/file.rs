@@ -192,6 +192,7 @@ impl Lifecycle {
             digest: checked.digest.clone(),
             created_at: now,
             decide_by: now.saturating_add(window),
+            extends: None,
         };
         let mut change = self.begin().await?;
         Store::insert_request(change.tx(), &new).await?;

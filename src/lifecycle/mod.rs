@@ -10,6 +10,7 @@
 //! edge.
 
 mod decide;
+mod extend;
 mod file;
 mod images;
 mod read;
@@ -27,6 +28,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 pub use decide::Decision;
+pub use extend::ExtendForm;
 pub use file::{Checked, RequestForm};
 pub use images::{Workload, WorkloadRef};
 pub use read::{RequestHistory, TicketHistory};

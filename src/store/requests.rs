@@ -41,6 +41,8 @@ pub struct Request {
     pub next_attempt_at: Option<Millis>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<Millis>,
+    /// For an extension: the request whose breakglass it extends.
+    pub extends: Option<String>,
 }
 
 impl FromRow<'_, AnyRow> for Request {
@@ -72,6 +74,7 @@ impl FromRow<'_, AnyRow> for Request {
             next_attempt_at: row.try_get("next_attempt_at")?,
             lease_owner: row.try_get("lease_owner")?,
             lease_until: row.try_get("lease_until")?,
+            extends: row.try_get("extends")?,
         })
     }
 }
@@ -118,6 +121,8 @@ pub struct NewRequest {
     pub digest: String,
     pub created_at: Millis,
     pub decide_by: Millis,
+    /// For an extension: the request whose breakglass it extends.
+    pub extends: Option<String>,
 }
 
 /// A decision on a request: an approval or a rejection.
@@ -234,7 +239,8 @@ macro_rules! columns {
     () => {
         "id, target, namespace, ticket, justification, requester_issuer, requester_subject, requester_name, \
          manifest, objects, duration_seconds, digest, state, created_at, decide_by, applied_at, \
-         expires_at, ended_at, end_requested, last_error, attempts, next_attempt_at, lease_owner, lease_until"
+         expires_at, ended_at, end_requested, last_error, attempts, next_attempt_at, lease_owner, lease_until, \
+         extends"
     };
 }
 
@@ -374,8 +380,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO requests (id, target, namespace, ticket, justification, requester_issuer,
                 requester_subject, requester_name, manifest, objects, duration_seconds, digest, state,
-                created_at, decide_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14)",
+                created_at, decide_by, extends)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15)",
         )
         .bind(&new.id)
         .bind(&new.target)
@@ -391,8 +397,32 @@ impl Store {
         .bind(&new.digest)
         .bind(new.created_at)
         .bind(new.decide_by)
+        .bind(new.extends.as_deref())
         .execute(&mut **tx)
         .await?;
+        Ok(())
+    }
+
+    /// The extensions filed for a breakglass, as this transaction sees them, oldest first.
+    pub async fn extensions_in(tx: &mut Tx, original_id: &str) -> Result<Vec<Request>> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM requests WHERE extends = $1 ORDER BY created_at, id"
+        );
+        Ok(sqlx::query_as(sql)
+            .bind(original_id)
+            .fetch_all(&mut **tx)
+            .await?)
+    }
+
+    /// Moves the end of a running breakglass: what an approved extension does.
+    pub async fn move_expiry(tx: &mut Tx, id: &str, expires_at: Millis) -> Result<()> {
+        sqlx::query("UPDATE requests SET expires_at = $1 WHERE id = $2 AND state = 'active'")
+            .bind(expires_at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 

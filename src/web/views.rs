@@ -29,6 +29,8 @@ pub struct RequestView {
     pub ended_at: Option<String>,
     pub last_error: Option<String>,
     pub objects: Value,
+    /// For an extension: the request whose breakglass it extends; null for the others.
+    pub extends: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approvals: Option<Vec<ApprovalView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,6 +86,7 @@ impl RequestView {
             ended_at: r.ended_at.map(rfc3339),
             last_error: r.last_error,
             objects,
+            extends: r.extends,
             approvals: None,
             approval: None,
         }

@@ -13,6 +13,7 @@ mod cloud_run_python;
 mod common;
 mod end;
 mod end_props;
+mod extend;
 mod flow;
 mod google;
 mod images;

@@ -160,6 +160,7 @@ fn new_request(ticket: &str, decide_by: Millis) -> NewRequest {
         digest: "d1g3st".into(),
         created_at: NOW,
         decide_by,
+        extends: None,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::domain::policy::images;
 use crate::domain::stamp::stamped;
 use crate::domain::timeline;
 use crate::domain::{ApprovalTally, State as RequestState};
-use crate::lifecycle::{Decision, stamp_of};
+use crate::lifecycle::{Decision, ExtendForm, stamp_of};
 use crate::store::{Approval, AuditEvent, AuditFilter, Named, Request, RequestFilter};
 use crate::web::AppState;
 use crate::web::error::AppError;
@@ -188,6 +188,8 @@ pub struct ShowPage {
     can_decide: bool,
     can_cancel: bool,
     can_close: bool,
+    /// The requester may ask for more time on a breakglass that runs.
+    can_extend: bool,
     viewer_subject: String,
     refresh: bool,
     /// How old the last look at the cluster is, if there was one.
@@ -246,6 +248,10 @@ pub async fn show(
         RequestState::Active | RequestState::NeedsAttention
     ) && request.end_requested.is_none()
         && may_close(&access, person);
+    let can_extend = request.state == RequestState::Active
+        && request.end_requested.is_none()
+        && request.extends.is_none()
+        && request.requester_subject == person.subject;
     let looked = look::stored(&state, &request.id).await?;
     let objects = object_views(&request, &approvals, looked.as_ref());
     let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
@@ -305,6 +311,7 @@ pub async fn show(
         can_decide,
         can_cancel,
         can_close,
+        can_extend,
         viewer_subject: person.subject.clone(),
         refresh: request.state == RequestState::Approved,
         requester: names.show(&request.requester_name, &request.requester_subject),
@@ -477,4 +484,39 @@ pub async fn close(
         .await
         .map_err(AppError::from)?;
     Ok(see_other(&format!("/requests/{id}")))
+}
+
+#[derive(Deserialize)]
+pub struct ExtendPageForm {
+    #[serde(default)]
+    minutes: String,
+    #[serde(default)]
+    justification: String,
+}
+
+/// Files an extension from the breakglass's page and shows the extension.
+pub async fn extend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: CsrfForm<ExtendPageForm>,
+) -> Result<Response, PageError> {
+    let minutes = f.form.minutes.trim().parse::<u64>().map_err(|_| {
+        AppError::BadRequest(format!(
+            "minutes must be a whole number of minutes, not {:?}",
+            f.form.minutes
+        ))
+    })?;
+    let extension = state
+        .lifecycle
+        .extend(
+            &f.viewer.person,
+            &id,
+            ExtendForm {
+                minutes,
+                justification: f.form.justification.clone(),
+            },
+        )
+        .await
+        .map_err(AppError::from)?;
+    Ok(see_other(&format!("/requests/{}", extension.id)))
 }

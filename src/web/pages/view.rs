@@ -85,6 +85,9 @@ pub fn state_sentence(state: State) -> &'static str {
         State::Cancelled => "Cancelled by the requester. Nothing was applied.",
         State::Lapsed => "Nobody approved it in time. Nothing was applied.",
         State::Failed => "The apply failed; nothing of it remains in the cluster.",
+        State::Granted => {
+            "Extension granted: the breakglass it extends runs until its new end, with nothing undone in between."
+        }
         State::NeedsAttention => {
             "The broker could not finish ending this breakglass: the cluster refused or stayed unreachable, so something of it may still run. The requester or an approver can end it again."
         }
