@@ -7,6 +7,7 @@
 mod admission_policy;
 mod audit;
 mod browser;
+mod cli;
 mod cloud_run;
 mod cloud_run_config;
 mod cloud_run_python;
