@@ -223,6 +223,10 @@ pub struct TargetConfig {
     /// at most `max_duration`).
     #[serde(default = "default_max_extensions")]
     pub max_extensions: u32,
+    /// After a breakglass ends, its requester writes a review before filing another on this
+    /// target.
+    #[serde(default)]
+    pub require_review: bool,
 }
 
 fn default_window() -> Duration {

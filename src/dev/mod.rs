@@ -279,6 +279,7 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         max_objects: 20,
         max_manifest_bytes: 256 * 1024,
         max_extensions: 2,
+        require_review: false,
     }
 }
 

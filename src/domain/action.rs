@@ -30,10 +30,12 @@ pub enum AuditAction {
     Extended,
     /// On an extension: approved in time, it moved the end of the breakglass it extends.
     ExtensionGranted,
+    /// The requester wrote the post-incident review of a breakglass that ended.
+    Reviewed,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 16] = [
+    pub const ALL: [AuditAction; 17] = [
         AuditAction::Created,
         AuditAction::Approved,
         AuditAction::Rejected,
@@ -50,6 +52,7 @@ impl AuditAction {
         AuditAction::ExtensionRequested,
         AuditAction::Extended,
         AuditAction::ExtensionGranted,
+        AuditAction::Reviewed,
     ];
 
     /// The stable name stored in the history.
@@ -71,6 +74,7 @@ impl AuditAction {
             AuditAction::ExtensionRequested => "request.extension_requested",
             AuditAction::Extended => "request.extended",
             AuditAction::ExtensionGranted => "request.extension_granted",
+            AuditAction::Reviewed => "request.reviewed",
         }
     }
 
@@ -94,7 +98,8 @@ impl AuditAction {
             | AuditAction::Applying
             | AuditAction::CloseRequested
             | AuditAction::ExtensionRequested
-            | AuditAction::Extended => None,
+            | AuditAction::Extended
+            | AuditAction::Reviewed => None,
         }
     }
 

@@ -116,6 +116,15 @@ pub fn check_extendable(state: State) -> Result<(), String> {
     }
 }
 
+/// A review looks back at a breakglass that ran and ended; one that never ran (rejected,
+/// lapsed, failed...) or still runs has nothing to review yet.
+pub fn check_reviewable(state: State) -> Result<(), String> {
+    match state {
+        State::Expired | State::Closed => Ok(()),
+        other => Err(refuse("review", other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +161,21 @@ mod tests {
                 State::Granted,
             ]
         );
+    }
+
+    #[test]
+    fn only_a_breakglass_that_ran_and_ended_can_be_reviewed() {
+        assert!(check_reviewable(State::Expired).is_ok());
+        assert!(check_reviewable(State::Closed).is_ok());
+        for state in State::ALL
+            .into_iter()
+            .filter(|s| !matches!(s, State::Expired | State::Closed))
+        {
+            assert_eq!(
+                check_reviewable(state),
+                Err(format!("cannot review a request that is {state}"))
+            );
+        }
     }
 
     #[test]

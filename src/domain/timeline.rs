@@ -97,6 +97,7 @@ pub fn sentence(action: &str, actor: &str, detail: &Value) -> String {
             s.push_str("; nothing was undone in between");
             s
         }
+        AuditAction::Reviewed => because(format!("{actor} wrote the review"), "review"),
         AuditAction::ExtensionGranted => {
             let mut s = "Granted".to_owned();
             if let Some(original) = text("extends") {
@@ -289,6 +290,18 @@ mod tests {
                 &json!({"extends": "O1", "expires_at": "2026-11-23T15:00:00Z"})
             ),
             "Granted: request O1 now runs until 2026-11-23 15:00 UTC"
+        );
+    }
+
+    #[test]
+    fn a_review_reads_as_what_was_written() {
+        assert_eq!(
+            sentence(
+                "request.reviewed",
+                "alice",
+                &json!({"review": "the cache expired; INC-1 postmortem"})
+            ),
+            "alice wrote the review: the cache expired; INC-1 postmortem"
         );
     }
 

@@ -148,6 +148,7 @@ impl Lifecycle {
     ) -> Result<Request, LifecycleError> {
         self.require_requester(caller)?;
         self.count(caller, Limit::Filing)?;
+        self.check_reviewed(caller, &form.target).await?;
         let form = self.resolve(caller, form).await?;
         let checked = self.check(&form)?;
         let objects: Vec<ObjectRef> = checked.objects.iter().map(ObjectRef::from).collect();

@@ -14,6 +14,7 @@ mod extend;
 mod file;
 mod images;
 mod read;
+mod review;
 mod work;
 
 use std::sync::Arc;

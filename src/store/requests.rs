@@ -43,6 +43,9 @@ pub struct Request {
     pub lease_until: Option<Millis>,
     /// For an extension: the request whose breakglass it extends.
     pub extends: Option<String>,
+    /// The requester's post-incident review, once written, and when.
+    pub review: Option<String>,
+    pub reviewed_at: Option<Millis>,
 }
 
 impl FromRow<'_, AnyRow> for Request {
@@ -75,6 +78,8 @@ impl FromRow<'_, AnyRow> for Request {
             lease_owner: row.try_get("lease_owner")?,
             lease_until: row.try_get("lease_until")?,
             extends: row.try_get("extends")?,
+            review: row.try_get("review")?,
+            reviewed_at: row.try_get("reviewed_at")?,
         })
     }
 }
@@ -240,7 +245,7 @@ macro_rules! columns {
         "id, target, namespace, ticket, justification, requester_issuer, requester_subject, requester_name, \
          manifest, objects, duration_seconds, digest, state, created_at, decide_by, applied_at, \
          expires_at, ended_at, end_requested, last_error, attempts, next_attempt_at, lease_owner, lease_until, \
-         extends"
+         extends, review, reviewed_at"
     };
 }
 
@@ -314,6 +319,22 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// The oldest breakglass of this person on this target that ended and still waits for
+    /// its review, if one does.
+    pub async fn awaiting_review(&self, subject: &str, target: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT id FROM requests
+             WHERE requester_subject = $1 AND target = $2 AND review IS NULL
+               AND state IN ('expired', 'closed')
+             ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(subject)
+        .bind(target)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|row| row.try_get("id")).transpose()?)
     }
 
     pub async fn applied_objects(&self, request_id: &str) -> Result<Vec<AppliedObject>> {
@@ -414,6 +435,17 @@ impl Store {
             .bind(original_id)
             .fetch_all(&mut **tx)
             .await?)
+    }
+
+    /// Records the requester's review of a breakglass that ended.
+    pub async fn set_review(tx: &mut Tx, id: &str, review: &str, at: Millis) -> Result<()> {
+        sqlx::query("UPDATE requests SET review = $1, reviewed_at = $2 WHERE id = $3")
+            .bind(review)
+            .bind(at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// Moves the end of a running breakglass: what an approved extension does.

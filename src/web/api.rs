@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/cancel", post(cancel))
         .route("/requests/{id}/close", post(close))
         .route("/requests/{id}/extend", post(extend))
+        .route("/requests/{id}/review", post(review))
 }
 
 async fn create(
@@ -209,4 +210,22 @@ async fn extend(
 ) -> Result<(axum::http::StatusCode, Json<RequestView>), AppError> {
     let extension = state.lifecycle.extend(&caller, &id, form).await?;
     Ok(created(Json(RequestView::new(extension))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    review: String,
+}
+
+/// The requester's post-incident review of a breakglass that ended.
+async fn review(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> Result<Json<RequestView>, AppError> {
+    Ok(Json(RequestView::new(
+        state.lifecycle.review(&caller, &id, &body.review).await?,
+    )))
 }

@@ -30,6 +30,7 @@ mod policy_props;
 mod python;
 mod refusals;
 mod replicas;
+mod review;
 mod rollback;
 mod sim_cluster;
 mod store;

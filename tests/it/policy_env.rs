@@ -65,6 +65,7 @@ pub fn strict_target() -> TargetConfig {
         max_objects: 3,
         max_manifest_bytes: 64 * 1024,
         max_extensions: 2,
+        require_review: false,
     }
 }
 

@@ -190,6 +190,10 @@ pub struct ShowPage {
     can_close: bool,
     /// The requester may ask for more time on a breakglass that runs.
     can_extend: bool,
+    /// The requester may write the review of a breakglass that ended.
+    can_review: bool,
+    /// When the review was written.
+    reviewed: Option<String>,
     viewer_subject: String,
     refresh: bool,
     /// How old the last look at the cluster is, if there was one.
@@ -252,6 +256,9 @@ pub async fn show(
         && request.end_requested.is_none()
         && request.extends.is_none()
         && request.requester_subject == person.subject;
+    let can_review = matches!(request.state, RequestState::Expired | RequestState::Closed)
+        && request.review.is_none()
+        && request.requester_subject == person.subject;
     let looked = look::stored(&state, &request.id).await?;
     let objects = object_views(&request, &approvals, looked.as_ref());
     let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
@@ -312,6 +319,8 @@ pub async fn show(
         can_cancel,
         can_close,
         can_extend,
+        can_review,
+        reviewed: request.reviewed_at.map(view::when),
         viewer_subject: person.subject.clone(),
         refresh: request.state == RequestState::Approved,
         requester: names.show(&request.requester_name, &request.requester_subject),
@@ -519,4 +528,24 @@ pub async fn extend(
         .await
         .map_err(AppError::from)?;
     Ok(see_other(&format!("/requests/{}", extension.id)))
+}
+
+#[derive(Deserialize)]
+pub struct ReviewPageForm {
+    #[serde(default)]
+    review: String,
+}
+
+/// Records the requester's review from the request page.
+pub async fn review(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: CsrfForm<ReviewPageForm>,
+) -> Result<Response, PageError> {
+    state
+        .lifecycle
+        .review(&f.viewer.person, &id, &f.form.review)
+        .await
+        .map_err(AppError::from)?;
+    Ok(see_other(&format!("/requests/{id}")))
 }

@@ -19,6 +19,8 @@ pub struct TicketRequestRow {
     pub namespace: String,
     pub requester: String,
     pub created_at: String,
+    /// The requester's post-incident review, once written.
+    pub review: Option<String>,
     pub events: Vec<EventView>,
 }
 
@@ -59,6 +61,7 @@ pub async fn show(
             state_class: view::state_class(r.request.state),
             state: r.request.state.to_string(),
             created_at: view::when(r.request.created_at),
+            review: r.request.review.clone(),
             id: r.request.id,
             target: r.request.target,
             namespace: r.request.namespace,
