@@ -84,7 +84,13 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(base: Url, token: String) -> Result<Api, ClientError> {
+    pub fn new(mut base: Url, token: String) -> Result<Api, ClientError> {
+        // A broker served under a path (https://host/breakglass) keeps it: API paths are
+        // joined onto the base as a directory.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
         if !matches!(base.scheme(), "http" | "https") {
             return Err(ClientError::Usage(format!(
                 "--broker must be an http(s) URL, not {base}"
@@ -175,6 +181,25 @@ pub fn one_line(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broker_under_a_path_keeps_it() {
+        let api = Api::new(
+            Url::parse("https://example.com/breakglass").expect("url"),
+            "t".into(),
+        )
+        .expect("api");
+        assert_eq!(
+            api.base.join("api/v1/requests").ok().map(String::from),
+            Some("https://example.com/breakglass/api/v1/requests".to_owned())
+        );
+        assert_eq!(
+            Api::new(Url::parse("ftp://example.com").expect("url"), "t".into())
+                .err()
+                .map(|e| e.exit_code()),
+            Some(2)
+        );
+    }
 
     #[test]
     fn a_message_with_line_breaks_reads_on_one_line() {
