@@ -69,6 +69,10 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
     },
+    /// The client commands (request, approve, reject, status, list, close, extend), against a
+    /// running broker. The ID token comes from BREAKGLASS_TOKEN or --token-command.
+    #[command(flatten)]
+    Client(Box<crate::client::ClientCommand>),
 }
 
 pub async fn main() -> ExitCode {
@@ -88,6 +92,7 @@ pub async fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => check_config(file),
         Command::Audit { command } => return crate::audit::cli::run(command).await,
+        Command::Client(command) => return crate::client::run(*command).await,
         Command::SimCluster {
             listen,
             write_token_file,

@@ -226,10 +226,21 @@ pub struct TargetConfig {
     pub max_objects: usize,
     #[serde(default = "default_max_manifest_bytes")]
     pub max_manifest_bytes: usize,
+    /// How many times one breakglass may be extended (each extension approved again, each
+    /// at most `max_duration`).
+    #[serde(default = "default_max_extensions")]
+    pub max_extensions: u32,
+    /// After a breakglass ends, its requester writes a review before filing another on this
+    /// target.
+    #[serde(default)]
+    pub require_review: bool,
 }
 
 fn default_window() -> Duration {
     Duration::from_secs(30 * 60)
+}
+fn default_max_extensions() -> u32 {
+    2
 }
 fn default_max_objects() -> usize {
     20
@@ -258,6 +269,9 @@ pub const MAX_MANIFEST_BYTES: usize = BODY_LIMIT / 2;
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
 pub const MAX_OBJECTS: usize = 100;
+/// The most extensions a target may allow one breakglass: each is a fresh approval, so more
+/// would be a standing grant in all but name.
+pub const MAX_EXTENSIONS: u32 = 10;
 
 impl TargetConfig {
     /// The policy this target enforces. The ticket pattern always matches the whole ticket,
@@ -427,6 +441,12 @@ impl TargetConfig {
             problem(format!(
                 "max_objects is {}; it must be between 1 and {MAX_OBJECTS}",
                 self.max_objects
+            ));
+        }
+        if self.max_extensions > MAX_EXTENSIONS {
+            problem(format!(
+                "max_extensions is {}; it must be between 0 and {MAX_EXTENSIONS}",
+                self.max_extensions
             ));
         }
         if !(1024..=MAX_MANIFEST_BYTES).contains(&self.max_manifest_bytes) {

@@ -8,6 +8,8 @@ pub mod audit;
 pub mod auth;
 /// The command line: `dev`, `serve`, and the operator's tools.
 pub mod cli;
+/// The client commands people and scripts use against a running broker's JSON API.
+pub mod client;
 /// Wall-clock time as a parameter, so tests move time instead of sleeping.
 pub mod clock;
 /// The configuration file and environment; secrets stay out of `Debug`.

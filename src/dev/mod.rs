@@ -290,6 +290,8 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         ticket_pattern: "^[A-Z][A-Z0-9]*-[0-9]+$".into(),
         max_objects: 20,
         max_manifest_bytes: 256 * 1024,
+        max_extensions: 2,
+        require_review: false,
     }
 }
 

@@ -26,10 +26,18 @@ pub enum AuditAction {
     Expired,
     /// A notification endpoint could not be reached for a day, or refused for good.
     NotificationGaveUp,
+    /// On a breakglass: its requester filed an extension (named in the detail).
+    ExtensionRequested,
+    /// On a breakglass: an approved extension moved its end (both named in the detail).
+    Extended,
+    /// On an extension: approved in time, it moved the end of the breakglass it extends.
+    ExtensionGranted,
+    /// The requester wrote the post-incident review of a breakglass that ended.
+    Reviewed,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::Created,
         AuditAction::Approved,
         AuditAction::Rejected,
@@ -44,6 +52,10 @@ impl AuditAction {
         AuditAction::Closed,
         AuditAction::Expired,
         AuditAction::NotificationGaveUp,
+        AuditAction::ExtensionRequested,
+        AuditAction::Extended,
+        AuditAction::ExtensionGranted,
+        AuditAction::Reviewed,
     ];
 
     /// The stable name stored in the history.
@@ -63,6 +75,10 @@ impl AuditAction {
             AuditAction::Closed => "request.closed",
             AuditAction::Expired => "request.expired",
             AuditAction::NotificationGaveUp => "notification.gave_up",
+            AuditAction::ExtensionRequested => "request.extension_requested",
+            AuditAction::Extended => "request.extended",
+            AuditAction::ExtensionGranted => "request.extension_granted",
+            AuditAction::Reviewed => "request.reviewed",
         }
     }
 
@@ -81,10 +97,14 @@ impl AuditAction {
             AuditAction::NeedsAttention => Some(State::NeedsAttention),
             AuditAction::Closed => Some(State::Closed),
             AuditAction::Expired => Some(State::Expired),
+            AuditAction::ExtensionGranted => Some(State::Granted),
             AuditAction::Approved
             | AuditAction::Applying
             | AuditAction::CloseRequested
-            | AuditAction::NotificationGaveUp => None,
+            | AuditAction::NotificationGaveUp
+            | AuditAction::ExtensionRequested
+            | AuditAction::Extended
+            | AuditAction::Reviewed => None,
         }
     }
 

@@ -32,6 +32,25 @@ pub struct ApprovalTally {
     pub rules: Vec<RuleProgress>,
 }
 
+impl ApprovalTally {
+    /// How many of the required approvals are in.
+    pub fn counted(&self) -> u32 {
+        self.rules
+            .iter()
+            .map(|r| {
+                u32::try_from(r.counted.len())
+                    .unwrap_or(u32::MAX)
+                    .min(r.required)
+            })
+            .sum()
+    }
+
+    /// How many approvals the rules need in all.
+    pub fn required(&self) -> u32 {
+        self.rules.iter().map(|r| r.required).sum()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleProgress {
     pub group: String,
@@ -184,6 +203,19 @@ mod tests {
         let sec = person("sue", &["security"]);
         assert!(!tally(&rules, ("alice", "alice"), std::slice::from_ref(&sre)).satisfied);
         assert!(tally(&rules, ("alice", "alice"), &[sre, sec]).satisfied);
+    }
+
+    #[test]
+    fn the_count_says_how_many_of_the_required_approvals_are_in() {
+        let rules = rules(&[("sre", 1), ("security", 1)]);
+        let none = tally(&rules, ("alice", "alice"), &[]);
+        assert_eq!((none.counted(), none.required()), (0, 2));
+        let one = tally(
+            &rules,
+            ("alice", "alice"),
+            &[person("sam", &["sre"]), person("sid", &["sre"])],
+        );
+        assert_eq!((one.counted(), one.required()), (1, 2));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod person;
 pub mod policy;
 pub mod stamp;
 pub mod state;
+pub mod timeline;
 
 pub use access::Roles;
 pub use action::AuditAction;

@@ -14,10 +14,16 @@ pub enum State {
     Lapsed,
     Failed,
     NeedsAttention,
+    /// An extension that was approved in time: it moved the end of the breakglass it extends
+    /// and ends there. It never holds or applies anything itself: the objects stay with the
+    /// breakglass it extends, which stays `active` until its new end, so nothing is undone in
+    /// between. (An extension not approved in time lapses like any request; one rejected or
+    /// cancelled ends so too; the breakglass it extends then ends as planned.)
+    Granted,
 }
 
 impl State {
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 11] = [
         State::Pending,
         State::Approved,
         State::Active,
@@ -28,6 +34,7 @@ impl State {
         State::Lapsed,
         State::Failed,
         State::NeedsAttention,
+        State::Granted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +49,7 @@ impl State {
             State::Lapsed => "lapsed",
             State::Failed => "failed",
             State::NeedsAttention => "needs_attention",
+            State::Granted => "granted",
         }
     }
 
@@ -59,6 +67,7 @@ impl State {
                 | State::Cancelled
                 | State::Lapsed
                 | State::Failed
+                | State::Granted
         )
     }
 }
@@ -98,6 +107,24 @@ pub fn check_closable(state: State) -> Result<(), String> {
     }
 }
 
+/// Only a breakglass that runs can be extended: one that waits has its own duration still ahead,
+/// and one that ended has nothing left to extend.
+pub fn check_extendable(state: State) -> Result<(), String> {
+    match state {
+        State::Active => Ok(()),
+        other => Err(refuse("extend", other)),
+    }
+}
+
+/// A review looks back at a breakglass that ran and ended; one that never ran (rejected,
+/// lapsed, failed...) or still runs has nothing to review yet.
+pub fn check_reviewable(state: State) -> Result<(), String> {
+    match state {
+        State::Expired | State::Closed => Ok(()),
+        other => Err(refuse("review", other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,8 +158,35 @@ mod tests {
                 State::Cancelled,
                 State::Lapsed,
                 State::Failed,
+                State::Granted,
             ]
         );
+    }
+
+    #[test]
+    fn only_a_breakglass_that_ran_and_ended_can_be_reviewed() {
+        assert!(check_reviewable(State::Expired).is_ok());
+        assert!(check_reviewable(State::Closed).is_ok());
+        for state in State::ALL
+            .into_iter()
+            .filter(|s| !matches!(s, State::Expired | State::Closed))
+        {
+            assert_eq!(
+                check_reviewable(state),
+                Err(format!("cannot review a request that is {state}"))
+            );
+        }
+    }
+
+    #[test]
+    fn only_an_active_breakglass_can_be_extended() {
+        assert!(check_extendable(State::Active).is_ok());
+        for state in State::ALL.into_iter().filter(|s| *s != State::Active) {
+            assert_eq!(
+                check_extendable(state),
+                Err(format!("cannot extend a request that is {state}"))
+            );
+        }
     }
 
     #[test]

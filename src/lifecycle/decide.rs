@@ -128,6 +128,8 @@ impl Lifecycle {
         let actor = Actor::Person(caller);
         let detail = json!({ "comment": comment, "digest": request.digest });
         let mut ready = false;
+        // The breakglass an approved extension moved the end of.
+        let mut extended = None;
         match decision {
             Decision::Reject => {
                 change
@@ -135,17 +137,24 @@ impl Lifecycle {
                     .await?
             }
             Decision::Approve => {
+                let approvals = Store::approvals_in(change.tx(), id).await?;
+                let tally = self.tally_of(&request, &approvals);
+                // How far the rule has come, so the timeline can say "1 of 2".
+                let mut detail = detail;
+                detail["counted"] = tally.counted().into();
+                detail["required"] = tally.required().into();
                 change
                     .record(reference, actor, AuditAction::Approved, detail)
                     .await?;
-                let approvals = Store::approvals_in(change.tx(), id).await?;
-                let tally = self.tally_of(&request, &approvals);
                 if tally.satisfied {
-                    let objects = objects_of(&request)?;
-                    if let Some(holder) =
-                        Store::hold_objects(change.tx(), &request, &objects).await?
-                    {
-                        return Err(held_by(&holder));
+                    // An extension holds nothing: the breakglass it extends holds its objects.
+                    if request.extends.is_none() {
+                        let objects = objects_of(&request)?;
+                        if let Some(holder) =
+                            Store::hold_objects(change.tx(), &request, &objects).await?
+                        {
+                            return Err(held_by(&holder));
+                        }
                     }
                     let counted: Vec<&String> =
                         tally.rules.iter().flat_map(|r| &r.counted).collect();
@@ -154,13 +163,25 @@ impl Lifecycle {
                     change
                         .transition(reference, actor, AuditAction::FullyApproved, detail)
                         .await?;
-                    ready = true;
+                    match &request.extends {
+                        // Granted in this transaction: never `approved` once committed, so the
+                        // apply worker never sees it.
+                        Some(original) => {
+                            self.grant(&mut change, &request, original, actor).await?;
+                            extended = Some(original.clone());
+                        }
+                        None => ready = true,
+                    }
                 }
             }
         }
         change.commit().await?;
         if ready {
             self.wake(id);
+        }
+        if let Some(original) = extended {
+            // Its end moved: the worker sleeps towards a new deadline.
+            self.wake(&original);
         }
         self.reload(id).await
     }
@@ -234,7 +255,7 @@ impl Lifecycle {
     }
 
     /// Opens the change to a request, with its row locked, if the caller may see it.
-    async fn lock_visible(
+    pub(super) async fn lock_visible(
         &self,
         caller: &Person,
         id: &str,
@@ -249,7 +270,7 @@ impl Lifecycle {
         Ok((change, request))
     }
 
-    async fn reload(&self, id: &str) -> Result<Request, LifecycleError> {
+    pub(super) async fn reload(&self, id: &str) -> Result<Request, LifecycleError> {
         self.store
             .request(id)
             .await?

@@ -148,6 +148,7 @@ impl Lifecycle {
     ) -> Result<Request, LifecycleError> {
         self.require_requester(caller)?;
         self.count(caller, Limit::Filing)?;
+        self.check_reviewed(caller, &form.target).await?;
         let form = self.resolve(caller, form).await?;
         let checked = self.check(&form)?;
         let objects: Vec<ObjectRef> = checked.objects.iter().map(ObjectRef::from).collect();
@@ -192,6 +193,7 @@ impl Lifecycle {
             digest: checked.digest.clone(),
             created_at: now,
             decide_by: now.saturating_add(window),
+            extends: None,
         };
         let mut change = self.begin().await?;
         Store::insert_request(change.tx(), &new).await?;

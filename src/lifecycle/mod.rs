@@ -11,9 +11,11 @@
 
 mod announce;
 mod decide;
+mod extend;
 mod file;
 mod images;
 mod read;
+mod review;
 mod work;
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use tokio::sync::broadcast;
 
 pub use announce::Announcer;
 pub use decide::Decision;
+pub use extend::ExtendForm;
 pub use file::{Checked, RequestForm};
 pub use images::{Workload, WorkloadRef};
 pub use read::{RequestHistory, TicketHistory};

@@ -41,6 +41,11 @@ pub struct Request {
     pub next_attempt_at: Option<Millis>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<Millis>,
+    /// For an extension: the request whose breakglass it extends.
+    pub extends: Option<String>,
+    /// The requester's post-incident review, once written, and when.
+    pub review: Option<String>,
+    pub reviewed_at: Option<Millis>,
 }
 
 impl FromRow<'_, AnyRow> for Request {
@@ -72,6 +77,9 @@ impl FromRow<'_, AnyRow> for Request {
             next_attempt_at: row.try_get("next_attempt_at")?,
             lease_owner: row.try_get("lease_owner")?,
             lease_until: row.try_get("lease_until")?,
+            extends: row.try_get("extends")?,
+            review: row.try_get("review")?,
+            reviewed_at: row.try_get("reviewed_at")?,
         })
     }
 }
@@ -118,6 +126,8 @@ pub struct NewRequest {
     pub digest: String,
     pub created_at: Millis,
     pub decide_by: Millis,
+    /// For an extension: the request whose breakglass it extends.
+    pub extends: Option<String>,
 }
 
 /// A decision on a request: an approval or a rejection.
@@ -234,7 +244,8 @@ macro_rules! columns {
     () => {
         "id, target, namespace, ticket, justification, requester_issuer, requester_subject, requester_name, \
          manifest, objects, duration_seconds, digest, state, created_at, decide_by, applied_at, \
-         expires_at, ended_at, end_requested, last_error, attempts, next_attempt_at, lease_owner, lease_until"
+         expires_at, ended_at, end_requested, last_error, attempts, next_attempt_at, lease_owner, lease_until, \
+         extends, review, reviewed_at"
     };
 }
 
@@ -310,6 +321,22 @@ impl Store {
         Ok(None)
     }
 
+    /// The oldest breakglass of this person on this target that ended and still waits for
+    /// its review, if one does.
+    pub async fn awaiting_review(&self, subject: &str, target: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT id FROM requests
+             WHERE requester_subject = $1 AND target = $2 AND review IS NULL
+               AND state IN ('expired', 'closed')
+             ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(subject)
+        .bind(target)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|row| row.try_get("id")).transpose()?)
+    }
+
     pub async fn applied_objects(&self, request_id: &str) -> Result<Vec<AppliedObject>> {
         applied_objects(self.pool(), request_id).await
     }
@@ -374,8 +401,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO requests (id, target, namespace, ticket, justification, requester_issuer,
                 requester_subject, requester_name, manifest, objects, duration_seconds, digest, state,
-                created_at, decide_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14)",
+                created_at, decide_by, extends)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15)",
         )
         .bind(&new.id)
         .bind(&new.target)
@@ -391,8 +418,43 @@ impl Store {
         .bind(&new.digest)
         .bind(new.created_at)
         .bind(new.decide_by)
+        .bind(new.extends.as_deref())
         .execute(&mut **tx)
         .await?;
+        Ok(())
+    }
+
+    /// The extensions filed for a breakglass, as this transaction sees them, oldest first.
+    pub async fn extensions_in(tx: &mut Tx, original_id: &str) -> Result<Vec<Request>> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM requests WHERE extends = $1 ORDER BY created_at, id"
+        );
+        Ok(sqlx::query_as(sql)
+            .bind(original_id)
+            .fetch_all(&mut **tx)
+            .await?)
+    }
+
+    /// Records the requester's review of a breakglass that ended.
+    pub async fn set_review(tx: &mut Tx, id: &str, review: &str, at: Millis) -> Result<()> {
+        sqlx::query("UPDATE requests SET review = $1, reviewed_at = $2 WHERE id = $3")
+            .bind(review)
+            .bind(at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the end of a running breakglass: what an approved extension does.
+    pub async fn move_expiry(tx: &mut Tx, id: &str, expires_at: Millis) -> Result<()> {
+        sqlx::query("UPDATE requests SET expires_at = $1 WHERE id = $2 AND state = 'active'")
+            .bind(expires_at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 

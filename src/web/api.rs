@@ -11,7 +11,7 @@ use super::extract::{ApiJson, ApiQuery, Caller};
 use super::views::{ApprovalView, RequestView};
 use super::{AppState, created};
 use crate::domain::State as RequestState;
-use crate::lifecycle::{Decision, RequestForm};
+use crate::lifecycle::{Decision, ExtendForm, RequestForm};
 use crate::store::RequestFilter;
 
 pub fn router() -> Router<AppState> {
@@ -23,6 +23,8 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/reject", post(reject))
         .route("/requests/{id}/cancel", post(cancel))
         .route("/requests/{id}/close", post(close))
+        .route("/requests/{id}/extend", post(extend))
+        .route("/requests/{id}/review", post(review))
 }
 
 async fn create(
@@ -203,5 +205,35 @@ async fn close(
     };
     Ok(Json(RequestView::new(
         state.lifecycle.close(&caller, &id, &body.comment).await?,
+    )))
+}
+
+/// Files an extension of the caller's active breakglass `id`: 201 with the extension, which
+/// names `id` in `extends` and waits for the target's approvals.
+async fn extend(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiJson(form): ApiJson<ExtendForm>,
+) -> Result<(axum::http::StatusCode, Json<RequestView>), AppError> {
+    let extension = state.lifecycle.extend(&caller, &id, form).await?;
+    Ok(created(Json(RequestView::new(extension))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    review: String,
+}
+
+/// The requester's post-incident review of a breakglass that ended.
+async fn review(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> Result<Json<RequestView>, AppError> {
+    Ok(Json(RequestView::new(
+        state.lifecycle.review(&caller, &id, &body.review).await?,
     )))
 }

@@ -29,6 +29,11 @@ pub struct RequestView {
     pub ended_at: Option<String>,
     pub last_error: Option<String>,
     pub objects: Value,
+    /// For an extension: the request whose breakglass it extends; null for the others.
+    pub extends: Option<String>,
+    /// The requester's post-incident review, once written.
+    pub review: Option<String>,
+    pub reviewed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approvals: Option<Vec<ApprovalView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +92,9 @@ impl RequestView {
             ended_at: r.ended_at.map(rfc3339),
             last_error: r.last_error,
             objects,
+            extends: r.extends,
+            review: r.review,
+            reviewed_at: r.reviewed_at.map(rfc3339),
             approvals: None,
             approval: None,
             notifications: None,

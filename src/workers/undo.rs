@@ -42,18 +42,21 @@ impl Worker {
     /// Ends a breakglass that is due (expired, or closed by a person), or runs the end again
     /// for a request that needs attention when a person asked to end it.
     pub(super) async fn undo(&self, request: &Request) -> Result<(), StoreError> {
-        let now = self.clock.now();
         let state = request.state;
-        let due = request.end_requested.is_some()
-            || (state == State::Active && request.expires_at.is_some_and(|at| at <= now));
-        if !due {
+        let due = |request: &Request| {
+            request.end_requested.is_some()
+                || (state == State::Active
+                    && request.expires_at.is_some_and(|at| at <= self.clock.now()))
+        };
+        if !due(request) {
             return Ok(());
         }
         let Some(lease) = self.claim(&request.id, state).await? else {
             return Ok(());
         };
         let request = match self.store.request(&request.id).await? {
-            Some(request) if request.state == state => request,
+            // Read again under the lease: an extension granted meanwhile moved the end.
+            Some(request) if request.state == state && due(&request) => request,
             _ => {
                 lease.release().await;
                 return Ok(());

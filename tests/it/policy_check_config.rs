@@ -154,6 +154,11 @@ fn check_config_names_every_mistake_in_words_an_operator_can_act_on() {
             vec!["target prod-gke: max_duration is 30days; it must be at most 7days"],
         ),
         (
+            "too many extensions",
+            config_with(&target_with("", "max_extensions = 11")),
+            vec!["target prod-gke: max_extensions is 11; it must be between 0 and 10"],
+        ),
+        (
             "bad regular expression",
             config_with(&target_with(
                 "ticket_pattern",

@@ -139,6 +139,8 @@ on_both_databases!(
     a_failing_audit_write_rolls_back_the_change_it_records,
     two_deciders_on_one_request_take_turns_and_see_each_other,
     two_workers_racing_for_one_request_get_one_lease,
+    an_extension_names_its_original_and_moves_only_a_running_end,
+    a_breakglass_that_ended_waits_for_its_review_until_one_is_written,
 );
 
 const NOW: Millis = 1_700_000_000_000;
@@ -160,6 +162,7 @@ fn new_request(ticket: &str, decide_by: Millis) -> NewRequest {
         digest: "d1g3st".into(),
         created_at: NOW,
         decide_by,
+        extends: None,
     }
 }
 
@@ -730,4 +733,89 @@ async fn the_store_keeps_working_after_postgres_drops_its_connections() {
     let stored = db.store.request(&id).await.expect("read after the drop");
     assert_eq!(stored.map(|r| r.state), Some(State::Pending));
     db.store.pool().close().await;
+}
+
+async fn an_extension_names_its_original_and_moves_only_a_running_end(store: Store) {
+    let original = request_in(&store, State::Active, NOW + 60_000).await;
+    let mut extension = new_request("INC-1", NOW + 60_000);
+    extension.extends = Some(original.clone());
+    let mut tx = store.begin().await.expect("begin");
+    Store::insert_request(&mut tx, &extension)
+        .await
+        .expect("insert");
+    let found = Store::extensions_in(&mut tx, &original)
+        .await
+        .expect("extensions");
+    assert_eq!(
+        found.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec![extension.id.as_str()]
+    );
+    assert_eq!(found[0].extends.as_deref(), Some(original.as_str()));
+    Store::move_expiry(&mut tx, &original, NOW + 7_200_000)
+        .await
+        .expect("move");
+    // Only a running breakglass: the pending extension's own expiry stays unset.
+    Store::move_expiry(&mut tx, &extension.id, NOW + 7_200_000)
+        .await
+        .expect("move");
+    tx.commit().await.expect("commit");
+    let moved = store
+        .request(&original)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(moved.expires_at, Some(NOW + 7_200_000));
+    let pending = store
+        .request(&extension.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(pending.expires_at, None);
+}
+
+async fn a_breakglass_that_ended_waits_for_its_review_until_one_is_written(store: Store) {
+    assert_eq!(
+        store
+            .awaiting_review("alice", "dev-cluster")
+            .await
+            .expect("look"),
+        None
+    );
+    request_in(&store, State::Rejected, NOW + 60_000).await;
+    let ended = request_in(&store, State::Expired, NOW + 60_000).await;
+    assert_eq!(
+        store
+            .awaiting_review("alice", "dev-cluster")
+            .await
+            .expect("look"),
+        Some(ended.clone())
+    );
+    assert_eq!(
+        store
+            .awaiting_review("bob", "dev-cluster")
+            .await
+            .expect("look"),
+        None
+    );
+    assert_eq!(
+        store.awaiting_review("alice", "other").await.expect("look"),
+        None
+    );
+    let mut tx = store.begin().await.expect("begin");
+    Store::set_review(&mut tx, &ended, "what broke and the postmortem", NOW + 1)
+        .await
+        .expect("review");
+    tx.commit().await.expect("commit");
+    let reviewed = store.request(&ended).await.expect("read").expect("exists");
+    assert_eq!(
+        (reviewed.review.as_deref(), reviewed.reviewed_at),
+        (Some("what broke and the postmortem"), Some(NOW + 1))
+    );
+    assert_eq!(
+        store
+            .awaiting_review("alice", "dev-cluster")
+            .await
+            .expect("look"),
+        None
+    );
 }

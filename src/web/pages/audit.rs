@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::view;
 use super::{Nav, PageError, SignedIn, urlencode};
 use crate::domain::person::Names;
+use crate::domain::timeline;
 use crate::store::AuditFilter;
 use crate::web::AppState;
 use crate::web::audit_api::AuditQuery;
@@ -35,6 +36,8 @@ pub struct EventRow {
     pub at: String,
     pub actor: String,
     pub action: String,
+    /// The event in words, as the request page's timeline says it.
+    pub sentence: String,
     pub request_id: String,
     pub ticket: String,
     pub target: String,
@@ -127,6 +130,7 @@ pub async fn index(
             seq: e.seq,
             at: view::when(e.at),
             detail: summary(&e.detail),
+            sentence: timeline::sentence(&e.action, &names.show(&e.actor, e.subject()), &e.detail),
             actor: names.show(&e.actor, e.subject()),
             action: e.action,
             request_id: e.request_id.unwrap_or_default(),

@@ -41,6 +41,8 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/reject", post(requests::reject))
         .route("/requests/{id}/cancel", post(requests::cancel))
         .route("/requests/{id}/close", post(requests::close))
+        .route("/requests/{id}/extend", post(requests::extend))
+        .route("/requests/{id}/review", post(requests::review))
         .route("/requests/{id}/look", post(look::again))
         .route("/audit", get(audit::index))
         .route("/tickets/{ticket}", get(ticket::show))

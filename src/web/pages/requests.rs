@@ -9,13 +9,15 @@ use serde::Deserialize;
 use super::look::{self, Look};
 use super::view::{self, DiffLine, Line};
 use super::{CsrfForm, Nav, PageError, SignedIn, see_other, urlencode};
+use crate::clock::Millis;
 use crate::domain::access::{awaits_decision_from, may_cancel, may_close, may_decide};
 use crate::domain::approval::describe;
 use crate::domain::person::Names;
 use crate::domain::policy::images;
 use crate::domain::stamp::stamped;
+use crate::domain::timeline;
 use crate::domain::{ApprovalTally, State as RequestState};
-use crate::lifecycle::{Decision, stamp_of};
+use crate::lifecycle::{Decision, ExtendForm, stamp_of};
 use crate::store::{Approval, AuditEvent, AuditFilter, Named, Request, RequestFilter};
 use crate::web::AppState;
 use crate::web::error::AppError;
@@ -181,8 +183,9 @@ pub struct DecisionView {
 
 pub struct EventView {
     pub at: String,
-    pub actor: String,
+    /// The stored action name, kept beside the sentence for those who search by it.
     pub action: String,
+    pub sentence: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -206,6 +209,12 @@ pub struct ShowPage {
     can_decide: bool,
     can_cancel: bool,
     can_close: bool,
+    /// The requester may ask for more time on a breakglass that runs.
+    can_extend: bool,
+    /// The requester may write the review of a breakglass that ended.
+    can_review: bool,
+    /// When the review was written.
+    reviewed: Option<String>,
     viewer_subject: String,
     refresh: bool,
     /// How old the last look at the cluster is, if there was one.
@@ -264,6 +273,13 @@ pub async fn show(
         RequestState::Active | RequestState::NeedsAttention
     ) && request.end_requested.is_none()
         && may_close(&access, person);
+    let can_extend = request.state == RequestState::Active
+        && request.end_requested.is_none()
+        && request.extends.is_none()
+        && request.requester_subject == person.subject;
+    let can_review = matches!(request.state, RequestState::Expired | RequestState::Closed)
+        && request.review.is_none()
+        && request.requester_subject == person.subject;
     let looked = look::stored_or_first(&state, &request).await?;
     let objects = object_views(&request, &approvals, looked.as_ref());
     let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
@@ -292,9 +308,14 @@ pub async fn show(
         nav: viewer.nav(&state),
         state_class: view::state_class(request.state),
         state_sentence: view::state_sentence(request.state),
-        time_left: (request.state == RequestState::Active)
-            .then(|| request.expires_at.map(|at| view::time_left(now, at)))
-            .flatten(),
+        time_left: match request.state {
+            RequestState::Active => request.expires_at.map(|at| view::time_left(now, at)),
+            RequestState::Pending => Some(format!(
+                "{} to decide",
+                view::time_left(now, request.decide_by)
+            )),
+            _ => None,
+        },
         duration: view::duration(request.duration_seconds / 60),
         created: view::when(request.created_at),
         decide_by: view::when(request.decide_by),
@@ -310,11 +331,18 @@ pub async fn show(
             })
             .collect(),
         objects,
-        timeline: events.iter().rev().map(|e| event_view(e, &names)).collect(),
+        timeline: events
+            .iter()
+            .rev()
+            .map(|e| event_view(e, &names, now))
+            .collect(),
         notices: crate::web::notices::views(&state.store.messages_of(&request.id).await?),
         can_decide,
         can_cancel,
         can_close,
+        can_extend,
+        can_review,
+        reviewed: request.reviewed_at.map(view::when),
         viewer_subject: person.subject.clone(),
         refresh: request.state == RequestState::Approved,
         requester: names.show(&request.requester_name, &request.requester_subject),
@@ -325,11 +353,11 @@ pub async fn show(
     })
 }
 
-fn event_view(e: &AuditEvent, names: &Names) -> EventView {
+pub(super) fn event_view(e: &AuditEvent, names: &Names, now: Millis) -> EventView {
     EventView {
-        at: view::when(e.at),
-        actor: names.show(&e.actor, e.subject()),
+        at: view::when_ago(now, e.at),
         action: e.action.clone(),
+        sentence: timeline::sentence(&e.action, &names.show(&e.actor, e.subject()), &e.detail),
     }
 }
 
@@ -488,6 +516,61 @@ pub async fn close(
     state
         .lifecycle
         .close(&f.viewer.person, &id, &f.form.comment)
+        .await
+        .map_err(AppError::from)?;
+    Ok(see_other(&format!("/requests/{id}")))
+}
+
+#[derive(Deserialize)]
+pub struct ExtendPageForm {
+    #[serde(default)]
+    minutes: String,
+    #[serde(default)]
+    justification: String,
+}
+
+/// Files an extension from the breakglass's page and shows the extension.
+pub async fn extend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: CsrfForm<ExtendPageForm>,
+) -> Result<Response, PageError> {
+    let minutes = f.form.minutes.trim().parse::<u64>().map_err(|_| {
+        AppError::BadRequest(format!(
+            "minutes must be a whole number of minutes, not {:?}",
+            f.form.minutes
+        ))
+    })?;
+    let extension = state
+        .lifecycle
+        .extend(
+            &f.viewer.person,
+            &id,
+            ExtendForm {
+                minutes,
+                justification: f.form.justification.clone(),
+            },
+        )
+        .await
+        .map_err(AppError::from)?;
+    Ok(see_other(&format!("/requests/{}", extension.id)))
+}
+
+#[derive(Deserialize)]
+pub struct ReviewPageForm {
+    #[serde(default)]
+    review: String,
+}
+
+/// Records the requester's review from the request page.
+pub async fn review(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: CsrfForm<ReviewPageForm>,
+) -> Result<Response, PageError> {
+    state
+        .lifecycle
+        .review(&f.viewer.person, &id, &f.form.review)
         .await
         .map_err(AppError::from)?;
     Ok(see_other(&format!("/requests/{id}")))

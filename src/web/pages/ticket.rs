@@ -4,6 +4,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
 
+use super::requests::{EventView, event_view};
 use super::view;
 use super::{Nav, PageError, SignedIn};
 use crate::domain::person::Names;
@@ -18,7 +19,9 @@ pub struct TicketRequestRow {
     pub namespace: String,
     pub requester: String,
     pub created_at: String,
-    pub events: Vec<(String, String, String)>,
+    /// The requester's post-incident review, once written.
+    pub review: Option<String>,
+    pub events: Vec<EventView>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -50,6 +53,7 @@ pub async fn show(
         ))
         .chain(r.events.iter().map(|e| (e.actor.as_str(), e.subject())))
     }));
+    let now = state.clock.now();
     let requests = found
         .requests
         .into_iter()
@@ -57,6 +61,7 @@ pub async fn show(
             state_class: view::state_class(r.request.state),
             state: r.request.state.to_string(),
             created_at: view::when(r.request.created_at),
+            review: r.request.review.clone(),
             id: r.request.id,
             target: r.request.target,
             namespace: r.request.namespace,
@@ -64,13 +69,7 @@ pub async fn show(
             events: r
                 .events
                 .iter()
-                .map(|e| {
-                    (
-                        view::when(e.at),
-                        names.show(&e.actor, e.subject()),
-                        e.action.clone(),
-                    )
-                })
+                .map(|e| event_view(e, &names, now))
                 .collect(),
         })
         .collect();

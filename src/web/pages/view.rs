@@ -15,6 +15,33 @@ pub fn when(at: Millis) -> String {
     to_utc(at).format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// `14:02 UTC (3 min ago)` on the day it is read; `2026-11-23 09:41 UTC (2 days ago)` before.
+pub fn when_ago(now: Millis, at: Millis) -> String {
+    let same_day = to_utc(now).date_naive() == to_utc(at).date_naive();
+    let time = if same_day {
+        to_utc(at).format("%H:%M UTC").to_string()
+    } else {
+        when(at)
+    };
+    format!("{time} ({})", ago(now, at))
+}
+
+/// `just now`, `3 min ago`, `5 h ago`, `2 days ago`, `in 4 min`.
+pub fn ago(now: Millis, at: Millis) -> String {
+    let minutes = (now - at).abs() / 60_000;
+    let span = match minutes {
+        0 => return "just now".to_owned(),
+        1..=59 => format!("{minutes} min"),
+        60..=2879 => format!("{} h", minutes / 60),
+        _ => format!("{} days", minutes / 1440),
+    };
+    if at > now {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
 /// `1h 59m left`, `12m left`, `less than a minute left`.
 pub fn time_left(now: Millis, until: Millis) -> String {
     let minutes = (until - now).max(0) / 60_000;
@@ -58,6 +85,9 @@ pub fn state_sentence(state: State) -> &'static str {
         State::Cancelled => "Cancelled by the requester. Nothing was applied.",
         State::Lapsed => "Nobody approved it in time. Nothing was applied.",
         State::Failed => "The apply failed; nothing of it remains in the cluster.",
+        State::Granted => {
+            "Extension granted: the breakglass it extends runs until its new end, with nothing undone in between."
+        }
         State::NeedsAttention => {
             "The broker could not finish ending this breakglass: the cluster refused or stayed unreachable, so something of it may still run. The requester or an approver can end it again."
         }

@@ -9,6 +9,7 @@ mod notices;
 mod people;
 mod rendering;
 mod request_page;
+mod timeline;
 
 use breakglass_broker::dev::idp::Misbehaviour;
 use reqwest::StatusCode;

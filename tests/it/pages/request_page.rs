@@ -218,3 +218,91 @@ async fn the_request_page_shows_an_existing_objects_changed_image_as_a_change() 
     assert_eq!(status, StatusCode::OK);
     assert!(!html.contains("Change against what runs now"), "{html}");
 }
+
+#[tokio::test]
+async fn the_requester_asks_for_more_time_from_the_page_of_a_running_breakglass() {
+    let env = TestEnv::start().await;
+    let id = env.activate("extend-from-page", 60).await;
+    let path = format!("/requests/{id}");
+    let form = format!("action=\"/requests/{id}/extend\"");
+
+    let bob = sign_in(&env, "bob").await;
+    assert!(
+        !page(&env, &bob, &path).await.1.contains(&form),
+        "not bob's to extend"
+    );
+
+    let alice = sign_in(&env, "alice").await;
+    let (_, html) = page(&env, &alice, &path).await;
+    assert!(html.contains(&form), "{html}");
+    let bad = alice
+        .post(env.url(&format!("{path}/extend")))
+        .form(&[
+            ("csrf", csrf_of(&html).await),
+            ("minutes", "soon".into()),
+            ("justification", "still mitigating".into()),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let done = alice
+        .post(env.url(&format!("{path}/extend")))
+        .form(&[
+            ("csrf", csrf_of(&html).await),
+            ("minutes", "30".into()),
+            ("justification", "still mitigating".into()),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let extension = location(&done);
+    assert_ne!(extension, path);
+    let (_, html) = page(&env, &alice, &extension).await;
+    assert!(
+        html.contains(&format!("href=\"/requests/{id}\">request {id}</a>")),
+        "{html}"
+    );
+    let (_, original) = page(&env, &alice, &path).await;
+    assert!(
+        original.contains("alice asked to extend it by 30 min"),
+        "{original}"
+    );
+}
+
+#[tokio::test]
+async fn the_requester_writes_the_review_of_an_ended_breakglass_on_its_page() {
+    let env = TestEnv::start().await;
+    let id = env.activate("review-from-page", 30).await;
+    env.clock.advance(std::time::Duration::from_secs(31 * 60));
+    env.wait_for_state(&id, "expired").await;
+    let path = format!("/requests/{id}");
+    let form = format!("action=\"/requests/{id}/review\"");
+    let bob = sign_in(&env, "bob").await;
+    assert!(
+        !page(&env, &bob, &path).await.1.contains(&form),
+        "not bob's to review"
+    );
+
+    let alice = sign_in(&env, "alice").await;
+    let (_, html) = page(&env, &alice, &path).await;
+    assert!(html.contains(&form), "{html}");
+    let done = alice
+        .post(env.url(&format!("{path}/review")))
+        .form(&[
+            ("csrf", csrf_of(&html).await),
+            ("review", "bad config push; postmortem PM-12".into()),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let (_, html) = page(&env, &alice, &path).await;
+    assert!(!html.contains(&form), "written once: {html}");
+    assert!(html.contains("bad config push; postmortem PM-12"), "{html}");
+    assert!(
+        html.contains("alice wrote the review: bad config push"),
+        "{html}"
+    );
+}
