@@ -24,10 +24,16 @@ pub enum AuditAction {
     NeedsAttention,
     Closed,
     Expired,
+    /// A breakglass on a target that the broker did not make (the detector's finding).
+    Unbrokered,
+    /// The detector removed an unbrokered breakglass with its controller chain.
+    UnbrokeredRemoved,
+    /// A person acknowledged a finding of the detector, with a comment.
+    AlertAcknowledged,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::Created,
         AuditAction::Approved,
         AuditAction::Rejected,
@@ -41,6 +47,9 @@ impl AuditAction {
         AuditAction::NeedsAttention,
         AuditAction::Closed,
         AuditAction::Expired,
+        AuditAction::Unbrokered,
+        AuditAction::UnbrokeredRemoved,
+        AuditAction::AlertAcknowledged,
     ];
 
     /// The stable name stored in the history.
@@ -59,6 +68,9 @@ impl AuditAction {
             AuditAction::NeedsAttention => "request.needs_attention",
             AuditAction::Closed => "request.closed",
             AuditAction::Expired => "request.expired",
+            AuditAction::Unbrokered => "breakglass.unbrokered",
+            AuditAction::UnbrokeredRemoved => "breakglass.removed",
+            AuditAction::AlertAcknowledged => "alert.acknowledged",
         }
     }
 
@@ -77,7 +89,12 @@ impl AuditAction {
             AuditAction::NeedsAttention => Some(State::NeedsAttention),
             AuditAction::Closed => Some(State::Closed),
             AuditAction::Expired => Some(State::Expired),
-            AuditAction::Approved | AuditAction::Applying | AuditAction::CloseRequested => None,
+            AuditAction::Approved
+            | AuditAction::Applying
+            | AuditAction::CloseRequested
+            | AuditAction::Unbrokered
+            | AuditAction::UnbrokeredRemoved
+            | AuditAction::AlertAcknowledged => None,
         }
     }
 

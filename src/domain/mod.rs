@@ -13,6 +13,7 @@ pub mod person;
 pub mod policy;
 pub mod stamp;
 pub mod state;
+pub mod unbrokered;
 
 pub use access::Roles;
 pub use action::AuditAction;

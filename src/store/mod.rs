@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_search;
+mod findings;
 mod requests;
 mod sessions;
 mod work;
@@ -16,6 +17,7 @@ use sqlx::{Any, AnyPool, Executor};
 pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
+pub use findings::{Finding, FindingState};
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,
 };
