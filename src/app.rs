@@ -109,6 +109,13 @@ impl Broker {
         let queue = self.queue.take()?;
         // Verifies the audit chain and logs its head every few minutes (src/audit/checkpoint.rs).
         crate::audit::checkpoint::spawn(self.state.store.clone(), self.state.clock.clone());
+        // Finds breakglass on the targets that the broker did not make (src/workers/detect.rs).
+        let detector = crate::workers::detect::Detector::new(
+            self.state.store.clone(),
+            self.state.clock.clone(),
+            self.state.lifecycle.targets.clone(),
+        );
+        tokio::spawn(detector.run());
         Some(tokio::spawn(self.worker.clone().run(queue)))
     }
 }

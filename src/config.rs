@@ -150,6 +150,17 @@ pub enum TargetKind {
     CloudRun,
 }
 
+/// What the detector does about a breakglass on the target that the broker did not make.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnbrokered {
+    /// Record a finding and alert.
+    #[default]
+    Alert,
+    /// Also delete the workload with its controller chain (Cloud Run: route traffic away).
+    Remove,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Credentials {
@@ -214,6 +225,9 @@ pub struct TargetConfig {
     pub max_objects: usize,
     #[serde(default = "default_max_manifest_bytes")]
     pub max_manifest_bytes: usize,
+    /// `"alert"` (the default) or `"remove"`.
+    #[serde(default)]
+    pub on_unbrokered: OnUnbrokered,
 }
 
 fn default_window() -> Duration {

@@ -49,6 +49,10 @@ pub struct Known {
     /// Requests named by stamps on the cluster, and whether each is applying or active.
     /// A stamp naming a request not in this map names one the broker never had.
     pub requests: HashMap<String, bool>,
+    /// Requests being applied right now: the broker writes an object before it records its
+    /// UID, so an object stamped with one of these is judged at the next scan, once the UID
+    /// is recorded (a copy of such a stamp is reported then).
+    pub applying: HashSet<String>,
 }
 
 /// Why a breakglass is unbrokered. More than one may hold.
@@ -238,7 +242,9 @@ pub fn unbrokered(objects: &[Value], known: &Known) -> Vec<Suspect> {
         };
         let root = by_uid.get(root_uid).copied().unwrap_or(root);
         let brokered = known.live_uids.contains(root_uid) && broker_owns_label(root);
-        if brokered {
+        let being_applied = !known.live_uids.contains(root_uid)
+            && stamped_request(root).is_some_and(|id| known.applying.contains(id));
+        if brokered || being_applied {
             continue;
         }
         found.push(suspect(root, &chain, known));
@@ -320,7 +326,10 @@ pub fn removable(suspect: &Suspect, known: &Known) -> bool {
     let top = TOP_CONTROLLERS.contains(&suspect.kind.as_str())
         || suspect.kind == "Pod"
         || suspect.kind == "ReplicaSet";
-    top && !known.live_uids.contains(&suspect.uid)
+    let live = std::iter::once(suspect.uid.as_str())
+        .chain(suspect.members.iter().map(|m| m.uid.as_str()))
+        .any(|uid| known.live_uids.contains(uid));
+    top && !live
 }
 
 #[cfg(test)]
@@ -485,6 +494,30 @@ mod tests {
     }
 
     #[test]
+    fn an_object_of_a_request_being_applied_waits_for_its_uid_to_be_recorded() {
+        let labels = json!({ BREAKGLASS_LABEL: "true", REQUEST_ID: "r1" });
+        let objects = vec![deployment(
+            "d1",
+            labels,
+            vec![owned_by_broker(&["f:spec", "f:template"])],
+        )];
+        let mut known = Known {
+            requests: HashMap::from([("r1".to_owned(), true)]),
+            applying: HashSet::from(["r1".to_owned()]),
+            ..Known::default()
+        };
+        assert!(unbrokered(&objects, &known).is_empty());
+        known.applying.clear();
+        assert_eq!(
+            unbrokered(&objects, &known).len(),
+            1,
+            "no UID recorded once applied"
+        );
+        known.live_uids.insert("d1".into());
+        assert!(unbrokered(&objects, &known).is_empty());
+    }
+
+    #[test]
     fn marks_left_after_a_request_ended_are_a_finding() {
         let labels = json!({ BREAKGLASS_LABEL: "true", REQUEST_ID: "r1" });
         let objects = vec![deployment(
@@ -590,5 +623,16 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(!removable(&found[0], &live(&["d1"])));
         assert!(removable(&found[0], &Known::default()));
+        let mut with_live_member = found[0].clone();
+        with_live_member.uid = "other".into();
+        with_live_member.members.push(Member {
+            kind: "Pod".into(),
+            name: "p".into(),
+            uid: "d1".into(),
+        });
+        assert!(!removable(&with_live_member, &live(&["d1"])));
+        let mut job_under_unknown = found[0].clone();
+        job_under_unknown.kind = "Secret".into();
+        assert!(!removable(&job_under_unknown, &Known::default()));
     }
 }

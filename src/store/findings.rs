@@ -139,15 +139,15 @@ fn event<'a>(
 }
 
 impl Store {
-    /// What the broker recorded of its own applies on `target`, and the state of the requests
-    /// these stamps name (wherever they were filed).
-    pub async fn known_applies(&self, target: &str, stamped: &[String]) -> Result<Known> {
+    /// What the broker recorded of its own applies, and the state of the requests these
+    /// stamps name. UIDs of every target count: two targets may reach one cluster, and a UID
+    /// is never reused, so the broker's own object is never taken for someone else's.
+    pub async fn known_applies(&self, stamped: &[String]) -> Result<Known> {
         let mut known = Known::default();
         let rows = sqlx::query(
             "SELECT a.applied_uid, r.state FROM applied_objects a JOIN requests r ON r.id = a.request_id
-             WHERE r.target = $1 AND a.applied_uid IS NOT NULL",
+             WHERE a.applied_uid IS NOT NULL",
         )
-        .bind(target)
         .fetch_all(self.pool())
         .await?;
         for row in rows {
@@ -171,6 +171,9 @@ impl Store {
             if let Some(row) = row {
                 let state: String = row.try_get("state")?;
                 known.requests.insert(id.clone(), is_live(&state));
+                if State::parse(&state) == Some(State::Approved) {
+                    known.applying.insert(id.clone());
+                }
             }
         }
         Ok(known)
@@ -351,6 +354,18 @@ impl Store {
             }
         };
         Ok(rows)
+    }
+
+    /// The finding of the episode still going on for this object, if any.
+    pub async fn open_episode(&self, target: &str, uid: &str) -> Result<Option<Finding>> {
+        Ok(sqlx::query_as::<_, Finding>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM findings WHERE target = $1 AND uid = $2 AND gone_at IS NULL
+             ORDER BY episode DESC LIMIT 1"
+        )))
+        .bind(target)
+        .bind(uid)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     pub async fn finding(&self, id: &str) -> Result<Option<Finding>> {

@@ -64,6 +64,7 @@ pub fn strict_target() -> TargetConfig {
         ticket_pattern: "^(INC|CHG)-[0-9]+$".into(),
         max_objects: 3,
         max_manifest_bytes: 64 * 1024,
+        on_unbrokered: Default::default(),
     }
 }
 

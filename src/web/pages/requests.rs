@@ -58,6 +58,8 @@ fn row(request: &Request, now: i64, names: &Names) -> Row {
 #[template(path = "dashboard.html")]
 pub struct Dashboard {
     nav: Nav,
+    /// Open alerts of the detector this person should see (auditors, targets' approvers).
+    alerts: usize,
     attention: Vec<Row>,
     mine: Vec<Row>,
     to_decide: Vec<Row>,
@@ -132,8 +134,10 @@ pub async fn dashboard(
             .map(|r| (r.requester_name.as_str(), r.requester_subject.as_str())),
     );
     let rows = |list: &[&Request]| list.iter().map(|r| row(r, now, &names)).collect();
+    let alerts = crate::web::alerts::open_for(&state, person).await?;
     Ok(Dashboard {
         nav: viewer.nav(&state),
+        alerts,
         attention: rows(&attention),
         mine: rows(&mine),
         to_decide: rows(&to_decide),
