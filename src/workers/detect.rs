@@ -17,8 +17,10 @@ use serde_json::{Value, json};
 
 use crate::audit::log_event;
 use crate::clock::Clock;
-use crate::config::OnUnbrokered;
-use crate::domain::unbrokered::{Suspect, removable, stamped_requests, unbrokered};
+use crate::config::{OnUnbrokered, TargetKind};
+use crate::domain::unbrokered::{
+    Suspect, removable, stamped_requests, stamped_services, unbrokered, unbrokered_services,
+};
 use crate::store::{Finding, Store};
 use crate::targets::{ObjectRef, Registry, TargetEntry};
 
@@ -73,9 +75,20 @@ impl Detector {
         let Some(objects) = entry.client.scan(&entry.config.namespaces).await? else {
             return Ok(ScanReport::default());
         };
-        let stamped: Vec<String> = stamped_requests(&objects).into_iter().collect();
+        let cloud_run = entry.config.kind == TargetKind::CloudRun;
+        let stamped: Vec<String> = if cloud_run {
+            stamped_services(&objects)
+        } else {
+            stamped_requests(&objects)
+        }
+        .into_iter()
+        .collect();
         let known = self.store.known_applies(&stamped).await?;
-        let suspects = unbrokered(&objects, &known);
+        let suspects = if cloud_run {
+            unbrokered_services(&objects, &known)
+        } else {
+            unbrokered(&objects, &known)
+        };
         let now = self.clock.now();
         let mut report = ScanReport {
             seen: suspects.len(),
@@ -90,7 +103,10 @@ impl Detector {
                 );
                 report.new.push(finding);
             }
-            if entry.config.on_unbrokered == OnUnbrokered::Remove && removable(suspect, &known) {
+            // Cloud Run's answer (traffic back to the last revision admitted without
+            // breakglass) is not built: there a finding only alerts.
+            let remove = entry.config.on_unbrokered == OnUnbrokered::Remove && !cloud_run;
+            if remove && removable(suspect, &known) {
                 self.remove(entry, suspect).await?;
                 report.removed += 1;
             }
