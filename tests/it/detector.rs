@@ -657,3 +657,100 @@ async fn a_cloud_run_justification_the_broker_did_not_set_is_a_finding_and_its_o
         "the broker's own checkout is no finding: {all:?}"
     );
 }
+
+/// Runs kubectl as the deployer, with dev mode's `deployer-kubeconfig` (HTTPS, a token).
+async fn kubectl_as_deployer(env: &TestEnv, args: &[&str]) -> (bool, String) {
+    let home = env.dir.path().join("kubectl-home");
+    std::fs::create_dir_all(&home).expect("home");
+    let output = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.env.deployer.kubeconfig)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args)
+        .env("HOME", &home)
+        .output()
+        .await
+        .expect("kubectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployers_kubectl_writes_with_its_kubeconfig_and_is_refused_breakglass_by_the_policy()
+{
+    let env = TestEnv::start().await;
+    assert!(env.env.deployer.kubeconfig.ends_with("deployer-kubeconfig"));
+    let manifests = env.dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).expect("dir");
+    let plain = manifests.join("web.json");
+    let attested = deployment_body(
+        "web",
+        pod_template(json!({ "app": "web" }), json!({}), ATTESTED),
+    );
+    std::fs::write(&plain, attested.to_string()).expect("write");
+    let (ok, out) = kubectl_as_deployer(
+        &env,
+        &[
+            "-n",
+            "prod",
+            "create",
+            "--validate=false",
+            "-f",
+            plain.to_str().expect("path"),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let stored = env
+        .env
+        .sim
+        .object(&breakglass_broker::dev::sim_cluster::ObjectKey::new(
+            "apps/v1",
+            "Deployment",
+            "prod",
+            "web",
+        ))
+        .expect("created by the deployer");
+    assert_eq!(
+        stored["metadata"]["managedFields"][0]["manager"],
+        "kubectl-create"
+    );
+    let evil = manifests.join("evil.json");
+    std::fs::write(&evil, labelled("evil").to_string()).expect("write");
+    let (ok, out) = kubectl_as_deployer(
+        &env,
+        &[
+            "-n",
+            "prod",
+            "create",
+            "--validate=false",
+            "-f",
+            evil.to_str().expect("path"),
+        ],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("may only be set by the breakglass broker"),
+        "{out}"
+    );
+    env.env.sim.set_admission_policy(false);
+    let (ok, out) = kubectl_as_deployer(
+        &env,
+        &[
+            "-n",
+            "prod",
+            "create",
+            "--validate=false",
+            "-f",
+            evil.to_str().expect("path"),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+}
