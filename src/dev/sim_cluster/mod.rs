@@ -16,6 +16,7 @@ mod discovery;
 mod failure;
 mod merge;
 mod objects;
+mod policy;
 mod resources;
 mod selector;
 mod status;
@@ -40,7 +41,8 @@ use objects::Store;
 use status::ApiError;
 
 /// The identity writes made with the configured token are attributed to.
-pub const BROKER_USER: &str = "system:serviceaccount:breakglass:broker";
+/// It is the ServiceAccount `deploy/` ships, the one identity its admission policy trusts.
+pub const BROKER_USER: &str = "system:serviceaccount:breakglass:breakglass-broker";
 
 /// What the simulated cluster admits and who may write to it.
 #[derive(Clone)]

@@ -13,6 +13,7 @@ use super::BreakglassAdmission;
 use super::admission::{self, Verdict};
 use super::merge::{self, Owners, SERVER_METADATA};
 use super::objects::{Store, WriteKind, key_for, unix_millis};
+use super::policy;
 use super::resources::ResourceType;
 use super::selector::{is_dns_subdomain, is_label_value, is_qualified_name};
 use super::status::ApiError;
@@ -270,18 +271,30 @@ fn admit_and_commit(
     owners: Owners,
 ) -> Result<Value, ApiError> {
     let verdict = admission::admit(w.res, name, &object, w.attested)?;
-    if w.policy && w.user != super::BROKER_USER && matches!(verdict, Verdict::Breakglass { .. }) {
-        return Err(ApiError::denied(
-            w.res,
+    if w.policy {
+        let key = key_for(w.res, w.namespace, name);
+        let operation = if store.stored(&key).is_some() {
+            "UPDATE"
+        } else {
+            "CREATE"
+        };
+        let review = policy::Review {
+            res: w.res,
+            operation,
+            namespace: w.namespace,
             name,
-            format!(
-                "admission webhook \"validation.policy.admission.k8s.io\" denied the request: \
-                 ValidatingAdmissionPolicy 'breakglass-only-by-broker' with binding \
-                 'breakglass-only-by-broker' denied request: the breakglass label may only be set \
-                 by the breakglass broker; {} must request it at the broker (ticket and approvals)",
-                w.user
-            ),
-        ));
+            user: w.user,
+            object: &object,
+        };
+        if let Err(message) = policy::review(&review) {
+            return Err(ApiError::denied(
+                w.res,
+                name,
+                format!(
+                    "admission webhook \"validation.policy.admission.k8s.io\" denied the request: {message}"
+                ),
+            ));
+        }
     }
     if w.dry_run {
         return Ok(object);
