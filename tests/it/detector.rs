@@ -754,3 +754,53 @@ async fn the_deployers_kubectl_writes_with_its_kubeconfig_and_is_refused_breakgl
     .await;
     assert!(ok, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_postgresql_scanning_at_once_record_one_finding_per_object() {
+    let env = TestEnv::start().await;
+    let database = crate::store::FreshPostgres::create().await;
+    let targets = env.env.broker.state.lifecycle.targets.clone();
+    let entry = targets.get("dev-cluster").expect("target").clone();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let store = Store::connect(&database.url).await.expect("postgres");
+        replicas.push(Detector::new(store, env.clock.clone(), targets.clone()));
+    }
+    env.env.sim.set_admission_policy(false);
+    labelled_deployment_with_pods(&env, "miner").await;
+    let (status, other) = deploy(
+        &env,
+        "/apis/apps/v1/namespaces/default/deployments",
+        &labelled("miner"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    // Every replica scans at the same moment, three rounds.
+    let mut new = 0;
+    for _ in 0..3 {
+        let scans = replicas.iter().map(|r| {
+            let (r, entry) = (r.clone(), entry.clone());
+            tokio::spawn(async move { r.scan(&entry).await.expect("scans") })
+        });
+        for scan in futures_util::future::join_all(scans).await {
+            let report = scan.expect("joins");
+            assert_eq!(report.seen, 2);
+            new += report.new.len();
+        }
+    }
+    assert_eq!(new, 2, "each object recorded once, by one replica");
+    let store = Store::connect(&database.url).await.expect("postgres");
+    let findings = store.findings(None, 10).await.expect("lists");
+    assert_eq!(findings.len(), 2);
+    let namespaces: std::collections::BTreeSet<&str> =
+        findings.iter().map(|f| f.namespace.as_str()).collect();
+    assert_eq!(namespaces, ["default", "prod"].into());
+    let events: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'breakglass.unbrokered'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("counts");
+    assert_eq!(events, 2);
+    store.pool().close().await;
+}
