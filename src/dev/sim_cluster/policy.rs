@@ -43,10 +43,11 @@ pub(crate) fn review(review: &Review) -> Result<(), String> {
         return Ok(());
     }
     let request = admission_request(review);
+    let mut context = context(review.object, &request)?;
     let mut variables = Map::new();
     for variable in spec["variables"].as_array().into_iter().flatten() {
         let expression = variable["expression"].as_str().unwrap_or_default();
-        let value = evaluate(expression, review.object, &request, &variables)?;
+        let value = evaluate(expression, &context)?;
         let value = value
             .json()
             .map_err(|e| format!("variable {}: {e:?}", variable["name"]))?;
@@ -54,14 +55,17 @@ pub(crate) fn review(review: &Review) -> Result<(), String> {
             variable["name"].as_str().unwrap_or_default().to_owned(),
             value,
         );
+        context
+            .add_variable("variables", Value::Object(variables.clone()))
+            .map_err(|e| format!("the admission policy's inputs: {e:?}"))?;
     }
     for validation in spec["validations"].as_array().into_iter().flatten() {
         let expression = validation["expression"].as_str().unwrap_or_default();
-        if evaluate(expression, review.object, &request, &variables)? == cel::Value::Bool(true) {
+        if evaluate(expression, &context)? == cel::Value::Bool(true) {
             continue;
         }
         let message = match validation["messageExpression"].as_str() {
-            Some(m) => match evaluate(m, review.object, &request, &variables)? {
+            Some(m) => match evaluate(m, &context)? {
                 cel::Value::String(text) => text.to_string(),
                 _ => format!("failed expression: {expression}"),
             },
@@ -129,23 +133,44 @@ fn admission_request(review: &Review) -> Value {
     })
 }
 
-fn evaluate(
-    expression: &str,
-    object: &Value,
-    request: &Value,
-    variables: &Map<String, Value>,
-) -> Result<cel::Value, String> {
+/// The CEL context of one review: `object` and `request`, and `variables` as far as known.
+fn context(object: &Value, request: &Value) -> Result<cel::Context<'static, 'static>, String> {
     let mut context = cel::Context::default();
-    let bound = context
+    context
         .add_variable("object", object.clone())
         .and_then(|()| context.add_variable("request", request.clone()))
-        .and_then(|()| context.add_variable("variables", Value::Object(variables.clone())));
-    bound.map_err(|e| format!("the admission policy's inputs: {e:?}"))?;
-    let program = cel::Program::compile(expression)
-        .map_err(|e| format!("the admission policy's expression does not compile: {e:?}"))?;
+        .and_then(|()| context.add_variable("variables", Value::Object(Map::new())))
+        .map_err(|e| format!("the admission policy's inputs: {e:?}"))?;
+    Ok(context)
+}
+
+fn evaluate(expression: &str, context: &cel::Context<'_, '_>) -> Result<cel::Value, String> {
+    let program = compiled(expression)?;
     program
-        .execute(&context)
+        .execute(context)
         .map_err(|e| format!("the admission policy's expression failed: {e:?}"))
+}
+
+thread_local! {
+    /// Compiling the policy's expressions costs milliseconds; each thread keeps what it
+    /// compiled, so a write under the store's lock pays only for running them.
+    static PROGRAMS: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<cel::Program>>> =
+        std::cell::RefCell::default();
+}
+
+fn compiled(expression: &str) -> Result<std::rc::Rc<cel::Program>, String> {
+    if let Some(program) = PROGRAMS.with(|p| p.borrow().get(expression).cloned()) {
+        return Ok(program);
+    }
+    let program = std::rc::Rc::new(
+        cel::Program::compile(expression)
+            .map_err(|e| format!("the admission policy's expression does not compile: {e:?}"))?,
+    );
+    PROGRAMS.with(|p| {
+        p.borrow_mut()
+            .insert(expression.to_owned(), program.clone())
+    });
+    Ok(program)
 }
 
 #[cfg(test)]
