@@ -53,6 +53,10 @@ pub struct Known {
     /// UID, so an object stamped with one of these is judged at the next scan, once the UID
     /// is recorded (a copy of such a stamp is reported then).
     pub applying: HashSet<String>,
+    /// UIDs recorded by requests that need attention: the broker could not end them and an
+    /// approver is on it. They are findings like any leftover, but a removal leaves them to
+    /// the request's own end, which knows to put back a prior template rather than delete.
+    pub attention_uids: HashSet<String>,
 }
 
 /// Why a breakglass is unbrokered. More than one may hold.
@@ -424,7 +428,7 @@ pub fn removable(suspect: &Suspect, known: &Known) -> bool {
         || suspect.kind == "ReplicaSet";
     let live = std::iter::once(suspect.uid.as_str())
         .chain(suspect.members.iter().map(|m| m.uid.as_str()))
-        .any(|uid| known.live_uids.contains(uid));
+        .any(|uid| known.live_uids.contains(uid) || known.attention_uids.contains(uid));
     top && !live
 }
 
@@ -786,6 +790,11 @@ mod tests {
             uid: "d1".into(),
         });
         assert!(!removable(&with_live_member, &live(&["d1"])));
+        let attention = Known {
+            attention_uids: HashSet::from(["d1".to_owned()]),
+            ..Known::default()
+        };
+        assert!(!removable(&found[0], &attention));
         let mut job_under_unknown = found[0].clone();
         job_under_unknown.kind = "Secret".into();
         assert!(!removable(&job_under_unknown, &Known::default()));

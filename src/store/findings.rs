@@ -156,6 +156,9 @@ impl Store {
             if is_live(&state) {
                 known.live_uids.insert(uid);
             } else {
+                if State::parse(&state) == Some(State::NeedsAttention) {
+                    known.attention_uids.insert(uid.clone());
+                }
                 known.ended_uids.insert(uid);
             }
         }
