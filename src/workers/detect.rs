@@ -107,8 +107,15 @@ impl Detector {
             // breakglass) is not built: there a finding only alerts.
             let remove = entry.config.on_unbrokered == OnUnbrokered::Remove && !cloud_run;
             if remove && removable(suspect, &known) {
-                self.remove(entry, suspect).await?;
-                report.removed += 1;
+                // A removal the target refuses (changed meanwhile, not allowed) is tried again
+                // at the next scan; it must not keep the other findings from being recorded.
+                match self.remove(entry, suspect).await {
+                    Ok(()) => report.removed += 1,
+                    Err(e) => tracing::warn!(
+                        target_name = %name, kind = %suspect.kind, name = %suspect.name,
+                        error = %e, "could not remove an unbrokered breakglass; will try again"
+                    ),
+                }
             }
         }
         let present: Vec<String> = suspects.iter().map(|s| s.uid.clone()).collect();

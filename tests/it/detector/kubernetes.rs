@@ -281,3 +281,54 @@ async fn remove_deletes_the_deployment_with_everything_under_it_and_never_the_br
     let (_, request) = env.get("alice", &format!("/api/v1/requests/{live}")).await;
     assert_eq!(request["state"], "active");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_the_cluster_refuses_still_records_every_finding_and_is_tried_again() {
+    use breakglass_broker::dev::sim_cluster::{Failure, ObjectKey};
+    let env = start_with_remove().await;
+    env.env.sim.set_failure_mode(Some(Failure {
+        status: Some(403),
+        methods: Some(vec!["DELETE".into()]),
+        ..Failure::default()
+    }));
+    env.env.sim.set_admission_policy(false);
+    let mut uids = Vec::new();
+    for name in ["one", "two"] {
+        let (status, stored) = deploy(
+            &env,
+            "/apis/apps/v1/namespaces/prod/deployments",
+            &labelled(name),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        uids.push(stored["metadata"]["uid"].as_str().expect("uid").to_owned());
+    }
+    for uid in &uids {
+        finding_for(&env, uid, Duration::from_secs(5)).await;
+    }
+    let key = |name: &str| ObjectKey::new("apps/v1", "Deployment", "prod", name);
+    assert!(env.env.sim.object(&key("one")).is_some());
+    assert!(env.env.sim.object(&key("two")).is_some());
+    let all = alerts(&env, "").await;
+    assert!(all.iter().all(|f| f["removed"].is_null()), "{all:?}");
+    env.env.sim.set_failure_mode(None);
+    let start = Instant::now();
+    while env.env.sim.object(&key("one")).is_some() || env.env.sim.object(&key("two")).is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not removed once allowed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a_few_scans().await;
+    let removing: Vec<Value> = alerts(&env, "")
+        .await
+        .into_iter()
+        .filter(|f| f["target"] == "dev-remove")
+        .collect();
+    assert_eq!(removing.len(), 2);
+    assert!(
+        removing.iter().all(|f| f["removed"].is_array()),
+        "{removing:?}"
+    );
+}
