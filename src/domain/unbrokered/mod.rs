@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::end::FIELD_MANAGER;
 use super::stamp::REQUEST_ID;
@@ -207,21 +207,48 @@ pub fn stamped_requests(objects: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The UID of the object's controller: the owner marked `controller: true`, else the first.
-fn owner_uid(object: &Value) -> Option<&str> {
+/// Marks an owner that is named by a reference but not in the listing.
+const MISSING: &str = "missingFromListing";
+
+/// The object's controller reference: the owner marked `controller: true`, else the first.
+fn owner_reference(object: &Value) -> Option<&Value> {
     let owners = object["metadata"]["ownerReferences"].as_array()?;
     owners
         .iter()
         .find(|o| o["controller"] == true)
         .or_else(|| owners.first())
-        .and_then(|o| o["uid"].as_str())
+}
+
+fn owner_uid(object: &Value) -> Option<&str> {
+    owner_reference(object).and_then(|o| o["uid"].as_str())
 }
 
 /// Every unbrokered breakglass among `objects` (everything of the pod kinds in one namespace
 /// or cluster), one per top of a controller chain.
 pub fn unbrokered(objects: &[Value], known: &Known) -> Vec<Suspect> {
+    let present: HashSet<&str> = objects.iter().map(|o| meta(o, "uid")).collect();
+    // An owner that is not in the listing was deleted (its dependents wait for the garbage
+    // collector; a list of several kinds is no snapshot either) or never existed. Either way
+    // its dependents are reported under it, so they join its finding rather than make one
+    // each, and it is never removed (there is nothing to delete at a version).
+    let mut missing: Vec<Value> = Vec::new();
+    for object in objects {
+        if let Some(reference) = owner_reference(object)
+            && let Some(uid) = reference["uid"].as_str()
+            && !present.contains(uid)
+            && !missing.iter().any(|m| meta(m, "uid") == uid)
+        {
+            missing.push(json!({
+                "apiVersion": reference["apiVersion"],
+                "kind": reference["kind"],
+                "metadata": { "name": reference["name"], "namespace": meta(object, "namespace"), "uid": uid },
+                MISSING: true,
+            }));
+        }
+    }
     let by_uid: HashMap<&str, &Value> = objects
         .iter()
+        .chain(missing.iter())
         .map(|o| (meta(o, "uid"), o))
         .filter(|(uid, _)| !uid.is_empty())
         .collect();
@@ -249,6 +276,13 @@ pub fn unbrokered(objects: &[Value], known: &Known) -> Vec<Suspect> {
             continue;
         };
         let root = by_uid.get(root_uid).copied().unwrap_or(root);
+        // The broker's own object, deleted at its end: what is left of it is the garbage
+        // collector's to finish.
+        let collected = root[MISSING] == true
+            && (known.live_uids.contains(root_uid) || known.ended_uids.contains(root_uid));
+        if collected {
+            continue;
+        }
         let brokered = known.live_uids.contains(root_uid) && broker_owns_label(root);
         let being_applied = !known.live_uids.contains(root_uid)
             && stamped_request(root).is_some_and(|id| known.applying.contains(id));
@@ -337,7 +371,8 @@ pub fn removable(suspect: &Suspect, known: &Known) -> bool {
     let live = std::iter::once(suspect.uid.as_str())
         .chain(suspect.members.iter().map(|m| m.uid.as_str()))
         .any(|uid| known.live_uids.contains(uid) || known.attention_uids.contains(uid));
-    top && !live
+    let seen_at_a_version = !suspect.resource_version.is_empty();
+    top && !live && seen_at_a_version
 }
 
 #[cfg(test)]
@@ -573,10 +608,9 @@ mod tests {
             owned("ReplicaSet", "rs1", "d1", label()),
             owned("Pod", "p1", "rs1", label()),
         ];
-        assert!(
-            unbrokered(&objects[1..], &live(&["d1"])).len() == 1,
-            "without the workload seen, the chain ends at the ReplicaSet"
-        );
+        let found = unbrokered(&objects[1..], &live(&["rs0"]));
+        assert_eq!(found.len(), 1, "under a workload that is not the broker's");
+        assert_eq!(found[0].uid, "d1");
         assert!(unbrokered(&objects, &live(&["d1"])).is_empty());
     }
 
@@ -613,6 +647,27 @@ mod tests {
         assert_eq!(pod.images, vec!["x", "y"]);
         assert!(broker_owns_label(&cron));
         assert!(unbrokered(&[cron], &live(&["c1"])).is_empty());
+    }
+
+    #[test]
+    fn dependents_whose_owner_is_gone_join_its_finding_and_are_not_removed() {
+        let objects = vec![
+            owned("ReplicaSet", "rs1", "d1", label()),
+            owned("Pod", "p1", "rs1", label()),
+            owned("Pod", "p2", "rs1", label()),
+        ];
+        let found = unbrokered(&objects, &Known::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].uid, "d1");
+        assert_eq!(found[0].members.len(), 3);
+        assert!(!removable(&found[0], &Known::default()));
+        // The broker's own Deployment, deleted at its end: its pods are the collector's.
+        let ended = Known {
+            ended_uids: HashSet::from(["d1".to_owned()]),
+            ..Known::default()
+        };
+        assert!(unbrokered(&objects, &ended).is_empty());
+        assert!(unbrokered(&objects, &live(&["d1"])).is_empty());
     }
 
     #[test]
