@@ -145,6 +145,13 @@ impl Broker {
         if let Some(notifier) = &self.notifier {
             tokio::spawn(notifier.clone().run());
         }
+        // Finds breakglass on the targets that the broker did not make (src/workers/detect.rs).
+        let detector = crate::workers::detect::Detector::new(
+            self.state.store.clone(),
+            self.state.clock.clone(),
+            self.state.lifecycle.targets.clone(),
+        );
+        tokio::spawn(detector.run());
         Some(tokio::spawn(self.worker.clone().run(queue)))
     }
 }

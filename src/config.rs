@@ -162,6 +162,17 @@ pub enum TargetKind {
     CloudRun,
 }
 
+/// What the detector does about a breakglass on the target that the broker did not make.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnbrokered {
+    /// Record a finding and alert.
+    #[default]
+    Alert,
+    /// Also delete the workload with its controller chain (Cloud Run: route traffic away).
+    Remove,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Credentials {
@@ -234,6 +245,9 @@ pub struct TargetConfig {
     /// target.
     #[serde(default)]
     pub require_review: bool,
+    /// `"alert"` (the default) or `"remove"`.
+    #[serde(default)]
+    pub on_unbrokered: OnUnbrokered,
 }
 
 fn default_window() -> Duration {

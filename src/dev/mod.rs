@@ -1,6 +1,7 @@
 //! `dev` mode: the broker, a development OIDC issuer and a simulated cluster in one process,
 //! each reached over loopback HTTP exactly as production reaches the real ones.
 
+pub mod deployer;
 pub mod gke_cluster;
 pub mod google;
 pub mod host;
@@ -60,6 +61,8 @@ pub struct DevEnv {
     /// The read-only kubeconfig for people (anonymous reads).
     pub kubeconfig: PathBuf,
     pub sim: SimCluster,
+    /// `deployer@example.com`'s token and kubeconfig for the simulated cluster.
+    pub deployer: deployer::Deployer,
     /// The simulated metadata server, GKE API and HTTPS cluster behind `dev-gke`.
     pub gke: gke_cluster::DevGke,
     pub idp: DevIdp,
@@ -132,6 +135,7 @@ async fn start_inner(
     let sim_listener = TcpListener::bind((addr.ip(), 0)).await?;
     let cluster_url = format!("http://{}", sim_listener.local_addr()?);
     tokio::spawn(sim.clone().serve(sim_listener));
+    let deployer = deployer::start(&sim, addr.ip(), &options.data_dir).await?;
 
     let gke = gke_cluster::start(addr.ip()).await?;
     gke.metadata.set_down(metadata_down);
@@ -212,6 +216,7 @@ async fn start_inner(
         run,
         kubeconfig,
         sim,
+        deployer,
         gke,
         idp,
         broker,
@@ -292,6 +297,7 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         max_manifest_bytes: 256 * 1024,
         max_extensions: 2,
         require_review: false,
+        on_unbrokered: Default::default(),
     }
 }
 
@@ -364,7 +370,8 @@ pub fn banner(env: &DevEnv) -> String {
          simulated GKE API: {gke_api}  (clusters.get; paths start with /v1/)\n\
          simulated metadata server: {metadata}  (GCE_METADATA_HOST={metadata_host})\n\
          simulated Cloud Run: {run}\n\
-         kubeconfig:        {kubeconfig}\n\n\
+         kubeconfig:        {kubeconfig}\n\
+         deployer's kubeconfig: {deployer}  (deployer@example.com, may deploy in default and prod; not the broker)\n\n\
          personas:\n{personas}\n\n\
          target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n\
          target dev-gke: the same policy, on the simulated GKE cluster, with the broker's Google identity\n\
@@ -378,6 +385,7 @@ pub fn banner(env: &DevEnv) -> String {
         metadata_host = env.gke.metadata_url.trim_start_matches("http://"),
         run = env.run_url,
         kubeconfig = env.kubeconfig.display(),
+        deployer = env.deployer.kubeconfig.display(),
         personas = personas.join("\n"),
     )
 }

@@ -34,10 +34,16 @@ pub enum AuditAction {
     ExtensionGranted,
     /// The requester wrote the post-incident review of a breakglass that ended.
     Reviewed,
+    /// A breakglass on a target that the broker did not make (the detector's finding).
+    Unbrokered,
+    /// The detector removed an unbrokered breakglass with its controller chain.
+    UnbrokeredRemoved,
+    /// A person acknowledged a finding of the detector, with a comment.
+    AlertAcknowledged,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 18] = [
+    pub const ALL: [AuditAction; 21] = [
         AuditAction::Created,
         AuditAction::Approved,
         AuditAction::Rejected,
@@ -56,6 +62,9 @@ impl AuditAction {
         AuditAction::Extended,
         AuditAction::ExtensionGranted,
         AuditAction::Reviewed,
+        AuditAction::Unbrokered,
+        AuditAction::UnbrokeredRemoved,
+        AuditAction::AlertAcknowledged,
     ];
 
     /// The stable name stored in the history.
@@ -79,6 +88,9 @@ impl AuditAction {
             AuditAction::Extended => "request.extended",
             AuditAction::ExtensionGranted => "request.extension_granted",
             AuditAction::Reviewed => "request.reviewed",
+            AuditAction::Unbrokered => "breakglass.unbrokered",
+            AuditAction::UnbrokeredRemoved => "breakglass.removed",
+            AuditAction::AlertAcknowledged => "alert.acknowledged",
         }
     }
 
@@ -104,7 +116,10 @@ impl AuditAction {
             | AuditAction::NotificationGaveUp
             | AuditAction::ExtensionRequested
             | AuditAction::Extended
-            | AuditAction::Reviewed => None,
+            | AuditAction::Reviewed
+            | AuditAction::Unbrokered
+            | AuditAction::UnbrokeredRemoved
+            | AuditAction::AlertAcknowledged => None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod stamp;
 pub mod state;
 pub mod timeline;
+pub mod unbrokered;
 
 pub use access::Roles;
 pub use action::AuditAction;

@@ -98,6 +98,19 @@ pub fn sentence(action: &str, actor: &str, detail: &Value) -> String {
             s
         }
         AuditAction::Reviewed => because(format!("{actor} wrote the review"), "review"),
+        AuditAction::Unbrokered => {
+            let what = match (text("kind"), text("name")) {
+                (Some(kind), Some(name)) => format!("{kind}/{name}"),
+                _ => "a workload".to_owned(),
+            };
+            format!("Breakglass the broker did not make: {what}")
+        }
+        AuditAction::UnbrokeredRemoved => {
+            "The broker removed a breakglass it did not make".to_owned()
+        }
+        AuditAction::AlertAcknowledged => {
+            because(format!("{actor} acknowledged the alert"), "comment")
+        }
         AuditAction::NotificationGaveUp => because(
             "A notification could not be delivered and was given up".to_owned(),
             "error",

@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_search;
+mod findings;
 mod looks;
 mod metrics;
 mod outbox;
@@ -19,6 +20,7 @@ use sqlx::{Any, AnyPool, Executor};
 pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
+pub use findings::{Finding, FindingState};
 pub use outbox::{DELIVERED, Message, NewMessage};
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,

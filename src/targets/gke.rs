@@ -157,6 +157,10 @@ impl GkeTarget {
 
 #[async_trait::async_trait]
 impl Target for GkeTarget {
+    async fn scan(&self, namespaces: &[String]) -> Result<Option<Vec<Value>>, TargetError> {
+        self.target().await?.scan(namespaces).await
+    }
+
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
         self.target().await?.get(object).await
     }

@@ -44,6 +44,10 @@ impl KubernetesTarget {
         Self { client }
     }
 
+    pub(super) fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     fn api(&self, object: &ObjectRef) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &object.namespace, &resource(object))
     }
@@ -51,6 +55,10 @@ impl KubernetesTarget {
 
 #[async_trait::async_trait]
 impl Target for KubernetesTarget {
+    async fn scan(&self, namespaces: &[String]) -> Result<Option<Vec<Value>>, TargetError> {
+        self.scan_workloads(namespaces).await.map(Some)
+    }
+
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
         match self.api(object).get(&object.name).await {
             Ok(found) => Ok(Some(to_value(&found)?)),
@@ -177,7 +185,7 @@ fn resource(object: &ObjectRef) -> ApiResource {
     )
 }
 
-fn classify(error: kube::Error) -> TargetError {
+pub(super) fn classify(error: kube::Error) -> TargetError {
     match error {
         kube::Error::Api(status) => {
             let message = if status.message.is_empty() {

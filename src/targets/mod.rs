@@ -6,6 +6,7 @@ pub mod cloud_run;
 pub mod gke;
 pub mod kubernetes;
 mod registry;
+mod scan;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -78,6 +79,13 @@ pub trait Target: Send + Sync {
         version: &str,
     ) -> Result<(), TargetError>;
 
-    /// Deletes the object only if it is still at `version`.
+    /// Deletes the object only if it is still at `version`; its dependents go with it.
     async fn delete(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError>;
+
+    /// Everything on the target that may carry breakglass, for the detector: Pods and every
+    /// workload kind with a pod template (Kubernetes), services (Cloud Run). None when the
+    /// target cannot be scanned.
+    async fn scan(&self, _namespaces: &[String]) -> Result<Option<Vec<Value>>, TargetError> {
+        Ok(None)
+    }
 }

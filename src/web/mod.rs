@@ -1,5 +1,6 @@
 //! The HTTP surface: the JSON API under `/api/v1`, health checks, and the shared state.
 
+pub mod alerts;
 pub mod api;
 pub mod audit_api;
 pub mod error;
@@ -49,8 +50,14 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let router = Router::new()
-        .nest("/api/v1", api::router().merge(audit_api::router()))
+        .nest(
+            "/api/v1",
+            api::router()
+                .merge(audit_api::router())
+                .merge(alerts::api_router()),
+        )
         .merge(pages::router())
+        .merge(alerts::page_router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -12,6 +12,7 @@ mod cloud_run;
 mod cloud_run_config;
 mod cloud_run_python;
 mod common;
+mod detector;
 mod end;
 mod end_props;
 mod extend;

@@ -66,6 +66,7 @@ pub fn strict_target() -> TargetConfig {
         max_manifest_bytes: 64 * 1024,
         max_extensions: 2,
         require_review: false,
+        on_unbrokered: Default::default(),
     }
 }
 

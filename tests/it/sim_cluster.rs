@@ -204,7 +204,10 @@ async fn breakglass_label_on_template_admits_unattested_image_and_records_it() -
     let admission = &admissions[0];
     assert_eq!(admission.key, deployment_key("hotfix"));
     assert_eq!(admission.images, [UNATTESTED]);
-    assert_eq!(admission.user, "system:serviceaccount:breakglass:broker");
+    assert_eq!(
+        admission.user,
+        "system:serviceaccount:breakglass:breakglass-broker"
+    );
     assert_eq!(
         admission.labels.get(BREAKGLASS).map(String::as_str),
         Some("true")

@@ -141,6 +141,8 @@ on_both_databases!(
     two_workers_racing_for_one_request_get_one_lease,
     an_extension_names_its_original_and_moves_only_a_running_end,
     a_breakglass_that_ended_waits_for_its_review_until_one_is_written,
+    replicas_sighting_one_breakglass_at_once_record_one_finding_and_one_event,
+    a_finding_ends_with_its_episode_and_is_acknowledged_once,
 );
 
 const NOW: Millis = 1_700_000_000_000;
@@ -817,5 +819,140 @@ async fn a_breakglass_that_ended_waits_for_its_review_until_one_is_written(store
             .await
             .expect("look"),
         None
+    );
+}
+
+fn suspect(uid: &str) -> breakglass_broker::domain::unbrokered::Suspect {
+    use breakglass_broker::domain::unbrokered::{Member, Reason, Suspect};
+    Suspect {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        namespace: "prod".into(),
+        name: "api".into(),
+        uid: uid.into(),
+        resource_version: "3".into(),
+        reasons: vec![Reason::NotByTheBroker],
+        images: vec!["evil@sha256:1".into()],
+        writers: vec!["kubectl".into()],
+        members: vec![Member {
+            kind: "ReplicaSet".into(),
+            name: "api-1".into(),
+            uid: "rs".into(),
+        }],
+    }
+}
+
+async fn unbrokered_events(store: &Store) -> i64 {
+    sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'breakglass.unbrokered'")
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+        .try_get("n")
+        .expect("n")
+}
+
+async fn replicas_sighting_one_breakglass_at_once_record_one_finding_and_one_event(store: Store) {
+    let seen = suspect("u1");
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let seen = seen.clone();
+        racers.push(tokio::spawn(async move {
+            store.record_sighting("t", &seen, NOW + i).await
+        }));
+    }
+    let mut firsts = 0;
+    for racer in racers {
+        if racer.await.expect("joins").expect("records").is_some() {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+    assert_eq!(unbrokered_events(&store).await, 1);
+    let all = store.findings(None, 10).await.expect("lists");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].members[0]["kind"], "ReplicaSet");
+    assert_eq!(store.open_findings().await.expect("counts"), 1);
+}
+
+async fn a_finding_ends_with_its_episode_and_is_acknowledged_once(store: Store) {
+    let (first, event) = store
+        .record_sighting("t", &suspect("u1"), NOW)
+        .await
+        .expect("records")
+        .expect("a new finding");
+    assert_eq!(event.detail["finding"], first.id.as_str());
+    assert!(
+        store
+            .record_sighting("t", &suspect("u1"), NOW + 5)
+            .await
+            .expect("records")
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .finding(&first.id)
+            .await
+            .expect("reads")
+            .expect("there")
+            .last_seen,
+        NOW + 5
+    );
+    // Still there: the episode goes on.
+    assert_eq!(
+        store
+            .end_episodes("t", &["u1".into()], NOW + 6)
+            .await
+            .expect("ends"),
+        0
+    );
+    assert_eq!(
+        store.end_episodes("t", &[], NOW + 7).await.expect("ends"),
+        1
+    );
+    let (second, _) = store
+        .record_sighting("t", &suspect("u1"), NOW + 8)
+        .await
+        .expect("records")
+        .expect("a second episode");
+    assert_eq!((first.episode, second.episode), (1, 2));
+    let person = ("https://issuer.example", "sub-dave");
+    let acked = store
+        .acknowledge_finding(&first.id, "dave", person, "known drill", NOW + 9)
+        .await
+        .expect("acknowledges");
+    let (finding, audit) = acked.expect("was open");
+    assert_eq!(finding.state, "acknowledged");
+    assert_eq!(audit.action, "alert.acknowledged");
+    assert_eq!(audit.actor_subject.as_deref(), Some("sub-dave"));
+    assert!(
+        store
+            .acknowledge_finding(&first.id, "erin", person, "again", NOW + 10)
+            .await
+            .expect("runs")
+            .is_none()
+    );
+    let open = store
+        .findings(Some(breakglass_broker::store::FindingState::Open), 10)
+        .await
+        .expect("lists");
+    assert_eq!(
+        open.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+        vec![second.id.as_str()]
+    );
+    let removed = json!([{"kind": "Deployment", "name": "api"}]);
+    assert!(
+        store
+            .record_removal(&second, &removed, NOW + 11)
+            .await
+            .expect("records")
+            .is_some()
+    );
+    assert!(
+        store
+            .record_removal(&second, &removed, NOW + 12)
+            .await
+            .expect("records")
+            .is_none()
     );
 }

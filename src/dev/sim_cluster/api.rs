@@ -136,10 +136,12 @@ impl Request<'_> {
         let w = Write {
             res: t.res,
             namespace,
-            user,
+            user: &user,
             manager: self.param("fieldManager").unwrap_or(""),
             dry_run: self.param("dryRun") == Some("All"),
             attested: &self.sim.config().attested_prefixes,
+            policy: self.sim.admission_policy(),
+            orphan: false,
         };
         match (verb, t.name) {
             ("create", _) => {
@@ -161,7 +163,7 @@ impl Request<'_> {
     }
 
     /// Reads are open to anyone; writes need the configured bearer token.
-    fn authenticate(&self, t: &Target, verb: &str) -> Result<&'static str, ApiError> {
+    fn authenticate(&self, t: &Target, verb: &str) -> Result<String, ApiError> {
         let token = self
             .headers
             .get(header::AUTHORIZATION)
@@ -171,7 +173,10 @@ impl Request<'_> {
         match token {
             None | Some("") => Err(ApiError::unauthorized()),
             Some(token) if constant_time_eq(token, &self.sim.config().write_token) => {
-                Ok(BROKER_USER)
+                Ok(BROKER_USER.to_owned())
+            }
+            Some(token) if self.sim.writer(token).is_some() => {
+                Ok(self.sim.writer(token).unwrap_or_default())
             }
             Some(_) => Err(ApiError::forbidden(format!(
                 "{} is forbidden: User \"system:anonymous\" cannot {verb} resource \"{}\" in API group \"{}\" in the namespace \"{}\"",
@@ -331,6 +336,7 @@ impl Request<'_> {
             .as_array()
             .is_some_and(|modes| modes.iter().any(|m| m == "All"));
         w.dry_run |= dry_run_all;
+        w.orphan = options["propagationPolicy"] == "Orphan";
         let object = writes::delete(&mut self.sim.store(), &w, name, &preconditions)?;
         Ok(json_response(StatusCode::OK, &object))
     }

@@ -46,6 +46,17 @@ pub struct Failure {
     pub pass_first: u32,
 }
 
+/// The collections the detector lists across the cluster.
+const DETECTOR_LISTS: [&str; 7] = [
+    "/pods",
+    "/deployments",
+    "/replicasets",
+    "/statefulsets",
+    "/daemonsets",
+    "/jobs",
+    "/cronjobs",
+];
+
 impl Failure {
     /// Whether this failure applies to a request with this method and path.
     pub(super) fn affects(&self, method: &Method, path: &str) -> bool {
@@ -53,7 +64,13 @@ impl Failure {
             return false;
         }
         let read = method == Method::GET || method == Method::HEAD;
-        if self.writes_only && read {
+        // The detector lists these across the cluster every second; a failure meant for the
+        // broker's own calls must not be spent on those lists, or counts of attempts and
+        // `pass_first` allowances would depend on when the detector last ran.
+        let detector_list = read
+            && !path.contains("/namespaces/")
+            && DETECTOR_LISTS.iter().any(|plural| path.ends_with(plural));
+        if (self.writes_only && read) || detector_list {
             return false;
         }
         match &self.methods {

@@ -16,6 +16,7 @@ mod discovery;
 mod failure;
 mod merge;
 mod objects;
+mod policy;
 mod resources;
 mod selector;
 mod status;
@@ -40,7 +41,8 @@ use objects::Store;
 use status::ApiError;
 
 /// The identity writes made with the configured token are attributed to.
-pub const BROKER_USER: &str = "system:serviceaccount:breakglass:broker";
+/// It is the ServiceAccount `deploy/` ships, the one identity its admission policy trusts.
+pub const BROKER_USER: &str = "system:serviceaccount:breakglass:breakglass-broker";
 
 /// What the simulated cluster admits and who may write to it.
 #[derive(Clone)]
@@ -151,6 +153,10 @@ struct Inner {
     failed: AtomicU64,
     /// Wakes the requests a delay holds when the failure is cleared.
     cleared: tokio::sync::Notify,
+    /// People who may write workloads besides the broker: (token, user name).
+    writers: Mutex<Vec<(String, String)>>,
+    /// Whether the admission policy `deploy/` ships is in force (it is, unless turned off).
+    policy: std::sync::atomic::AtomicBool,
 }
 
 /// A handle on one simulated cluster; clones share it.
@@ -199,6 +205,8 @@ impl SimCluster {
                 affected: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 cleared: tokio::sync::Notify::new(),
+                writers: Mutex::new(Vec::new()),
+                policy: std::sync::atomic::AtomicBool::new(true),
             }),
         }
     }
@@ -216,6 +224,10 @@ impl SimCluster {
             .route("/apis/{group}/{version}/{*rest}", any(api::handle))
             .route("/sim/v1/breakglass-admissions", get(admissions_json))
             .route("/sim/v1/writes", get(writes_json))
+            .route(
+                "/sim/v1/admission-policy",
+                get(policy_json).post(set_policy),
+            )
             .route(
                 "/sim/v1/failure",
                 get(failure::show).post(failure::set).delete(failure::clear),
@@ -328,6 +340,37 @@ impl SimCluster {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Lets a person write with this bearer token, as `user`: someone with deploy rights who
+    /// is not the broker.
+    pub fn add_writer(&self, token: &str, user: &str) {
+        self.inner
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((token.to_owned(), user.to_owned()));
+    }
+
+    /// The person a writer's token belongs to.
+    fn writer(&self, token: &str) -> Option<String> {
+        self.inner
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(t, _)| api::constant_time_eq(t, token))
+            .map(|(_, user)| user.clone())
+    }
+
+    /// Installs or removes the admission policy that lets only the broker admit breakglass
+    /// (on by default, as `deploy/` installs it).
+    pub fn set_admission_policy(&self, enabled: bool) {
+        self.inner.policy.store(enabled, Ordering::SeqCst);
+    }
+
+    pub fn admission_policy(&self) -> bool {
+        self.inner.policy.load(Ordering::SeqCst)
+    }
+
     fn config(&self) -> &SimClusterConfig {
         &self.inner.config
     }
@@ -343,6 +386,40 @@ impl SimCluster {
 
 async fn admissions_json(State(sim): State<SimCluster>) -> Json<Vec<BreakglassAdmission>> {
     Json(sim.breakglass_admissions())
+}
+
+#[derive(Serialize, Deserialize)]
+struct PolicySetting {
+    enabled: bool,
+}
+
+async fn policy_json(State(sim): State<SimCluster>) -> Json<PolicySetting> {
+    Json(PolicySetting {
+        enabled: sim.admission_policy(),
+    })
+}
+
+/// `POST /sim/v1/admission-policy {"enabled": false}`: only with the broker's write token,
+/// as only a cluster administrator removes an admission policy.
+async fn set_policy(
+    State(sim): State<SimCluster>,
+    headers: axum::http::HeaderMap,
+    Json(setting): Json<PolicySetting>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !api::constant_time_eq(token.trim(), &sim.config().write_token) {
+        return ApiError::forbidden(
+            "only the cluster's administrator may change admission policies",
+        )
+        .into_response();
+    }
+    sim.set_admission_policy(setting.enabled);
+    Json(setting).into_response()
 }
 
 async fn writes_json(State(sim): State<SimCluster>) -> Json<Vec<WriteRecord>> {

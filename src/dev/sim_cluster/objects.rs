@@ -134,6 +134,37 @@ impl Store {
         Some(stored.object)
     }
 
+    /// Deletes every object whose ownerReferences name `uid`, and theirs in turn, as the
+    /// garbage collector does after a delete that propagates.
+    pub(crate) fn collect_dependents(&mut self, uid: &str) {
+        let mut gone = vec![uid.to_owned()];
+        while let Some(owner) = gone.pop() {
+            if owner.is_empty() {
+                continue;
+            }
+            let dependents: Vec<ObjectKey> = self
+                .objects
+                .iter()
+                .filter(|(_, s)| {
+                    s.object["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner.as_str()))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in dependents {
+                if let Some(object) = self.remove(&key) {
+                    gone.push(
+                        object["metadata"]["uid"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+    }
+
     pub(crate) fn record_admission(&mut self, admission: BreakglassAdmission) {
         self.admissions.push(admission);
     }

@@ -13,6 +13,7 @@ use super::BreakglassAdmission;
 use super::admission::{self, Verdict};
 use super::merge::{self, Owners, SERVER_METADATA};
 use super::objects::{Store, WriteKind, key_for, unix_millis};
+use super::policy;
 use super::resources::ResourceType;
 use super::selector::{is_dns_subdomain, is_label_value, is_qualified_name};
 use super::status::ApiError;
@@ -28,6 +29,11 @@ pub(crate) struct Write<'a> {
     pub manager: &'a str,
     pub dry_run: bool,
     pub attested: &'a [String],
+    /// Whether the admission policy `deploy/` ships is installed: only the broker may then
+    /// admit a breakglass pod template.
+    pub policy: bool,
+    /// A delete with `propagationPolicy: Orphan` leaves the object's dependents.
+    pub orphan: bool,
 }
 
 /// DeleteOptions preconditions.
@@ -151,7 +157,15 @@ fn spec_of(object: &Value) -> Value {
 /// Puts server-owned metadata on an object: fresh for a create, carried over otherwise, and
 /// the writer in `managedFields` (one entry per manager and operation, with the time of its
 /// last write), as a real API server keeps them.
-fn stamp(object: &mut Value, w: &Write, name: &str, existing: Option<&Value>, operation: &str) {
+fn stamp(
+    object: &mut Value,
+    w: &Write,
+    name: &str,
+    existing: Option<&Value>,
+    operation: &str,
+    written: Option<&Value>,
+) {
+    let fields = fields_v1(written.unwrap_or(object), true);
     let generation = match existing {
         None => 1,
         Some(old) => {
@@ -185,13 +199,18 @@ fn stamp(object: &mut Value, w: &Write, name: &str, existing: Option<&Value>, op
         meta.insert("generation".to_owned(), json!(generation));
         meta.insert(
             "managedFields".to_owned(),
-            managed_fields(existing, w.manager, operation),
+            managed_fields(existing, w.manager, operation, fields),
         );
     }
 }
 
 /// The object's `managedFields` after a write by `manager`.
-fn managed_fields(existing: Option<&Value>, manager: &str, operation: &str) -> Value {
+fn managed_fields(
+    existing: Option<&Value>,
+    manager: &str,
+    operation: &str,
+    fields: Value,
+) -> Value {
     let manager = if manager.is_empty() {
         "unknown"
     } else {
@@ -209,9 +228,37 @@ fn managed_fields(existing: Option<&Value>, manager: &str, operation: &str) -> V
         "apiVersion": "v1",
         "time": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
         "fieldsType": "FieldsV1",
-        "fieldsV1": {},
+        "fieldsV1": fields,
     }));
     Value::Array(entries)
+}
+
+/// The fields a write set, in the `FieldsV1` form a real server records per manager
+/// (`{"f:spec": {"f:template": ...}}`); list items are not itemised.
+fn fields_v1(written: &Value, top: bool) -> Value {
+    let Some(map) = written.as_object() else {
+        return json!({});
+    };
+    let mut fields = Map::new();
+    for (key, value) in map {
+        let server_owned = top && ["apiVersion", "kind", "status"].contains(&key.as_str());
+        if server_owned || value.is_null() {
+            continue;
+        }
+        let inner = if top && key == "metadata" {
+            let mut meta = value.clone();
+            if let Some(m) = meta.as_object_mut() {
+                for field in SERVER_METADATA {
+                    m.remove(*field);
+                }
+            }
+            fields_v1(&meta, false)
+        } else {
+            fields_v1(value, false)
+        };
+        fields.insert(format!("f:{key}"), inner);
+    }
+    Value::Object(fields)
 }
 
 /// Runs admission on the object as it would be stored, then stores it unless dry-run.
@@ -224,6 +271,31 @@ fn admit_and_commit(
     owners: Owners,
 ) -> Result<Value, ApiError> {
     let verdict = admission::admit(w.res, name, &object, w.attested)?;
+    if w.policy {
+        let key = key_for(w.res, w.namespace, name);
+        let operation = if store.stored(&key).is_some() {
+            "UPDATE"
+        } else {
+            "CREATE"
+        };
+        let review = policy::Review {
+            res: w.res,
+            operation,
+            namespace: w.namespace,
+            name,
+            user: w.user,
+            object: &object,
+        };
+        if let Err(message) = policy::review(&review) {
+            return Err(ApiError::denied(
+                w.res,
+                name,
+                format!(
+                    "admission webhook \"validation.policy.admission.k8s.io\" denied the request: {message}"
+                ),
+            ));
+        }
+    }
     if w.dry_run {
         return Ok(object);
     }
@@ -288,7 +360,7 @@ pub(crate) fn create(store: &mut Store, w: &Write, body: Value) -> Result<Value,
     if store.stored(&key_for(w.res, w.namespace, &name)).is_some() {
         return Err(ApiError::already_exists(w.res, &name));
     }
-    stamp(&mut object, w, &name, None, "Update");
+    stamp(&mut object, w, &name, None, "Update", None);
     admit_and_commit(store, w, &name, WriteKind::Create, object, Owners::new())
 }
 
@@ -321,6 +393,7 @@ pub(crate) fn apply(
         name,
         existing.as_ref().map(|s| &s.object),
         "Apply",
+        Some(&applied),
     );
     let object = admit_and_commit(store, w, name, WriteKind::Apply, object, owners)?;
     Ok((object, existing.is_none()))
@@ -338,7 +411,7 @@ pub(crate) fn replace(
         return Err(ApiError::not_found(w.res, name));
     };
     check_resource_version(w, name, &object, &stored.object)?;
-    stamp(&mut object, w, name, Some(&stored.object), "Update");
+    stamp(&mut object, w, name, Some(&stored.object), "Update", None);
     let mut owners = stored.owners;
     merge::disown_changed(&mut owners, &stored.object, &object);
     admit_and_commit(store, w, name, WriteKind::Replace, object, owners)
@@ -358,7 +431,14 @@ pub(crate) fn patch(
     let mut object = stored.object.clone();
     merge::merge_patch(&mut object, &patch);
     let mut object = check_body(w, object, Some(name))?;
-    stamp(&mut object, w, name, Some(&stored.object), "Update");
+    stamp(
+        &mut object,
+        w,
+        name,
+        Some(&stored.object),
+        "Update",
+        Some(&patch),
+    );
     let mut owners = stored.owners;
     merge::disown_changed(&mut owners, &stored.object, &object);
     admit_and_commit(store, w, name, WriteKind::Patch, object, owners)
@@ -400,5 +480,9 @@ pub(crate) fn delete(
     if w.dry_run {
         return Ok(current);
     }
-    Ok(store.remove(&key).unwrap_or(current))
+    let removed = store.remove(&key).unwrap_or(current);
+    if !w.orphan {
+        store.collect_dependents(meta_str(&removed, "uid").unwrap_or_default());
+    }
+    Ok(removed)
 }

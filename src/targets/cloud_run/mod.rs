@@ -55,6 +55,12 @@ fn written(service: &Value) -> Written {
 
 #[async_trait]
 impl Target for CloudRunTarget {
+    /// Services as the Admin API shows them (not in the request shape): the detector reads
+    /// their justification, creator and last modifier.
+    async fn scan(&self, _namespaces: &[String]) -> Result<Option<Vec<Value>>, TargetError> {
+        self.client.list().await.map(Some)
+    }
+
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
         Ok(self
             .client

@@ -56,6 +56,8 @@ fn row(request: &Request, now: i64, names: &Names) -> Row {
 #[template(path = "dashboard.html")]
 pub struct Dashboard {
     nav: Nav,
+    /// Open alerts of the detector this person should see (auditors, targets' approvers).
+    alerts: usize,
     attention: Vec<Row>,
     mine: Vec<Row>,
     to_decide: Vec<Row>,
@@ -148,9 +150,11 @@ pub async fn dashboard(
     } else {
         Vec::new()
     };
+    let alerts = crate::web::alerts::open_for(&state, person).await?;
     Ok(Dashboard {
         undelivered,
         nav: viewer.nav(&state),
+        alerts,
         attention: rows(&attention),
         mine: rows(&mine),
         to_decide: rows(&to_decide),

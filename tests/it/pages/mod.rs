@@ -1,6 +1,7 @@
 //! The pages over real HTTP with a cookie-keeping client: sign-in through the dev issuer,
 //! sessions, CSRF, and escaping.
 
+mod alerts;
 mod attention;
 mod cookies;
 mod headers;

@@ -1,0 +1,154 @@
+//! The detector: finds every breakglass on the targets that the broker did not make, records
+//! it once (with its audit event), and on targets with `on_unbrokered = "remove"` deletes it
+//! from the top of its controller chain.
+//!
+//! Each target is listed in full every [`POLL`] (real time: a finding must come within seconds
+//! of the write, whatever a test's manual clock says; times recorded come from the broker's
+//! clock). A full list, not a watch, is what the detector reconciles against: an episode ends
+//! only when a complete list no longer shows it. With several replicas each lists on its own;
+//! the findings table's unique key makes one finding per object and episode, and its audit
+//! event is written in the same transaction as the insert that won. A restart lists again and
+//! finds the open episodes already recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::audit::log_event;
+use crate::clock::Clock;
+use crate::config::{OnUnbrokered, TargetKind};
+use crate::domain::unbrokered::{
+    Suspect, removable, stamped_requests, stamped_services, unbrokered, unbrokered_services,
+};
+use crate::store::{Finding, Store};
+use crate::targets::{ObjectRef, Registry, TargetEntry};
+
+/// How often every target is listed.
+pub const POLL: Duration = Duration::from_secs(1);
+
+pub struct Detector {
+    store: Store,
+    clock: Clock,
+    targets: Registry,
+}
+
+/// What one scan of a target found.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    /// Findings recorded by this scan (first sightings only).
+    pub new: Vec<Finding>,
+    /// Unbrokered breakglass seen, new or not.
+    pub seen: usize,
+    pub removed: usize,
+}
+
+impl Detector {
+    pub fn new(store: Store, clock: Clock, targets: Registry) -> Arc<Detector> {
+        Arc::new(Detector {
+            store,
+            clock,
+            targets,
+        })
+    }
+
+    /// Scans every target, again and again; a failing target or database is logged and
+    /// tried again at the next round.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            self.sweep().await;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub async fn sweep(&self) {
+        for entry in self.targets.iter() {
+            if let Err(e) = self.scan(entry).await {
+                tracing::warn!(target_name = %entry.name(), error = %e, "detector scan failed; trying again");
+            }
+        }
+    }
+
+    /// Lists one target and records what is unbrokered on it.
+    pub async fn scan(&self, entry: &TargetEntry) -> anyhow::Result<ScanReport> {
+        let name = entry.name();
+        let Some(objects) = entry.client.scan(&entry.config.namespaces).await? else {
+            return Ok(ScanReport::default());
+        };
+        let cloud_run = entry.config.kind == TargetKind::CloudRun;
+        let stamped: Vec<String> = if cloud_run {
+            stamped_services(&objects)
+        } else {
+            stamped_requests(&objects)
+        }
+        .into_iter()
+        .collect();
+        let known = self.store.known_applies(&stamped).await?;
+        let suspects = if cloud_run {
+            unbrokered_services(&objects, &known)
+        } else {
+            unbrokered(&objects, &known)
+        };
+        let now = self.clock.now();
+        let mut report = ScanReport {
+            seen: suspects.len(),
+            ..ScanReport::default()
+        };
+        for suspect in &suspects {
+            if let Some((finding, event)) = self.store.record_sighting(name, suspect, now).await? {
+                log_event(&event);
+                tracing::warn!(
+                    target_name = %name, namespace = %suspect.namespace, kind = %suspect.kind,
+                    name = %suspect.name, uid = %suspect.uid, "breakglass the broker did not make"
+                );
+                report.new.push(finding);
+            }
+            // Cloud Run's answer (traffic back to the last revision admitted without
+            // breakglass) is not built: there a finding only alerts.
+            let remove = entry.config.on_unbrokered == OnUnbrokered::Remove && !cloud_run;
+            if remove && removable(suspect, &known) {
+                // A removal the target refuses (changed meanwhile, not allowed) is tried again
+                // at the next scan; it must not keep the other findings from being recorded.
+                match self.remove(entry, suspect).await {
+                    Ok(()) => report.removed += 1,
+                    Err(e) => tracing::warn!(
+                        target_name = %name, kind = %suspect.kind, name = %suspect.name,
+                        error = %e, "could not remove an unbrokered breakglass; will try again"
+                    ),
+                }
+            }
+        }
+        let present: Vec<String> = suspects.iter().map(|s| s.uid.clone()).collect();
+        self.store.end_episodes(name, &present, now).await?;
+        Ok(report)
+    }
+
+    /// Deletes the suspect (its dependents go with it) at the version it was seen at, and
+    /// records what went with it on its finding, once.
+    async fn remove(&self, entry: &TargetEntry, suspect: &Suspect) -> anyhow::Result<()> {
+        let object = ObjectRef {
+            api_version: suspect.api_version.clone(),
+            kind: suspect.kind.clone(),
+            namespace: suspect.namespace.clone(),
+            name: suspect.name.clone(),
+        };
+        let version = Some(suspect.resource_version.as_str()).filter(|v| !v.is_empty());
+        entry.client.delete(&object, version).await?;
+        let Some(finding) = self.store.open_episode(entry.name(), &suspect.uid).await? else {
+            return Ok(());
+        };
+        let removed: Vec<Value> = std::iter::once(json!({
+            "kind": suspect.kind, "name": suspect.name, "uid": suspect.uid,
+        }))
+        .chain(suspect.members.iter().map(|m| json!(m)))
+        .collect();
+        if let Some(event) = self
+            .store
+            .record_removal(&finding, &Value::Array(removed), self.clock.now())
+            .await?
+        {
+            log_event(&event);
+        }
+        Ok(())
+    }
+}
