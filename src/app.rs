@@ -146,10 +146,12 @@ impl Broker {
             tokio::spawn(notifier.clone().run());
         }
         // Finds breakglass on the targets that the broker did not make (src/workers/detect.rs).
-        let detector = crate::workers::detect::Detector::new(
+        let detector = crate::workers::detect::Detector::announcing(
             self.state.store.clone(),
             self.state.clock.clone(),
             self.state.lifecycle.targets.clone(),
+            self.state.lifecycle.announcer(),
+            self.notifier.clone(),
         );
         tokio::spawn(detector.run());
         Some(tokio::spawn(self.worker.clone().run(queue)))

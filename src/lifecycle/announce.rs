@@ -122,6 +122,47 @@ impl Announcer {
         Ok(())
     }
 
+    /// Writes what a detector's first sighting announces (`breakglass.unbrokered`), in the
+    /// finding's transaction: where, what, who wrote it, and the alerts page.
+    pub async fn announce_finding(
+        &self,
+        tx: &mut Tx,
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let target = event.target.as_deref().unwrap_or_default();
+        let wanted: Vec<&NotificationConfig> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.wants(EventType::Unbrokered, target))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let d = &event.detail;
+        let body = json!({
+            "type": EventType::Unbrokered.as_str(),
+            "timestamp": rfc3339(event.at),
+            "data": {
+                "finding": d["finding"],
+                "target": target,
+                "namespace": event.namespace,
+                "kind": d["kind"],
+                "name": d["name"],
+                "uid": d["uid"],
+                "images": d["images"],
+                "writers": d["writers"],
+                "reasons": d["reasons"],
+                "url": format!("{}/alerts", self.public_url),
+            },
+        })
+        .to_string();
+        for endpoint in wanted {
+            self.write(tx, endpoint, EventType::Unbrokered, event, &body, event.at)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn write(
         &self,
         tx: &mut Tx,

@@ -241,6 +241,11 @@ impl Lifecycle {
 
     /// The same lifecycle, announcing its changes to the configured endpoints.
     #[must_use]
+    /// What announces changes to the notification endpoints, if any are configured.
+    pub fn announcer(&self) -> Option<Arc<Announcer>> {
+        self.announcer.clone()
+    }
+
     pub fn announcing(mut self, announcer: Option<Arc<Announcer>>) -> Self {
         self.announcer = announcer;
         self

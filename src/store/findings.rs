@@ -186,12 +186,22 @@ impl Store {
     /// inserts the finding and its `breakglass.unbrokered` event together and returns the
     /// finding; later sightings (and a replica that lost the race to insert) only move
     /// `last_seen` and return None.
-    pub async fn record_sighting(
+    ///
+    /// `announce` writes, in the same transaction, what the first sighting announces (the
+    /// notifications' outbox): a finding that rolls back announces nothing.
+    pub async fn record_sighting<A>(
         &self,
         target: &str,
         suspect: &Suspect,
         now: Millis,
-    ) -> Result<Option<(Finding, AuditEvent)>> {
+        announce: A,
+    ) -> Result<Option<(Finding, AuditEvent)>>
+    where
+        A: for<'t> FnOnce(
+            &'t mut super::Tx,
+            &'t AuditEvent,
+        ) -> futures_util::future::BoxFuture<'t, Result<()>>,
+    {
         // Read outside the transaction: on SQLite a transaction that reads before it writes
         // cannot take the write lock later while another holds it. Two replicas that read
         // the same episode both try to insert it below, and the unique key keeps one.
@@ -273,6 +283,7 @@ impl Store {
         .bind(&id)
         .fetch_one(&mut *tx)
         .await?;
+        announce(&mut tx, &audit).await?;
         tx.commit().await?;
         Ok(Some((finding, audit)))
     }

@@ -31,6 +31,10 @@ pub struct Detector {
     store: Store,
     clock: Clock,
     targets: Registry,
+    /// Announces each first sighting to the notification endpoints that want it, and wakes
+    /// the notifier to deliver it.
+    announcer: Option<Arc<crate::lifecycle::Announcer>>,
+    notifier: Option<Arc<super::notify::Notifier>>,
 }
 
 /// What one scan of a target found.
@@ -45,10 +49,23 @@ pub struct ScanReport {
 
 impl Detector {
     pub fn new(store: Store, clock: Clock, targets: Registry) -> Arc<Detector> {
+        Self::announcing(store, clock, targets, None, None)
+    }
+
+    /// A detector whose findings are also announced (`breakglass.unbrokered`).
+    pub fn announcing(
+        store: Store,
+        clock: Clock,
+        targets: Registry,
+        announcer: Option<Arc<crate::lifecycle::Announcer>>,
+        notifier: Option<Arc<super::notify::Notifier>>,
+    ) -> Arc<Detector> {
         Arc::new(Detector {
             store,
             clock,
             targets,
+            announcer,
+            notifier,
         })
     }
 
@@ -95,7 +112,14 @@ impl Detector {
             ..ScanReport::default()
         };
         for suspect in &suspects {
-            if let Some((finding, event)) = self.store.record_sighting(name, suspect, now).await? {
+            if let Some((finding, event)) = self
+                .store
+                .record_sighting(name, suspect, now, announce(self.announcer.clone()))
+                .await?
+            {
+                if let Some(notifier) = &self.notifier {
+                    notifier.wake();
+                }
                 log_event(&event);
                 tracing::warn!(
                     target_name = %name, namespace = %suspect.namespace, kind = %suspect.kind,
@@ -150,5 +174,22 @@ impl Detector {
             log_event(&event);
         }
         Ok(())
+    }
+}
+
+/// What a first sighting writes beside the finding: its announcement, when endpoints want it.
+pub fn announce(
+    announcer: Option<Arc<crate::lifecycle::Announcer>>,
+) -> impl for<'t> FnOnce(
+    &'t mut crate::store::Tx,
+    &'t crate::store::AuditEvent,
+) -> futures_util::future::BoxFuture<'t, crate::store::Result<()>> {
+    move |tx, event| {
+        Box::pin(async move {
+            match announcer {
+                Some(announcer) => announcer.announce_finding(tx, event).await,
+                None => Ok(()),
+            }
+        })
     }
 }

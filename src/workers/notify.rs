@@ -58,6 +58,12 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// Looks for due messages now: for writers of the outbox that announce no lifecycle
+    /// event (the detector's findings).
+    pub fn wake(&self) {
+        self.finished.notify_one();
+    }
+
     /// None when no endpoint is configured.
     pub fn new(lifecycle: Lifecycle, endpoints: &[NotificationConfig]) -> Option<Arc<Self>> {
         if endpoints.is_empty() {

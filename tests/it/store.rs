@@ -858,7 +858,14 @@ async fn replicas_sighting_one_breakglass_at_once_record_one_finding_and_one_eve
         let store = store.clone();
         let seen = seen.clone();
         racers.push(tokio::spawn(async move {
-            store.record_sighting("t", &seen, NOW + i).await
+            store
+                .record_sighting(
+                    "t",
+                    &seen,
+                    NOW + i,
+                    breakglass_broker::workers::detect::announce(None),
+                )
+                .await
         }));
     }
     let mut firsts = 0;
@@ -877,14 +884,24 @@ async fn replicas_sighting_one_breakglass_at_once_record_one_finding_and_one_eve
 
 async fn a_finding_ends_with_its_episode_and_is_acknowledged_once(store: Store) {
     let (first, event) = store
-        .record_sighting("t", &suspect("u1"), NOW)
+        .record_sighting(
+            "t",
+            &suspect("u1"),
+            NOW,
+            breakglass_broker::workers::detect::announce(None),
+        )
         .await
         .expect("records")
         .expect("a new finding");
     assert_eq!(event.detail["finding"], first.id.as_str());
     assert!(
         store
-            .record_sighting("t", &suspect("u1"), NOW + 5)
+            .record_sighting(
+                "t",
+                &suspect("u1"),
+                NOW + 5,
+                breakglass_broker::workers::detect::announce(None)
+            )
             .await
             .expect("records")
             .is_none()
@@ -911,7 +928,12 @@ async fn a_finding_ends_with_its_episode_and_is_acknowledged_once(store: Store) 
         1
     );
     let (second, _) = store
-        .record_sighting("t", &suspect("u1"), NOW + 8)
+        .record_sighting(
+            "t",
+            &suspect("u1"),
+            NOW + 8,
+            breakglass_broker::workers::detect::announce(None),
+        )
         .await
         .expect("records")
         .expect("a second episode");

@@ -182,4 +182,5 @@ fn reasons(finding: &Value) -> Vec<String> {
 mod cloud_run;
 mod deployer;
 mod kubernetes;
+mod notify;
 mod replicas;
