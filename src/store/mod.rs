@@ -5,6 +5,7 @@ mod audit;
 mod audit_search;
 mod looks;
 mod metrics;
+mod request_page;
 mod requests;
 mod sessions;
 mod work;
@@ -18,6 +19,7 @@ use sqlx::{Any, AnyPool, Executor};
 pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
+pub use request_page::RequestPage;
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,
 };
@@ -145,8 +147,10 @@ impl Store {
             // With the database gone, callers get a 503 within seconds instead of hanging.
             .acquire_timeout(acquire_timeout)
             // Connections a restarted or failed-over server dropped are found and replaced
-            // before use: this is how the broker carries on without a restart.
-            .test_before_acquire(true)
+            // before use: this is how the broker carries on without a restart. An SQLite
+            // connection is a file in this process that nothing can drop under us, so it is
+            // not pinged before every query.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if !setup.is_empty() {

@@ -114,15 +114,12 @@ pub fn after_filing(state: &AppState, request: &Request) {
 }
 
 /// The last stored look at a request's objects, if there is one.
-pub async fn stored(state: &AppState, request_id: &str) -> Result<Option<Look>, StoreError> {
-    Ok(state
-        .store
-        .look(request_id)
-        .await?
-        .map(|(taken_at, objects)| Look {
-            taken_at,
-            objects: serde_json::from_str(&objects).unwrap_or_default(),
-        }))
+/// A look as the store keeps it: when it was taken, and what it found as JSON.
+pub fn parse((taken_at, objects): (Millis, String)) -> Look {
+    Look {
+        taken_at,
+        objects: serde_json::from_str(&objects).unwrap_or_default(),
+    }
 }
 
 #[derive(Deserialize)]

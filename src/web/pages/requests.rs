@@ -16,7 +16,7 @@ use crate::domain::policy::images;
 use crate::domain::stamp::stamped;
 use crate::domain::{ApprovalTally, State as RequestState};
 use crate::lifecycle::{Decision, stamp_of};
-use crate::store::{Approval, AuditEvent, AuditFilter, Named, Request, RequestFilter};
+use crate::store::{Approval, AuditEvent, Named, Request, RequestFilter, RequestPage};
 use crate::web::AppState;
 use crate::web::error::AppError;
 
@@ -225,11 +225,16 @@ pub async fn show(
 ) -> Result<ShowPage, PageError> {
     let person = &viewer.person;
     let lifecycle = &state.lifecycle;
-    let request = lifecycle
-        .load_visible(person, &id)
+    let (page, tally) = lifecycle
+        .load_visible_page(person, &id, 200)
         .await
         .map_err(AppError::from)?;
-    let (tally, approvals) = lifecycle.tally(&request).await.map_err(AppError::from)?;
+    let RequestPage {
+        request,
+        approvals,
+        look: looked,
+        events,
+    } = page;
     let now = state.clock.now();
     let rules = lifecycle.targets.rules(&request.target).unwrap_or_default();
     let decided = approvals
@@ -243,18 +248,10 @@ pub async fn show(
         RequestState::Active | RequestState::NeedsAttention
     ) && request.end_requested.is_none()
         && may_close(&access, person);
-    let looked = look::stored(&state, &request.id).await?;
+    let looked = looked.map(look::parse);
     let objects = object_views(&request, &approvals, looked.as_ref());
     let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
     let can_look = look::undecided(&request);
-    let events = state
-        .store
-        .audit_events(&AuditFilter {
-            request_id: Some(request.id.clone()),
-            limit: 200,
-            ..Default::default()
-        })
-        .await?;
     let names = Names::new(
         std::iter::once((
             request.requester_name.as_str(),
