@@ -5,5 +5,6 @@ pub mod http_client;
 pub mod login;
 pub mod oidc;
 pub mod session;
+pub mod token_cache;
 
 pub use oidc::{Admission, AuthError, Verifier};

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
 use super::http_client;
+use super::token_cache::TokenCache;
 use crate::clock::{Clock, Millis};
 use crate::domain::Person;
 
@@ -64,6 +65,16 @@ pub struct Verifier {
     clock: Clock,
     http: reqwest::Client,
     provider: RwLock<Option<Provider>>,
+    /// Bearer tokens that passed every check, until they expire.
+    tokens: TokenCache,
+}
+
+/// What a token that passed every check says.
+struct Verified {
+    person: Person,
+    auth_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// `exp`, in milliseconds.
+    expires_at: Millis,
 }
 
 #[derive(Clone)]
@@ -93,6 +104,7 @@ impl Verifier {
             clock,
             http: http_client::client(),
             provider: RwLock::new(None),
+            tokens: TokenCache::default(),
             admission: Admission::default(),
         })
     }
@@ -149,11 +161,23 @@ impl Verifier {
     }
 
     /// Verifies a bearer token and says who it names. `nonce` is checked when given (browser
-    /// sign-in); bearer tokens carry none.
+    /// sign-in); bearer tokens carry none. A bearer token that passed every check is
+    /// remembered (by its hash) until it expires, so that a caller's next requests are not
+    /// checked again in full (see [`TokenCache`]).
     pub async fn verify(&self, token: &str, nonce: Option<&Nonce>) -> Result<Person, AuthError> {
-        let token = IdToken::from_str(token)
+        let key = nonce.is_none().then(|| TokenCache::key(token));
+        let now = self.clock.now();
+        if let Some(person) = key.as_ref().and_then(|key| self.tokens.get(key, now)) {
+            return Ok(person);
+        }
+        let parsed = IdToken::from_str(token)
             .map_err(|e| AuthError::Invalid(format!("cannot be parsed ({e})")))?;
-        self.verify_token(&token, nonce).await
+        let verified = self.verify_claims(&parsed, nonce).await?;
+        if let Some(key) = key {
+            self.tokens
+                .insert(key, verified.person.clone(), now, verified.expires_at);
+        }
+        Ok(verified.person)
     }
 
     /// Checks signature (against the provider's keys, refetched once if the key is unknown),
@@ -163,7 +187,7 @@ impl Verifier {
         token: &IdToken,
         nonce: Option<&Nonce>,
     ) -> Result<Person, AuthError> {
-        Ok(self.verify_sign_in(token, nonce).await?.0)
+        Ok(self.verify_claims(token, nonce).await?.person)
     }
 
     /// [`Verifier::verify_token`], and also when the person last authenticated at the
@@ -173,6 +197,15 @@ impl Verifier {
         token: &IdToken,
         nonce: Option<&Nonce>,
     ) -> Result<(Person, Option<chrono::DateTime<chrono::Utc>>), AuthError> {
+        let verified = self.verify_claims(token, nonce).await?;
+        Ok((verified.person, verified.auth_time))
+    }
+
+    async fn verify_claims(
+        &self,
+        token: &IdToken,
+        nonce: Option<&Nonce>,
+    ) -> Result<Verified, AuthError> {
         let metadata = self.provider(false).await?;
         let claims = match self.check(token, metadata.jwks().clone(), nonce) {
             Err(ClaimsVerificationError::SignatureVerification(
@@ -188,7 +221,11 @@ impl Verifier {
         let person = self.person(&claims);
         self.admit(&claims, &person)
             .map_err(AuthError::NotAdmitted)?;
-        Ok((person, claims.auth_time()))
+        Ok(Verified {
+            person,
+            auth_time: claims.auth_time(),
+            expires_at: claims.expiration().timestamp_millis(),
+        })
     }
 
     /// Whether this person may use the broker at all: of an allowed domain (the `hd` claim,

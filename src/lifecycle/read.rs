@@ -2,8 +2,9 @@
 //! with its decisions and timeline.
 
 use super::{Lifecycle, LifecycleError};
+use crate::domain::ApprovalTally;
 use crate::domain::Person;
-use crate::store::{Approval, AuditEvent, AuditFilter, Request, RequestFilter};
+use crate::store::{Approval, AuditEvent, AuditFilter, Request, RequestFilter, RequestPage};
 
 /// Most requests the history of one ticket lists.
 const MAX_TICKET_REQUESTS: i64 = 200;
@@ -39,6 +40,41 @@ impl Lifecycle {
         } else {
             Err(LifecycleError::NotFound)
         }
+    }
+
+    /// [`Lifecycle::load_visible`] with the request's decisions and their tally, read on one
+    /// connection.
+    pub async fn load_visible_decisions(
+        &self,
+        person: &Person,
+        id: &str,
+    ) -> Result<(Request, ApprovalTally, Vec<Approval>), LifecycleError> {
+        let (request, approvals) = self
+            .store
+            .request_with_approvals(id)
+            .await?
+            .filter(|(request, _)| self.may_see(person, request))
+            .ok_or(LifecycleError::NotFound)?;
+        let tally = self.tally_of(&request, &approvals);
+        Ok((request, tally, approvals))
+    }
+
+    /// What the request page shows (with at most `events` of its newest events), if this
+    /// person may see the request, read on one connection.
+    pub async fn load_visible_page(
+        &self,
+        person: &Person,
+        id: &str,
+        events: i64,
+    ) -> Result<(RequestPage, ApprovalTally), LifecycleError> {
+        let page = self
+            .store
+            .request_page(id, events)
+            .await?
+            .filter(|page| self.may_see(person, &page.request))
+            .ok_or(LifecycleError::NotFound)?;
+        let tally = self.tally_of(&page.request, &page.approvals);
+        Ok((page, tally))
     }
 
     /// The history of one ticket for this person; not found when they may see none of its

@@ -126,15 +126,7 @@ impl Store {
     /// Events matching the filter, newest first unless it asks for oldest first; at most
     /// `filter.limit` of them (0 means 100; never more than 1000).
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        let limit = if filter.limit > 0 {
-            filter.limit.min(1000)
-        } else {
-            100
-        };
-        let (sql, args) = select_events(filter, Some(limit));
-        // Built from fixed fragments; every value is bound (see `select_events`).
-        let query = bind_all!(sqlx::query_as(AssertSqlSafe(sql)), args);
-        Ok(query.fetch_all(self.pool()).await?)
+        audit_events(self.pool(), filter).await
     }
 
     /// Every event matching the filter, in order, as a stream: memory stays constant however
@@ -148,6 +140,25 @@ impl Store {
             .map(|row| row.map_err(StoreError::from))
             .boxed()
     }
+}
+
+/// [`Store::audit_events`] on any executor (a connection that serves several reads).
+pub(super) async fn audit_events<'e, E>(
+    executor: E,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditEvent>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let limit = if filter.limit > 0 {
+        filter.limit.min(1000)
+    } else {
+        100
+    };
+    let (sql, args) = select_events(filter, Some(limit));
+    // Built from fixed fragments; every value is bound (see `select_events`).
+    let query = bind_all!(sqlx::query_as(AssertSqlSafe(sql)), args);
+    Ok(query.fetch_all(executor).await?)
 }
 
 #[cfg(test)]

@@ -40,15 +40,22 @@ impl Store {
 
     /// The last look at the cluster for a request: when, and what it found (JSON).
     pub async fn look(&self, request_id: &str) -> Result<Option<(Millis, String)>> {
-        let row = sqlx::query(
-            "SELECT taken_at, objects FROM cluster_looks
-             WHERE request_id = $1 AND taken_at IS NOT NULL",
-        )
-        .bind(request_id)
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|row| Ok((row.try_get("taken_at")?, row.try_get("objects")?)))
-            .transpose()
-            .map_err(|e: sqlx::Error| e.into())
+        look(self.pool(), request_id).await
     }
+}
+
+pub(super) async fn look<'e, E>(executor: E, request_id: &str) -> Result<Option<(Millis, String)>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query(
+        "SELECT taken_at, objects FROM cluster_looks
+         WHERE request_id = $1 AND taken_at IS NOT NULL",
+    )
+    .bind(request_id)
+    .fetch_optional(executor)
+    .await?;
+    row.map(|row| Ok((row.try_get("taken_at")?, row.try_get("objects")?)))
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
 }

@@ -7,6 +7,7 @@ mod findings;
 mod looks;
 mod metrics;
 mod outbox;
+mod request_page;
 mod requests;
 mod sessions;
 mod work;
@@ -22,6 +23,7 @@ pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEve
 pub use audit_search::AuditFilter;
 pub use findings::{Finding, FindingState};
 pub use outbox::{DELIVERED, Message, NewMessage};
+pub use request_page::RequestPage;
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,
 };
@@ -149,8 +151,10 @@ impl Store {
             // With the database gone, callers get a 503 within seconds instead of hanging.
             .acquire_timeout(acquire_timeout)
             // Connections a restarted or failed-over server dropped are found and replaced
-            // before use: this is how the broker carries on without a restart.
-            .test_before_acquire(true)
+            // before use: this is how the broker carries on without a restart. An SQLite
+            // connection is a file in this process that nothing can drop under us, so it is
+            // not pinged before every query.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if !setup.is_empty() {

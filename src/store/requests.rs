@@ -251,11 +251,7 @@ macro_rules! columns {
 
 impl Store {
     pub async fn request(&self, id: &str) -> Result<Option<Request>> {
-        let sql = concat!("SELECT ", columns!(), " FROM requests WHERE id = $1");
-        Ok(sqlx::query_as(sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?)
+        request(self.pool(), id).await
     }
 
     pub async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>> {
@@ -367,7 +363,18 @@ where
     Ok(row.map(|row| row.try_get("request_id")).transpose()?)
 }
 
-async fn approvals<'e, E>(executor: E, request_id: &str) -> Result<Vec<Approval>>
+pub(super) async fn request<'e, E>(executor: E, id: &str) -> Result<Option<Request>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = concat!("SELECT ", columns!(), " FROM requests WHERE id = $1");
+    Ok(sqlx::query_as(sql)
+        .bind(id)
+        .fetch_optional(executor)
+        .await?)
+}
+
+pub(super) async fn approvals<'e, E>(executor: E, request_id: &str) -> Result<Vec<Approval>>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {

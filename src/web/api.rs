@@ -62,8 +62,7 @@ async fn show(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, AppError> {
-    let request = state.lifecycle.load_visible(&caller, &id).await?;
-    let (tally, approvals) = state.lifecycle.tally(&request).await?;
+    let (request, tally, approvals) = state.lifecycle.load_visible_decisions(&caller, &id).await?;
     let mut view = RequestView::new(request);
     view.approvals = Some(approvals.into_iter().map(ApprovalView::from).collect());
     view.approval = Some(tally);

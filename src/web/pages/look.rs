@@ -104,29 +104,19 @@ pub async fn take(state: &AppState, request: &Request) -> Result<bool, StoreErro
     Ok(true)
 }
 
-/// The last stored look at a request's objects; the first one is taken now, when the request
-/// still awaits decisions and nobody has looked yet.
-pub async fn stored_or_first(
-    state: &AppState,
-    request: &Request,
-) -> Result<Option<Look>, StoreError> {
-    if let Some(look) = stored(state, &request.id).await? {
-        return Ok(Some(look));
-    }
+/// The first look at a request's objects, taken now: for a page opened while nobody has
+/// looked yet (and only while the request awaits decisions).
+pub async fn first(state: &AppState, request: &Request) -> Result<Option<Look>, StoreError> {
     take(state, request).await?;
-    stored(state, &request.id).await
+    Ok(state.store.look(&request.id).await?.map(parse))
 }
 
-/// The last stored look at a request's objects, if there is one.
-pub async fn stored(state: &AppState, request_id: &str) -> Result<Option<Look>, StoreError> {
-    Ok(state
-        .store
-        .look(request_id)
-        .await?
-        .map(|(taken_at, objects)| Look {
-            taken_at,
-            objects: serde_json::from_str(&objects).unwrap_or_default(),
-        }))
+/// A look as the store keeps it: when it was taken, and what it found as JSON.
+pub fn parse((taken_at, objects): (Millis, String)) -> Look {
+    Look {
+        taken_at,
+        objects: serde_json::from_str(&objects).unwrap_or_default(),
+    }
 }
 
 #[derive(Deserialize)]

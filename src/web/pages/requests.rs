@@ -18,7 +18,7 @@ use crate::domain::stamp::stamped;
 use crate::domain::timeline;
 use crate::domain::{ApprovalTally, State as RequestState};
 use crate::lifecycle::{Decision, ExtendForm, stamp_of};
-use crate::store::{Approval, AuditEvent, AuditFilter, Named, Request, RequestFilter};
+use crate::store::{Approval, AuditEvent, Named, Request, RequestFilter, RequestPage};
 use crate::web::AppState;
 use crate::web::error::AppError;
 
@@ -259,11 +259,16 @@ pub async fn show(
 ) -> Result<ShowPage, PageError> {
     let person = &viewer.person;
     let lifecycle = &state.lifecycle;
-    let request = lifecycle
-        .load_visible(person, &id)
+    let (page, tally) = lifecycle
+        .load_visible_page(person, &id, 200)
         .await
         .map_err(AppError::from)?;
-    let (tally, approvals) = lifecycle.tally(&request).await.map_err(AppError::from)?;
+    let RequestPage {
+        request,
+        approvals,
+        look: looked,
+        events,
+    } = page;
     let now = state.clock.now();
     let rules = lifecycle.targets.rules(&request.target).unwrap_or_default();
     let decided = approvals
@@ -284,18 +289,13 @@ pub async fn show(
     let can_review = matches!(request.state, RequestState::Expired | RequestState::Closed)
         && request.review.is_none()
         && request.requester_subject == person.subject;
-    let looked = look::stored_or_first(&state, &request).await?;
+    let looked = match looked.map(look::parse) {
+        Some(looked) => Some(looked),
+        None => look::first(&state, &request).await?,
+    };
     let objects = object_views(&request, &approvals, looked.as_ref());
     let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
     let can_look = look::undecided(&request);
-    let events = state
-        .store
-        .audit_events(&AuditFilter {
-            request_id: Some(request.id.clone()),
-            limit: 200,
-            ..Default::default()
-        })
-        .await?;
     let names = Names::new(
         std::iter::once((
             request.requester_name.as_str(),
