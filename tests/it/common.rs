@@ -39,9 +39,20 @@ pub fn request_body(namespace: &str, manifest: &str, ticket: &str, minutes: u64)
 
 impl TestEnv {
     pub async fn start() -> TestEnv {
+        Self::start_with(dev::start).await
+    }
+
+    /// A dev environment made by `start` (`dev::start`, `dev::start_with_targets`,
+    /// `dev::start_notifying`, ...) on loopback, in a fresh data directory, on a manual clock
+    /// that stands at now until a test moves it.
+    pub async fn start_with<F, Fut>(start: F) -> TestEnv
+    where
+        F: FnOnce(DevOptions) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<DevEnv>>,
+    {
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
-        let env = dev::start(DevOptions {
+        let env = start(DevOptions {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.path().to_owned(),
             clock: clock.clone(),

@@ -11,10 +11,9 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use breakglass_broker::clock::Clock;
+use breakglass_broker::dev;
 use breakglass_broker::dev::google::{MetadataServer, TokenCheck};
 use breakglass_broker::dev::sim_cluster::ObjectKey;
-use breakglass_broker::dev::{self, DevOptions};
 use breakglass_broker::domain::BREAKGLASS_LABEL;
 use breakglass_broker::google::{GoogleAuth, SCOPES};
 use reqwest::StatusCode;
@@ -199,22 +198,7 @@ async fn poll(env: &TestEnv, id: &str, done: impl Fn(&Value) -> bool) -> Value {
 /// A dev environment whose metadata server is down before the broker's credentials first
 /// ask it (they ask at once, when built).
 async fn start_with_metadata_down() -> TestEnv {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
-    let env = dev::start_with_metadata_down(DevOptions {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_owned(),
-        clock: clock.clone(),
-        decision_max_age: dev::DECISION_MAX_AGE,
-    })
-    .await
-    .expect("dev environment starts");
-    TestEnv {
-        env,
-        clock,
-        http: reqwest::Client::new(),
-        dir,
-    }
+    TestEnv::start_with(dev::start_with_metadata_down).await
 }
 
 #[tokio::test]

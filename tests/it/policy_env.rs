@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use breakglass_broker::clock::Clock;
 use breakglass_broker::config::{Credentials, TargetConfig, TargetKind};
-use breakglass_broker::dev::{self, DevOptions};
+use breakglass_broker::dev;
 use breakglass_broker::domain::ApprovalRule;
 use breakglass_broker::domain::policy::{ImagePolicy, PodPolicy, default_kinds};
 use serde_json::{Value, json};
@@ -72,25 +71,7 @@ pub fn strict_target() -> TargetConfig {
 
 /// The dev environment plus `strict-cluster`, on the same simulated cluster.
 pub async fn start_with_strict_target() -> TestEnv {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
-    let env = dev::start_with_targets(
-        DevOptions {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().to_owned(),
-            clock: clock.clone(),
-            decision_max_age: dev::DECISION_MAX_AGE,
-        },
-        vec![strict_target()],
-    )
-    .await
-    .expect("dev environment starts");
-    TestEnv {
-        env,
-        clock,
-        http: reqwest::Client::new(),
-        dir,
-    }
+    TestEnv::start_with(|options| dev::start_with_targets(options, vec![strict_target()])).await
 }
 
 /// A Deployment the strict target accepts as it is.

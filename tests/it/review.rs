@@ -5,9 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use breakglass_broker::clock::Clock;
 use breakglass_broker::config::TargetConfig;
-use breakglass_broker::dev::{self, DevOptions};
+use breakglass_broker::dev;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -16,29 +15,17 @@ use crate::common::{HOTFIX_IMAGE, TestEnv, deployment};
 const REVIEWED: &str = "reviewed-cluster";
 
 async fn start() -> TestEnv {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
-    let env = dev::start_with_targets(
-        DevOptions {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().to_owned(),
-            clock: clock.clone(),
-            decision_max_age: dev::DECISION_MAX_AGE,
-        },
-        vec![TargetConfig {
-            name: REVIEWED.into(),
-            require_review: true,
-            ..dev::dev_target(Path::new(""))
-        }],
-    )
+    TestEnv::start_with(|options| {
+        dev::start_with_targets(
+            options,
+            vec![TargetConfig {
+                name: REVIEWED.into(),
+                require_review: true,
+                ..dev::dev_target(Path::new(""))
+            }],
+        )
+    })
     .await
-    .expect("dev environment starts");
-    TestEnv {
-        env,
-        clock,
-        http: reqwest::Client::new(),
-        dir,
-    }
 }
 
 async fn file(env: &TestEnv, target: &str, name: &str) -> (StatusCode, Value) {

@@ -7,9 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use breakglass_broker::clock::Clock;
 use breakglass_broker::config::OnUnbrokered;
-use breakglass_broker::dev::{self, DevOptions};
+use breakglass_broker::dev;
 use breakglass_broker::store::Store;
 use breakglass_broker::workers::detect::Detector;
 use reqwest::StatusCode;
@@ -23,30 +22,12 @@ const ATTESTED: &str = "us-docker.pkg.dev/acme/release/api@sha256:11111111111111
 
 /// A dev environment with a second target on the same cluster that removes what it finds.
 async fn start_with_remove() -> TestEnv {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
     let remove = breakglass_broker::config::TargetConfig {
         name: "dev-remove".into(),
         on_unbrokered: OnUnbrokered::Remove,
         ..dev::dev_target(std::path::Path::new("unused"))
     };
-    let env = dev::start_with_targets(
-        DevOptions {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().to_owned(),
-            clock: clock.clone(),
-            decision_max_age: dev::DECISION_MAX_AGE,
-        },
-        vec![remove],
-    )
-    .await
-    .expect("dev environment starts");
-    TestEnv {
-        env,
-        clock,
-        http: reqwest::Client::new(),
-        dir,
-    }
+    TestEnv::start_with(|options| dev::start_with_targets(options, vec![remove])).await
 }
 
 /// Writes `body` as the deployer (POST to the collection), with kubectl's field manager.

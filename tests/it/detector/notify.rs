@@ -5,15 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::routing::post;
-use breakglass_broker::clock::Clock;
 use breakglass_broker::config::NotificationConfig;
-use breakglass_broker::dev::{self, DevOptions};
+use breakglass_broker::dev;
 use serde_json::Value;
 
 use super::{a_few_scans, labelled_deployment_with_pods};
 use crate::common::TestEnv;
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[tokio::test]
 async fn a_finding_is_announced_once_as_breakglass_unbrokered() {
@@ -38,37 +35,16 @@ async fn a_finding_is_announced_once_as_breakglass_unbrokered() {
     let receiver = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, SECRET).expect("secret");
     let url = format!("http://{receiver}/hook");
     let mut endpoint: NotificationConfig = toml::from_str(&format!(
         "name = \"siem\"\nkind = \"webhook\"\nurl = \"{url}\"\n\
-         secret_file = \"{}\"\nevents = [\"breakglass.unbrokered\"]\n",
-        secret.display()
+         secret_env = \"UNUSED_SECRET\"\nevents = [\"breakglass.unbrokered\"]\n"
     ))
     .expect("an endpoint");
-    // What loading the configuration does with `url` and `secret_file`.
+    // What loading the configuration does with `url` and the secret.
     endpoint.endpoint = Some(url.parse().expect("url"));
     endpoint.secret = Some(vec![7; 32]);
-    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
-    let env = dev::start_notifying(
-        DevOptions {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().to_owned(),
-            clock: clock.clone(),
-            decision_max_age: dev::DECISION_MAX_AGE,
-        },
-        vec![endpoint],
-    )
-    .await
-    .expect("dev environment starts");
-    let env = TestEnv {
-        env,
-        clock,
-        http: reqwest::Client::new(),
-        dir,
-    };
+    let env = TestEnv::start_with(|options| dev::start_notifying(options, vec![endpoint])).await;
 
     env.env.sim.set_admission_policy(false);
     let deployment = labelled_deployment_with_pods(&env, "miner").await;

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use breakglass_broker::clock::Clock;
 use breakglass_broker::config::{NotificationConfig, NotificationKind};
-use breakglass_broker::dev::{self, DevOptions};
+use breakglass_broker::dev;
 use reqwest::StatusCode;
 
 use super::{page, sign_in};
@@ -54,28 +53,16 @@ fn endpoint(name: &str, kind: NotificationKind, url: url::Url) -> NotificationCo
 }
 
 async fn start(slack: url::Url, hook: url::Url) -> TestEnv {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
-    let env = dev::start_notifying(
-        DevOptions {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().to_owned(),
-            clock: clock.clone(),
-            decision_max_age: dev::DECISION_MAX_AGE,
-        },
-        vec![
-            endpoint("team-slack", NotificationKind::Slack, slack),
-            endpoint("siem", NotificationKind::Webhook, hook),
-        ],
-    )
+    TestEnv::start_with(|options| {
+        dev::start_notifying(
+            options,
+            vec![
+                endpoint("team-slack", NotificationKind::Slack, slack),
+                endpoint("siem", NotificationKind::Webhook, hook),
+            ],
+        )
+    })
     .await
-    .expect("dev environment starts");
-    TestEnv {
-        env,
-        clock,
-        http: reqwest::Client::new(),
-        dir,
-    }
 }
 
 /// The text of the page's Notifications section, tags dropped, spaces collapsed.
