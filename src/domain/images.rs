@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::finding::{Finding, quoted};
 use super::manifest::{ObjectRef, SERVER_METADATA};
-use super::policy::{CLOUD_RUN_FORBIDDEN as FORBIDDEN, template_path};
+use super::policy::template_path;
 
 /// Annotations the server writes on a workload: they say nothing about what is asked for.
 const SERVER_ANNOTATIONS: [&str; 2] = [
@@ -165,10 +165,10 @@ pub fn with_images(
         strip_metadata(metadata);
     }
     let cloud_run = crate::domain::cloud_run::is_service(&object.api_version, &object.kind);
+    // Of a Cloud Run service only the revision template is requested: the service's own
+    // settings stay as they are (and a request may not set them).
     if cloud_run && let Some(Value::Object(spec)) = manifest.get_mut("spec") {
-        for (field, _) in FORBIDDEN {
-            spec.remove(field);
-        }
+        spec.retain(|field, _| field == "template");
     }
     let mut manifest = Value::Object(manifest);
     let Some(Value::Object(pod)) = pod_spec_mut(&mut manifest, &object.kind) else {
@@ -496,7 +496,6 @@ mod tests {
         assert_eq!(
             built["spec"],
             json!({
-                "scaling": { "minInstanceCount": 1 },
                 "template": {
                     "metadata": { "labels": { "app": "checkout" } },
                     "spec": { "serviceAccount": "sa@x",

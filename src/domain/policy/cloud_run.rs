@@ -45,6 +45,101 @@ pub const FORBIDDEN: [(&str, &str); 6] = [
     ),
 ];
 
+/// The fields a request may write, level by level, in the Admin API v2's own camelCase. Any
+/// other key is refused: another spelling the API may also accept (`invoker_iam_disabled`), a
+/// setting of the whole service (which the end would not put back), or a field this broker
+/// does not know; so nothing reaches the service that these checks did not read.
+const SERVICE_FIELDS: [&str; 1] = ["template"];
+const OBJECT_FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
+const METADATA_FIELDS: [&str; 3] = ["name", "labels", "annotations"];
+const TEMPLATE_FIELDS: [&str; 2] = ["metadata", "spec"];
+const TEMPLATE_METADATA_FIELDS: [&str; 2] = ["labels", "annotations"];
+const REVISION_FIELDS: [&str; 17] = [
+    "revision",
+    "scaling",
+    "vpcAccess",
+    "timeout",
+    "serviceAccount",
+    "containers",
+    "volumes",
+    "executionEnvironment",
+    "encryptionKey",
+    "maxInstanceRequestConcurrency",
+    "serviceMesh",
+    "encryptionKeyRevocationAction",
+    "encryptionKeyShutdownDuration",
+    "sessionAffinity",
+    "healthCheckDisabled",
+    "nodeSelector",
+    "gpuZonalRedundancyDisabled",
+];
+const CONTAINER_FIELDS: [&str; 13] = [
+    "name",
+    "image",
+    "baseImageUri",
+    "command",
+    "args",
+    "env",
+    "resources",
+    "ports",
+    "volumeMounts",
+    "workingDir",
+    "livenessProbe",
+    "startupProbe",
+    "dependsOn",
+];
+const ENV_FIELDS: [&str; 3] = ["name", "value", "valueSource"];
+const VALUE_SOURCE_FIELDS: [&str; 1] = ["secretKeyRef"];
+const SECRET_KEY_REF_FIELDS: [&str; 2] = ["secret", "version"];
+const VOLUME_FIELDS: [&str; 6] = [
+    "name",
+    "secret",
+    "cloudSqlInstance",
+    "emptyDir",
+    "nfs",
+    "gcs",
+];
+
+/// Refuses every key of `value` (a mapping at `path`) that is not in `known`, saying why.
+fn only_known(label: &str, path: &str, value: &Value, known: &[&str], findings: &mut Vec<Finding>) {
+    let Some(map) = value.as_object() else {
+        return;
+    };
+    for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        findings.push(Finding::new(
+            label,
+            at,
+            format!(
+                "is not a field a breakglass may write here (it may write: {}; fields are spelled as the Cloud Run Admin API v2 spells them)",
+                known.join(", ")
+            ),
+        ));
+    }
+}
+
+/// [`only_known`] on each mapping of a list at `path`.
+fn each_only_known(
+    label: &str,
+    path: &str,
+    list: Option<&Value>,
+    known: &[&str],
+    findings: &mut Vec<Finding>,
+) {
+    for (i, item) in list
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        only_known(label, &format!("{path}[{i}]"), item, known, findings);
+    }
+}
+
 impl Policy {
     /// Checks one object on a Cloud Run target.
     pub(super) fn check_service(
@@ -80,6 +175,10 @@ impl Policy {
             ));
         }
         check_all_metadata(&label, "", &object.body, findings);
+        only_known(&label, "", &object.body, &OBJECT_FIELDS, findings);
+        if let Some(metadata) = object.body.get("metadata") {
+            only_known(&label, "metadata", metadata, &METADATA_FIELDS, findings);
+        }
         let Some(spec) = object.body.get("spec").filter(|s| s.is_object()) else {
             findings.push(Finding::new(
                 label,
@@ -91,6 +190,37 @@ impl Policy {
         for (field, why) in FORBIDDEN {
             if spec.get(field).is_some_and(|v| !v.is_null()) {
                 findings.push(Finding::new(&label, format!("spec.{field}"), why));
+            }
+        }
+        if let Some(fields) = spec.as_object() {
+            for key in fields.keys() {
+                let known = SERVICE_FIELDS.contains(&key.as_str());
+                let said = FORBIDDEN.iter().any(|(field, _)| field == key);
+                if !known && !said {
+                    findings.push(Finding::new(
+                        &label,
+                        format!("spec.{key}"),
+                        "is a setting of the whole service, which would outlive the breakglass; a breakglass changes only spec.template (the revision), and the service keeps its own settings",
+                    ));
+                }
+            }
+        }
+        if let Some(template) = spec.get("template") {
+            only_known(
+                &label,
+                "spec.template",
+                template,
+                &TEMPLATE_FIELDS,
+                findings,
+            );
+            if let Some(metadata) = template.get("metadata") {
+                only_known(
+                    &label,
+                    "spec.template.metadata",
+                    metadata,
+                    &TEMPLATE_METADATA_FIELDS,
+                    findings,
+                );
             }
         }
         let Some(template) = spec.pointer("/template/spec").filter(|t| t.is_object()) else {
@@ -112,6 +242,53 @@ impl Policy {
         findings: &mut Vec<Finding>,
     ) {
         let path = "spec.template.spec";
+        only_known(label, path, template, &REVISION_FIELDS, findings);
+        let containers_at = format!("{path}.containers");
+        each_only_known(
+            label,
+            &containers_at,
+            template.get("containers"),
+            &CONTAINER_FIELDS,
+            findings,
+        );
+        for (i, container) in template
+            .get("containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let env_at = format!("{containers_at}[{i}].env");
+            each_only_known(label, &env_at, container.get("env"), &ENV_FIELDS, findings);
+            for (j, env) in container
+                .get("env")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if let Some(source) = env.get("valueSource") {
+                    let at = format!("{env_at}[{j}].valueSource");
+                    only_known(label, &at, source, &VALUE_SOURCE_FIELDS, findings);
+                    if let Some(secret) = source.get("secretKeyRef") {
+                        only_known(
+                            label,
+                            &format!("{at}.secretKeyRef"),
+                            secret,
+                            &SECRET_KEY_REF_FIELDS,
+                            findings,
+                        );
+                    }
+                }
+            }
+        }
+        each_only_known(
+            label,
+            &format!("{path}.volumes"),
+            template.get("volumes"),
+            &VOLUME_FIELDS,
+            findings,
+        );
         match template.get("serviceAccount") {
             Some(Value::String(account)) if run.service_accounts.contains(account) => {}
             Some(Value::String(account)) => findings.push(Finding::new(
@@ -203,6 +380,47 @@ mod tests {
         format!(
             "apiVersion: run.googleapis.com/v2\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n{extra}  template:\n    spec:\n      serviceAccount: {ACCOUNT}\n      containers: [{{image: \"{image}\"}}]\n"
         )
+    }
+
+    #[test]
+    fn another_spelling_or_a_setting_of_the_whole_service_is_refused() {
+        let refused = |extra: &str| findings(&service("checkout", IMAGE, extra));
+        for (extra, field) in [
+            (
+                "  invoker_iam_disabled: true\n",
+                "spec.invoker_iam_disabled",
+            ),
+            (
+                "  binary_authorization: {breakglass_justification: x}\n",
+                "spec.binary_authorization",
+            ),
+            ("  scaling: {minInstanceCount: 3}\n", "spec.scaling"),
+            ("  customAudiences: [x]\n", "spec.customAudiences"),
+            ("  description: left behind\n", "spec.description"),
+        ] {
+            let found = refused(extra);
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.contains(&format!("Service/checkout: {field} "))),
+                "{extra}: {found:?}"
+            );
+        }
+        let snake = "apiVersion: run.googleapis.com/v2\nkind: Service\nmetadata: {name: checkout}\nspec:\n  template:\n    spec:\n      serviceAccount: ACCOUNT\n      service_account: owner@x.iam.gserviceaccount.com\n      containers:\n      - image: \"IMAGE\"\n        env: [{name: K, value_source: {secret_key_ref: {secret: projects/x/secrets/y}}}]\n"
+            .replace("ACCOUNT", ACCOUNT)
+            .replace("IMAGE", IMAGE);
+        let found = findings(&snake);
+        for field in [
+            "spec.template.spec.service_account",
+            "spec.template.spec.containers[0].env[0].value_source",
+        ] {
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.contains(&format!("{field} is not a field"))),
+                "{field}: {found:?}"
+            );
+        }
     }
 
     #[test]
