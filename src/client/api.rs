@@ -175,12 +175,41 @@ fn without_url(e: &reqwest::Error) -> String {
 
 /// A message on one line, however the server wrapped it.
 pub fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
+    printable(&message.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// What the broker sent, safe for a terminal: line breaks stay, every other control
+/// character (escape sequences, bell) and every invisible formatting one (bidirectional
+/// overrides, zero-width) becomes `?`, so that text a requester wrote cannot redraw what an
+/// approver reads before approving.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => c,
+            c if c.is_control()
+                || matches!(c,
+                    '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}') =>
+            {
+                '?'
+            }
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_reaches_the_terminal_cannot_carry_escape_sequences_or_direction_overrides() {
+        assert_eq!(
+            printable("ok\u{1b}[2J\u{7}fake\u{202E}txt\nnext"),
+            "ok?[2J?fake?txt\nnext"
+        );
+        assert_eq!(one_line("a\u{1b}]0;x\u{7} b"), "a?]0;x? b");
+    }
 
     #[test]
     fn a_broker_under_a_path_keeps_it() {

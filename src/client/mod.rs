@@ -195,7 +195,7 @@ fn print(output: Output, value: &Value, human: impl FnOnce(&Value) -> String) {
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_default()
         ),
-        Output::Human => println!("{}", human(value)),
+        Output::Human => println!("{}", api::printable(&human(value))),
     }
 }
 
@@ -267,7 +267,7 @@ async fn execute(command: ClientCommand) -> Result<ExitCode, ClientError> {
                 .unwrap_or_default()
                 .to_owned();
             // What will run goes to standard error: standard output is the result.
-            eprintln!("{}", show::summary(&request));
+            eprintln!("{}", api::printable(&show::summary(&request)));
             if !yes && !confirm(&format!("Approve digest {digest}? [y/N] "))? {
                 return Err(ClientError::Failed("not approved".into()));
             }
@@ -402,7 +402,7 @@ async fn follow(api: &Api, id: &str, output: Output) -> Result<ExitCode, ClientE
         let request = api.get(&path).await?;
         let line = show::progress(&request);
         if line != last && output == Output::Human {
-            eprintln!("{line}");
+            eprintln!("{}", api::printable(&line));
             last = line;
         }
         let state = request.get("state").and_then(Value::as_str).unwrap_or("");
