@@ -360,6 +360,10 @@ impl Change {
     ) -> Result<(), StoreError> {
         if let Some(state) = action.resulting_state() {
             Store::set_state(&mut self.tx, request.id, state, self.clock.now()).await?;
+            if state.is_final() || state == State::NeedsAttention {
+                // What would extend a breakglass that has ended lapses with it.
+                Store::close_extension_windows(&mut self.tx, request.id, self.clock.now()).await?;
+            }
         }
         self.record(request, actor, action, detail).await
     }

@@ -432,6 +432,24 @@ impl Store {
     }
 
     /// The extensions filed for a breakglass, as this transaction sees them, oldest first.
+    /// Closes the approval window of every pending extension of `original_id` at `now`: the
+    /// breakglass it would extend has ended, so the worker lets it lapse.
+    pub async fn close_extension_windows(
+        tx: &mut Tx,
+        original_id: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE requests SET decide_by = $2
+             WHERE extends = $1 AND state = 'pending' AND decide_by > $2",
+        )
+        .bind(original_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     pub async fn extensions_in(tx: &mut Tx, original_id: &str) -> Result<Vec<Request>> {
         let sql = concat!(
             "SELECT ",

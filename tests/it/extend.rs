@@ -261,3 +261,23 @@ async fn only_the_requester_extends_only_an_active_breakglass_within_max_duratio
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "cannot extend a request that is pending");
 }
+
+#[tokio::test]
+async fn a_pending_extension_lapses_when_the_breakglass_it_would_extend_is_closed_early() {
+    let env = TestEnv::start().await;
+    let id = env.activate("closed-early-api", 60).await;
+    let (status, extension) = extend(&env, "alice", &id, 30).await;
+    assert_eq!(status, StatusCode::CREATED, "{extension}");
+    let ext = extension["id"].as_str().expect("id").to_owned();
+    let (status, body) = env
+        .post(
+            "alice",
+            &format!("/api/v1/requests/{id}/close"),
+            serde_json::json!({ "comment": "fixed" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.wait_for_state(&id, "closed").await;
+    // The clock stands still: the extension lapses with the breakglass, not at its planned end.
+    env.wait_for_state(&ext, "lapsed").await;
+}
