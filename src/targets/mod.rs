@@ -82,6 +82,18 @@ pub trait Target: Send + Sync {
     /// Deletes the object only if it is still at `version`; its dependents go with it.
     async fn delete(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError>;
 
+    /// Takes an unbrokered breakglass off a Cloud Run service still at `version` (see
+    /// [`CloudRunTarget::withdraw`]); other targets cannot.
+    async fn withdraw_breakglass(
+        &self,
+        _object: &ObjectRef,
+        _version: &str,
+    ) -> Result<cloud_run::Withdrawal, TargetError> {
+        Err(TargetError::Refused(
+            "only a Cloud Run service's traffic can be moved back".into(),
+        ))
+    }
+
     /// Everything on the target that may carry breakglass, for the detector: Pods and every
     /// workload kind with a pod template (Kubernetes), services (Cloud Run). None when the
     /// target cannot be scanned.

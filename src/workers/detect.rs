@@ -1,6 +1,8 @@
 //! The detector: finds every breakglass on the targets that the broker did not make, records
 //! it once (with its audit event), and on targets with `on_unbrokered = "remove"` deletes it
-//! from the top of its controller chain.
+//! from the top of its controller chain (Kubernetes), or sends a Cloud Run service's traffic
+//! back to its newest revision admitted without breakglass (deleting the service when it has
+//! none).
 //!
 //! Each target is listed in full every [`POLL`] (real time: a finding must come within seconds
 //! of the write, whatever a test's manual clock says; times recorded come from the broker's
@@ -19,9 +21,11 @@ use crate::audit::log_event;
 use crate::clock::Clock;
 use crate::config::{OnUnbrokered, TargetKind};
 use crate::domain::unbrokered::{
-    Suspect, removable, stamped_requests, stamped_services, unbrokered, unbrokered_services,
+    Suspect, removable, removable_service, stamped_requests, stamped_services, unbrokered,
+    unbrokered_services,
 };
 use crate::store::{Finding, Store};
+use crate::targets::cloud_run::Withdrawal;
 use crate::targets::{ObjectRef, Registry, TargetEntry};
 
 /// How often every target is listed.
@@ -127,13 +131,21 @@ impl Detector {
                 );
                 report.new.push(finding);
             }
-            // Cloud Run's answer (traffic back to the last revision admitted without
-            // breakglass) is not built: there a finding only alerts.
-            let remove = entry.config.on_unbrokered == OnUnbrokered::Remove && !cloud_run;
-            if remove && removable(suspect, &known) {
+            let remove = entry.config.on_unbrokered == OnUnbrokered::Remove;
+            let may = if cloud_run {
+                removable_service(suspect, &known)
+            } else {
+                removable(suspect, &known)
+            };
+            if remove && may {
                 // A removal the target refuses (changed meanwhile, not allowed) is tried again
                 // at the next scan; it must not keep the other findings from being recorded.
-                match self.remove(entry, suspect).await {
+                let removal = if cloud_run {
+                    self.withdraw(entry, suspect).await
+                } else {
+                    self.remove(entry, suspect).await
+                };
+                match removal {
                     Ok(()) => report.removed += 1,
                     Err(e) => tracing::warn!(
                         target_name = %name, kind = %suspect.kind, name = %suspect.name,
@@ -169,6 +181,47 @@ impl Detector {
         if let Some(event) = self
             .store
             .record_removal(&finding, &Value::Array(removed), self.clock.now())
+            .await?
+        {
+            log_event(&event);
+        }
+        Ok(())
+    }
+}
+
+impl Detector {
+    /// Takes the breakglass off a Cloud Run service at the etag it was seen at (its traffic
+    /// back to the newest revision admitted without breakglass, or the service deleted), and
+    /// records which on its finding, once.
+    async fn withdraw(&self, entry: &TargetEntry, suspect: &Suspect) -> anyhow::Result<()> {
+        let object = ObjectRef {
+            api_version: suspect.api_version.clone(),
+            kind: suspect.kind.clone(),
+            namespace: suspect.namespace.clone(),
+            name: suspect.name.clone(),
+        };
+        let done = entry
+            .client
+            .withdraw_breakglass(&object, &suspect.resource_version)
+            .await?;
+        let Some(finding) = self.store.open_episode(entry.name(), &suspect.uid).await? else {
+            return Ok(());
+        };
+        let mut removed = json!({ "kind": suspect.kind, "name": suspect.name, "uid": suspect.uid });
+        match &done {
+            Withdrawal::Rerouted { revision } => {
+                removed["action"] = "traffic_to_revision".into();
+                removed["revision"] = revision.as_str().into();
+            }
+            Withdrawal::Deleted => removed["action"] = "deleted".into(),
+        }
+        tracing::warn!(
+            target_name = %entry.name(), name = %suspect.name, action = ?done,
+            "took an unbrokered breakglass off a Cloud Run service"
+        );
+        if let Some(event) = self
+            .store
+            .record_removal(&finding, &json!([removed]), self.clock.now())
             .await?
         {
             log_event(&event);

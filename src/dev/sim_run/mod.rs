@@ -3,10 +3,12 @@
 //! It speaks the REST form of the real API (services get, list, create, patch and delete;
 //! long-running operations get and wait; revisions list; Google's JSON error shape) closely
 //! enough that Google's own client library reads it, so the broker's real Cloud Run code runs
-//! against it. Every write makes a revision at once and checks it with a simulated Binary
-//! Authorization: an image outside the attested prefixes is admitted only with a
-//! `binaryAuthorization.breakglassJustification`, and each such admission is recorded for the
-//! tests and the detector to read.
+//! against it. Every write that changes the template makes a revision at once and checks it
+//! with a simulated Binary Authorization: an image outside the attested prefixes is admitted
+//! only with a `binaryAuthorization.breakglassJustification`, and each such admission is
+//! recorded for the tests and the detector to read. A revision made under a justification
+//! carries it in its `run.googleapis.com/binary-authorization-breakglass` annotation. `traffic`
+//! is honored (latest, or named ready revisions adding up to 100), in `trafficStatuses` too.
 //!
 //! Everything lives in memory behind one mutex; operations finish inside the write that starts
 //! them, but the write still answers with an operation that is not done, as Cloud Run does, so

@@ -134,7 +134,7 @@ pub fn create(
     service.insert("generation".into(), "0".into());
     service.insert("createTime".into(), at.into());
     service.insert("creator".into(), who.into());
-    Ok(write(config, state, id, service, who))
+    write(config, state, id, service, who, true)
 }
 
 /// Replaces the user's fields of service `id` (those in `mask` only, when given) if `etag`
@@ -159,6 +159,9 @@ pub fn patch(
     let Value::Object(mut service) = live else {
         return Err(ApiError(500, "INTERNAL", "corrupt service".into()));
     };
+    // As in Cloud Run, only a change of the template makes a revision; a change of traffic
+    // (or of anything else of the service's) does not.
+    let template_before = service.get("template").cloned();
     let keep: Vec<String> = service.keys().cloned().collect();
     for key in keep {
         let masked_out = mask.as_ref().is_some_and(|m| !m.contains(&key));
@@ -171,7 +174,9 @@ pub fn patch(
             service.insert(key, value);
         }
     }
-    Ok(write(config, state, id, service, who))
+    let new_revision = service.get("template") != template_before.as_ref()
+        || state.revisions.get(&name).is_none_or(Vec::is_empty);
+    write(config, state, id, service, who, new_revision)
 }
 
 /// Deletes service `id` if `etag` (when given) still matches; returns the operation.
@@ -221,15 +226,17 @@ fn check_etag(live: &Value, etag: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// Stores the service's next generation with its new revision, checked by Binary
-/// Authorization; returns the operation, not done yet as far as the writer knows.
+/// Stores the service's next generation (with a new revision, checked by Binary
+/// Authorization, when `new_revision`) and routes its traffic; returns the operation, not done
+/// yet as far as the writer knows.
 fn write(
     config: &SimRunConfig,
     state: &mut State,
     id: &str,
     mut service: Map<String, Value>,
     who: &str,
-) -> Value {
+    new_revision: bool,
+) -> Result<Value, ApiError> {
     let at = now();
     let generation = service
         .get("generation")
@@ -249,6 +256,63 @@ fn write(
         .or_insert_with(|| "INGRESS_TRAFFIC_ALL".into());
     service.insert("uri".into(), format!("https://{id}-sim.a.run.app").into());
 
+    // Traffic may name only revisions the service already has.
+    let traffic = service.get("traffic").cloned().unwrap_or(json!([]));
+    let before: Vec<Value> = state.revisions.get(&name).cloned().unwrap_or_default();
+    traffic_statuses(&traffic, None, &before)?;
+
+    let mut denied = None;
+    if new_revision {
+        denied = make_revision(config, state, &mut service, &name, id, who, &at);
+        let ready = denied.is_none();
+        service.insert(
+            "terminalCondition".into(),
+            condition("Ready", ready, denied.as_deref(), &at),
+        );
+        service.insert(
+            "conditions".into(),
+            json!([condition(
+                "ConfigurationsReady",
+                ready,
+                denied.as_deref(),
+                &at
+            )]),
+        );
+    }
+    service.insert("observedGeneration".into(), generation.to_string().into());
+    service.insert("reconciling".into(), false.into());
+    let latest_ready = service
+        .get("latestReadyRevision")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let revisions = state.revisions.get(&name).cloned().unwrap_or_default();
+    let statuses = traffic_statuses(&traffic, latest_ready.as_deref(), &revisions)?;
+    let serving = statuses.as_array().is_some_and(|s| !s.is_empty());
+    service.insert("trafficStatuses".into(), statuses);
+    if let Some(Value::Array(conditions)) = service.get_mut("conditions") {
+        conditions.retain(|c| c["type"] != "RoutesReady");
+        conditions.push(condition("RoutesReady", serving, None, &at));
+    }
+    state.counter += 1;
+    service.insert("etag".into(), format!("\"sim-{}\"", state.counter).into());
+    let service = Value::Object(service);
+    state.services.insert(name, service.clone());
+    *state.writes.entry(id.to_owned()).or_default() += 1;
+    Ok(operation(config, state, &service, denied))
+}
+
+/// Makes the service's next revision from its template, checked by Binary Authorization; a
+/// revision admitted with breakglass carries the justification in its annotations, as Cloud
+/// Run's revisions do. Returns why it was refused, if it was.
+fn make_revision(
+    config: &SimRunConfig,
+    state: &mut State,
+    service: &mut Map<String, Value>,
+    name: &str,
+    id: &str,
+    who: &str,
+    at: &str,
+) -> Option<String> {
     let template = service.get("template").cloned().unwrap_or(json!({}));
     let images: Vec<String> = template["containers"]
         .as_array()
@@ -271,7 +335,7 @@ fn write(
                 .any(|p| image.starts_with(p))
         })
         .collect();
-    let revisions = state.revisions.entry(name.clone()).or_default();
+    let revisions = state.revisions.entry(name.to_owned()).or_default();
     let revision_id = format!(
         "{id}-{:05}-{}",
         revisions.len() + 1,
@@ -289,63 +353,117 @@ fn write(
     revision.insert("name".into(), revision_name.clone().into());
     revision.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
     revision.insert("generation".into(), "1".into());
-    revision.insert("service".into(), name.clone().into());
-    revision.insert("createTime".into(), at.clone().into());
+    revision.insert("service".into(), name.into());
+    revision.insert("createTime".into(), at.into());
     revision.insert("observedGeneration".into(), "1".into());
     revision.insert(
         "conditions".into(),
-        json!([condition("Ready", ready, denied.as_deref(), &at)]),
+        json!([condition("Ready", ready, denied.as_deref(), at)]),
     );
+    if let Some(binary_authorization) = service.get("binaryAuthorization") {
+        revision.insert("binaryAuthorization".into(), binary_authorization.clone());
+    }
+    if let Some(justification) = &justification {
+        let annotations = revision.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(
+                crate::domain::unbrokered::RUN_BREAKGLASS_ANNOTATION.into(),
+                justification.clone().into(),
+            );
+        }
+    }
     revisions.push(Value::Object(revision));
 
     service.insert("latestCreatedRevision".into(), revision_name.clone().into());
-    service.insert("observedGeneration".into(), generation.to_string().into());
-    service.insert("reconciling".into(), false.into());
     if ready {
         service.insert("latestReadyRevision".into(), revision_name.clone().into());
         if let Some(justification) = justification.filter(|_| !unattested.is_empty()) {
             state.admissions.push(RunBreakglassAdmission {
-                service: name.clone(),
-                revision: revision_name.clone(),
+                service: name.to_owned(),
+                revision: revision_name,
                 images: images.clone(),
                 justification,
                 by: who.to_owned(),
-                at: at.clone(),
+                at: at.to_owned(),
             });
         }
     }
-    let serving = service
-        .get("latestReadyRevision")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    service.insert(
-        "trafficStatuses".into(),
-        match &serving {
-            Some(revision) => json!([{
+    denied
+}
+
+/// Where `traffic` sends requests: LATEST is the latest ready revision (`latest`; None only
+/// checks), REVISION a named revision of the service's, which must exist and be ready.
+fn traffic_statuses(
+    traffic: &Value,
+    latest: Option<&str>,
+    revisions: &[Value],
+) -> Result<Value, ApiError> {
+    let bad = |message: String| ApiError(400, "INVALID_ARGUMENT", message);
+    let Some(targets) = traffic.as_array() else {
+        return Err(bad("traffic must be a list of traffic targets".into()));
+    };
+    // No traffic given is all of it to the latest ready revision, as in Cloud Run.
+    let latest_only = [json!({ "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100 })];
+    let targets = if targets.is_empty() {
+        &latest_only[..]
+    } else {
+        &targets[..]
+    };
+    let mut statuses = Vec::new();
+    let mut total = 0;
+    for target in targets {
+        let percent = target["percent"].as_u64().unwrap_or(0);
+        total += percent;
+        // Google's clients may send enums as numbers (`$alt=json;enum-encoding=int`).
+        let kind = match &target["type"] {
+            Value::Number(n) if n.as_u64() == Some(1) => {
+                Some("TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST")
+            }
+            Value::Number(n) if n.as_u64() == Some(2) => {
+                Some("TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION")
+            }
+            other => other.as_str(),
+        };
+        let revision = match kind {
+            Some("TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST") => match latest {
+                Some(latest) => latest.rsplit('/').next().unwrap_or_default().to_owned(),
+                None => continue,
+            },
+            Some("TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION") => {
+                let wanted = target["revision"].as_str().unwrap_or_default();
+                let found = revisions.iter().find(|r| {
+                    r["name"].as_str().and_then(|n| n.rsplit('/').next()) == Some(wanted)
+                });
+                let ready =
+                    found.is_some_and(|r| r["conditions"][0]["state"] == "CONDITION_SUCCEEDED");
+                if !ready {
+                    return Err(bad(format!(
+                        "traffic: revision {wanted:?} is not a ready revision of this service"
+                    )));
+                }
+                wanted.to_owned()
+            }
+            _ => {
+                let other = &target["type"];
+                return Err(bad(format!(
+                    "traffic: type {other} is not TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST or TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
+                )));
+            }
+        };
+        if percent > 0 {
+            statuses.push(json!({
                 "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
-                "revision": revision.rsplit('/').next().unwrap_or_default(),
-                "percent": 100,
-            }]),
-            None => json!([]),
-        },
-    );
-    service.insert(
-        "terminalCondition".into(),
-        condition("Ready", ready, denied.as_deref(), &at),
-    );
-    service.insert(
-        "conditions".into(),
-        json!([
-            condition("ConfigurationsReady", ready, denied.as_deref(), &at),
-            condition("RoutesReady", serving.is_some(), None, &at),
-        ]),
-    );
-    state.counter += 1;
-    service.insert("etag".into(), format!("\"sim-{}\"", state.counter).into());
-    let service = Value::Object(service);
-    state.services.insert(name, service.clone());
-    *state.writes.entry(id.to_owned()).or_default() += 1;
-    operation(config, state, &service, denied)
+                "revision": revision,
+                "percent": percent,
+            }));
+        }
+    }
+    if total != 100 {
+        return Err(bad(format!(
+            "traffic: the percentages add up to {total}, not 100"
+        )));
+    }
+    Ok(json!(statuses))
 }
 
 fn condition(kind: &str, ok: bool, failure: Option<&str>, at: &str) -> Value {

@@ -105,6 +105,17 @@ pub fn unbrokered_services(services: &[Value], known: &Known) -> Vec<Suspect> {
     found
 }
 
+/// Whether the detector may take the breakglass off this service: never one whose UID a
+/// live broker request applied (or one a request's end still needs attention on), and only at
+/// the etag it was seen at.
+pub fn removable_service(suspect: &Suspect, known: &Known) -> bool {
+    let brokers =
+        known.live_uids.contains(&suspect.uid) || known.attention_uids.contains(&suspect.uid);
+    suspect.kind == crate::domain::cloud_run::KIND
+        && !brokers
+        && !suspect.resource_version.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};

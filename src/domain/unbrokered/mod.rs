@@ -23,7 +23,9 @@ use super::{BREAKGLASS_ANNOTATION, BREAKGLASS_LABEL};
 
 mod cloud_run;
 
-pub use cloud_run::{RUN_BREAKGLASS_ANNOTATION, stamped_services, unbrokered_services};
+pub use cloud_run::{
+    RUN_BREAKGLASS_ANNOTATION, removable_service, stamped_services, unbrokered_services,
+};
 
 /// The kinds that carry a pod spec, and so can carry breakglass.
 pub const POD_KINDS: [&str; 7] = [

@@ -107,6 +107,28 @@ impl Client {
         Ok(services)
     }
 
+    /// Every revision of the service, following page tokens.
+    pub async fn revisions(&self, id: &str) -> Result<Vec<Value>, TargetError> {
+        let path = format!("{}/revisions", self.service_path(id));
+        let mut revisions = Vec::new();
+        let mut token = String::new();
+        // A bound on pages, so a server that always answers with a token cannot loop us.
+        for _ in 0..100 {
+            let query: Vec<(&str, &str)> = if token.is_empty() {
+                Vec::new()
+            } else {
+                vec![("pageToken", token.as_str())]
+            };
+            let page = self.call(Method::GET, &path, &query, None).await?;
+            revisions.extend(page["revisions"].as_array().cloned().unwrap_or_default());
+            match page["nextPageToken"].as_str() {
+                Some(next) if !next.is_empty() => token = next.to_owned(),
+                _ => return Ok(revisions),
+            }
+        }
+        Ok(revisions)
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<Value>, TargetError> {
         match self
             .call(Method::GET, &self.service_path(id), &[], None)

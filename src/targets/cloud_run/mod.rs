@@ -139,11 +139,58 @@ impl Target for CloudRunTarget {
         self.client.serving(id).await.map(|_| ())
     }
 
+    async fn withdraw_breakglass(
+        &self,
+        object: &ObjectRef,
+        version: &str,
+    ) -> Result<Withdrawal, TargetError> {
+        self.withdraw(&object.name, version).await
+    }
+
     async fn delete(&self, object: &ObjectRef, version: Option<&str>) -> Result<(), TargetError> {
         match self.client.delete(&object.name, version).await {
             Ok(operation) => self.client.finish(operation).await,
             Err(TargetError::NotFound) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// How an unbrokered breakglass was taken off a Cloud Run service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// All traffic went back to this revision (short name), the newest admitted without
+    /// breakglass, and the justification came off the service.
+    Rerouted { revision: String },
+    /// No revision was admitted without breakglass: the service was deleted.
+    Deleted,
+}
+
+impl CloudRunTarget {
+    /// Takes an unbrokered breakglass off service `id` while it is still at `etag`: all its
+    /// traffic to the newest revision admitted without breakglass, or, when there is none,
+    /// the service deleted. A service changed since is left alone (a conflict).
+    pub async fn withdraw(&self, id: &str, etag: &str) -> Result<Withdrawal, TargetError> {
+        let live = self.client.get(id).await?.ok_or(TargetError::NotFound)?;
+        if live["etag"].as_str() != Some(etag) {
+            return Err(TargetError::Conflict(format!(
+                "service {id} is at etag {}, not {etag}",
+                live["etag"]
+            )));
+        }
+        let revisions = self.client.revisions(id).await?;
+        match shape::last_admitted_without_breakglass(&revisions) {
+            Some(revision) => {
+                let body = shape::rerouted(&live, &revision);
+                let operation = self.client.patch(id, body, etag, false).await?;
+                self.client.finish(operation).await?;
+                Ok(Withdrawal::Rerouted { revision })
+            }
+            None => {
+                let operation = self.client.delete(id, Some(etag)).await?;
+                self.client.finish(operation).await?;
+                Ok(Withdrawal::Deleted)
+            }
         }
     }
 }

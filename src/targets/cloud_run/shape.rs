@@ -133,6 +133,64 @@ pub fn merged(live: &Value, requested: Map<String, Value>) -> Map<String, Value>
     body
 }
 
+/// Whether Binary Authorization admitted this revision (Admin API v2 shape) only with
+/// breakglass: Cloud Run marks such a revision with the justification, in its annotations
+/// (the v1 form) or in the service's binaryAuthorization settings it carries.
+pub fn revision_used_breakglass(revision: &Value) -> bool {
+    let annotation =
+        revision["annotations"][crate::domain::unbrokered::RUN_BREAKGLASS_ANNOTATION].as_str();
+    let field = revision["binaryAuthorization"]["breakglassJustification"].as_str();
+    [annotation, field]
+        .into_iter()
+        .flatten()
+        .any(|j| !j.trim().is_empty())
+}
+
+fn revision_ready(revision: &Value) -> bool {
+    revision["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["state"] == "CONDITION_SUCCEEDED")
+}
+
+/// The short name of the newest ready revision admitted without breakglass, if any.
+pub fn last_admitted_without_breakglass(revisions: &[Value]) -> Option<String> {
+    revisions
+        .iter()
+        .filter(|r| revision_ready(r) && !revision_used_breakglass(r))
+        // RFC 3339 times in UTC with the same precision sort as text; the name's sequence
+        // number breaks a tie.
+        .max_by(|a, b| {
+            (a["createTime"].as_str(), a["name"].as_str())
+                .cmp(&(b["createTime"].as_str(), b["name"].as_str()))
+        })
+        .and_then(|r| r["name"].as_str())
+        .and_then(|n| n.rsplit('/').next())
+        .map(str::to_owned)
+}
+
+/// The live service's user fields with all traffic on `revision` and no breakglass
+/// justification left on it (neither form), for a PATCH at its etag.
+pub fn rerouted(live: &Value, revision: &str) -> Map<String, Value> {
+    let mut body = merged(live, Map::new());
+    body.insert(
+        "traffic".into(),
+        serde_json::json!([{
+            "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+            "revision": revision,
+            "percent": 100,
+        }]),
+    );
+    if let Some(Value::Object(settings)) = body.get_mut("binaryAuthorization") {
+        settings.remove("breakglassJustification");
+    }
+    if let Some(Value::Object(annotations)) = body.get_mut("annotations") {
+        annotations.remove(crate::domain::unbrokered::RUN_BREAKGLASS_ANNOTATION);
+    }
+    body
+}
+
 /// Every secret a revision template reads (environment and volumes), for comparing two.
 pub fn secrets(template: Option<&Value>) -> Vec<String> {
     let Some(template) = template else {
@@ -158,6 +216,59 @@ pub fn secrets(template: Option<&Value>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn revision(n: u32, ready: bool, justification: Option<&str>) -> Value {
+        let mut revision = json!({
+            "name": format!("projects/p/locations/l/services/s/revisions/s-{n:05}-abc"),
+            "createTime": format!("2026-12-01T03:00:0{n}.000000Z"),
+            "conditions": [{
+                "type": "Ready",
+                "state": if ready { "CONDITION_SUCCEEDED" } else { "CONDITION_FAILED" },
+            }],
+        });
+        if let Some(j) = justification {
+            revision["annotations"] =
+                json!({ crate::domain::unbrokered::RUN_BREAKGLASS_ANNOTATION: j });
+        }
+        revision
+    }
+
+    #[test]
+    fn traffic_goes_back_to_the_newest_ready_revision_admitted_without_breakglass() {
+        let revisions = vec![
+            revision(3, true, Some("trust me")),
+            revision(1, true, None),
+            revision(4, false, None),
+            revision(2, true, None),
+        ];
+        assert_eq!(
+            last_admitted_without_breakglass(&revisions).as_deref(),
+            Some("s-00002-abc")
+        );
+        assert_eq!(
+            last_admitted_without_breakglass(&[
+                revision(1, false, None),
+                revision(2, true, Some("x"))
+            ]),
+            None
+        );
+        let live = json!({
+            "name": "projects/p/locations/l/services/s", "etag": "\"e\"", "uid": "u",
+            "trafficStatuses": [{ "revision": "s-00003-abc", "percent": 100 }],
+            "annotations": { crate::domain::unbrokered::RUN_BREAKGLASS_ANNOTATION: "x", "keep": "1" },
+            "binaryAuthorization": { "useDefault": true, "breakglassJustification": "trust me" },
+            "template": { "containers": [{ "image": "evil" }] },
+        });
+        let body = rerouted(&live, "s-00002-abc");
+        assert_eq!(
+            body["traffic"],
+            json!([{ "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": "s-00002-abc", "percent": 100 }])
+        );
+        assert_eq!(body["binaryAuthorization"], json!({ "useDefault": true }));
+        assert_eq!(body["annotations"], json!({ "keep": "1" }));
+        assert!(!body.contains_key("uid") && !body.contains_key("trafficStatuses"));
+        assert_eq!(body["template"], live["template"]);
+    }
 
     #[test]
     fn a_service_reads_as_an_object_and_writes_back_the_same_fields() {
