@@ -96,6 +96,18 @@ impl Api {
                 "--broker must be an http(s) URL, not {base}"
             )));
         }
+        // The ID token travels with every call: in the clear only to this machine.
+        let loopback = match base.host() {
+            Some(url::Host::Domain(name)) => name == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if base.scheme() == "http" && !loopback {
+            return Err(ClientError::Usage(format!(
+                "--broker {base} is plain http to another machine, which would send your ID token in the clear; use https"
+            )));
+        }
         // HTTPS to a real broker needs a TLS provider; the library installs none by itself.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -201,6 +213,16 @@ pub fn printable(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_goes_in_the_clear_only_to_this_machine() {
+        let api = |url: &str| Api::new(Url::parse(url).expect("url"), "t".into()).is_ok();
+        assert!(api("http://127.0.0.1:8080"));
+        assert!(api("http://localhost:8080"));
+        assert!(api("https://breakglass.example.com"));
+        assert!(!api("http://breakglass.example.com"));
+        assert!(!api("http://10.0.0.5:8080"));
+    }
 
     #[test]
     fn what_reaches_the_terminal_cannot_carry_escape_sequences_or_direction_overrides() {
