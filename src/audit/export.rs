@@ -99,24 +99,29 @@ impl Encoder {
             }
             Format::Csv => {
                 let detail = canonical_json(&event.detail);
-                let text = |v: &Option<String>| v.clone().unwrap_or_default();
-                let cells = [
-                    event.seq.to_string(),
-                    rfc3339(event.at),
-                    event.actor.clone(),
+                let (seq, at) = (event.seq.to_string(), rfc3339(event.at));
+                fn text(v: &Option<String>) -> &str {
+                    v.as_deref().unwrap_or_default()
+                }
+                let cells: [&str; 13] = [
+                    &seq,
+                    &at,
+                    &event.actor,
                     text(&event.actor_issuer),
                     text(&event.actor_subject),
-                    event.action.clone(),
+                    &event.action,
                     text(&event.request_id),
                     text(&event.ticket),
                     text(&event.target),
                     text(&event.namespace),
-                    detail,
-                    event.prev_hash.clone(),
-                    event.hash.clone(),
+                    &detail,
+                    &event.prev_hash,
+                    &event.hash,
                 ];
-                self.csv
-                    .write_record(cells.iter().map(|c| spreadsheet_safe(c).into_owned()))?;
+                for cell in cells {
+                    self.csv.write_field(spreadsheet_safe(cell).as_bytes())?;
+                }
+                self.csv.write_record(None::<&[u8]>)?;
             }
         }
         Ok(())

@@ -327,6 +327,18 @@ impl<'c> ChainWalk<'c> {
     }
 }
 
+/// Rows read ahead and handed over at once.
+const BATCH: usize = 1024;
+
+/// Ends the reading task when the walk ends first (a problem found, or the caller gone).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Verifies the whole chain, against `checkpoints` (sorted by seq) if any.
 pub async fn verify_store(store: &Store, checkpoints: &[Checkpoint]) -> Result<Report, StoreError> {
     verify_from(store, None, checkpoints).await
@@ -350,13 +362,50 @@ pub async fn verify_from(
         };
         return Ok(walk.report(head, Some(problem)));
     }
-    let mut rows = store.audit_chain(start, head.seq);
-    while let Some(row) = rows.next().await {
-        if let Err(problem) = walk.push(&row?) {
-            return Ok(walk.report(head, Some(problem)));
+    // Reading and decoding the rows runs as a task of its own, a batch at a time, while this
+    // one recomputes each batch's hashes and walks it: the two halves of the work overlap.
+    // Dropping the receiver (a problem found) ends the reader at its next send.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<ChainRow>, StoreError>>(2);
+    let reader = {
+        let store = store.clone();
+        let through = head.seq;
+        tokio::spawn(async move {
+            let mut rows = store.audit_chain(start, through);
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(row) = rows.next().await {
+                match row {
+                    Ok(row) => batch.push(row),
+                    Err(e) => {
+                        if !batch.is_empty() {
+                            let _ = tx.send(Ok(std::mem::take(&mut batch))).await;
+                        }
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+                if batch.len() == BATCH
+                    && tx
+                        .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(Ok(batch)).await;
+            }
+        })
+    };
+    let _reader = AbortOnDrop(reader);
+    while let Some(batch) = rx.recv().await {
+        let batch = batch?;
+        for row in &batch {
+            if let Err(problem) = walk.push(row) {
+                return Ok(walk.report(head, Some(problem)));
+            }
         }
     }
-    drop(rows);
     let problem = walk.finish(&head).err();
     Ok(walk.report(head, problem))
 }

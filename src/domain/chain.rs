@@ -2,6 +2,8 @@
 //! own content. Pure and small, because the store writes it, verification recomputes it, and
 //! every chain ever written depends on it staying byte for byte the same.
 
+use std::io::Write;
+
 use serde_json::Value;
 
 use super::digest::{canonical_json, sha256_hex};
@@ -63,13 +65,14 @@ pub fn hash_text(prev_hash: &str, seq: i64, fields: &Fields<'_>, detail: &str) -
         out.extend_from_slice(b",\"actor_subject\":");
         text(&mut out, subject);
     }
-    out.extend_from_slice(format!(",\"at\":{},\"detail\":", fields.at).as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, ",\"at\":{},\"detail\":", fields.at);
     out.extend_from_slice(detail.as_bytes());
     out.extend_from_slice(b",\"namespace\":");
     optional(&mut out, fields.namespace);
     out.extend_from_slice(b",\"request_id\":");
     optional(&mut out, fields.request_id);
-    out.extend_from_slice(format!(",\"seq\":{seq},\"target\":").as_bytes());
+    let _ = write!(out, ",\"seq\":{seq},\"target\":");
     optional(&mut out, fields.target);
     out.extend_from_slice(b",\"ticket\":");
     optional(&mut out, fields.ticket);
