@@ -287,15 +287,10 @@ async fn execute(command: ClientCommand) -> Result<ExitCode, ClientError> {
             connection,
             comment,
         } => {
-            let path = request_path(&id)?;
-            let api = connect(&connection)?;
-            let rejected = api
-                .post(&format!("{path}/reject"), json!({ "comment": comment }))
-                .await?;
-            print(connection.output, &rejected, |r| {
+            say_with_comment(&id, &connection, "reject", &comment, |r| {
                 format!("rejected {}", show_id(r))
-            });
-            Ok(ExitCode::SUCCESS)
+            })
+            .await
         }
         ClientCommand::Status {
             id,
@@ -333,15 +328,10 @@ async fn execute(command: ClientCommand) -> Result<ExitCode, ClientError> {
             connection,
             comment,
         } => {
-            let path = request_path(&id)?;
-            let api = connect(&connection)?;
-            let closed = api
-                .post(&format!("{path}/close"), json!({ "comment": comment }))
-                .await?;
-            print(connection.output, &closed, |r| {
+            say_with_comment(&id, &connection, "close", &comment, |r| {
                 format!("closing {}: the broker is undoing it", show_id(r))
-            });
-            Ok(ExitCode::SUCCESS)
+            })
+            .await
         }
         ClientCommand::Extend {
             id,
@@ -361,6 +351,23 @@ async fn execute(command: ClientCommand) -> Result<ExitCode, ClientError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `POST .../{verb}` `{comment}` on request `id`, and what the broker answered, printed.
+async fn say_with_comment(
+    id: &str,
+    connection: &Connection,
+    verb: &str,
+    comment: &str,
+    human: impl FnOnce(&Value) -> String,
+) -> Result<ExitCode, ClientError> {
+    let path = request_path(id)?;
+    let api = connect(connection)?;
+    let answer = api
+        .post(&format!("{path}/{verb}"), json!({ "comment": comment }))
+        .await?;
+    print(connection.output, &answer, human);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn show_id(request: &Value) -> &str {
