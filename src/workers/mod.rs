@@ -11,14 +11,16 @@ mod apply;
 pub mod detect;
 mod lease;
 mod notify;
+mod tasks;
 mod undo;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+
+use tasks::Tasks;
 
 use crate::clock::{Clock, Millis};
 use crate::domain::{AuditAction, State};
@@ -46,11 +48,10 @@ pub struct Worker {
     store: Store,
     clock: Clock,
     replica: String,
-    /// Requests a task of this process is working on, so a sweep does not start a second one.
-    in_flight: Mutex<HashSet<String>>,
-    /// Signalled when a task ends: the deadlines it leaves behind may be earlier than the one
-    /// the loop sleeps towards.
-    finished: Notify,
+    /// A task per request this process works on, so a sweep does not start a second one;
+    /// one ending wakes the loop: the deadlines it leaves may be earlier than the one the loop
+    /// sleeps towards.
+    tasks: Arc<Tasks>,
 }
 
 impl Worker {
@@ -60,8 +61,7 @@ impl Worker {
             clock: lifecycle.clock.clone(),
             lifecycle,
             replica: uuid::Uuid::new_v4().to_string(),
-            in_flight: Mutex::new(HashSet::new()),
-            finished: Notify::new(),
+            tasks: Arc::default(),
         })
     }
 
@@ -81,7 +81,7 @@ impl Worker {
                     None => return,
                 },
                 () = self.pause(next) => {}
-                () = self.finished.notified() => {}
+                () = self.tasks.finished() => {}
             }
         }
     }
@@ -110,20 +110,9 @@ impl Worker {
 
     /// Starts a task for the request unless one of this process already works on it.
     fn start(self: &Arc<Self>, id: String) {
-        let fresh = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone());
-        if fresh {
-            let done = Done {
-                worker: self.clone(),
-                id,
-            };
-            tokio::spawn(async move {
-                done.worker.process(&done.id).await;
-            });
-        }
+        let worker = self.clone();
+        self.tasks
+            .start(id.clone(), async move { worker.process(&id).await });
     }
 
     /// Does whatever the request's state calls for, if it is due.
@@ -196,24 +185,6 @@ impl Worker {
             )
             .await?;
         change.commit().await
-    }
-}
-
-/// Marks a task's request as no longer in this process's hands when the task ends, however it
-/// ends (a panic included), and wakes the loop to look at the deadlines it left.
-struct Done {
-    worker: Arc<Worker>,
-    id: String,
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        self.worker
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.id);
-        self.worker.finished.notify_one();
     }
 }
 

@@ -14,13 +14,15 @@
 //! try leaves the row leased; once the lease runs out, another replica (or the same one
 //! restarted) tries again under the same `webhook-id`, which receivers use to drop a repeat.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
+
+use super::tasks::Tasks;
 
 use crate::clock::{Clock, Millis, rfc3339};
 use crate::config::{NotificationConfig, NotificationKind};
@@ -52,16 +54,15 @@ pub struct Notifier {
     endpoints: HashMap<String, Endpoint>,
     http: reqwest::Client,
     replica: String,
-    /// Endpoints a task of this process is delivering to.
-    in_flight: Mutex<HashSet<String>>,
-    finished: Notify,
+    /// A task per endpoint this process delivers to.
+    tasks: Arc<Tasks>,
 }
 
 impl Notifier {
     /// Looks for due messages now: for writers of the outbox that announce no lifecycle
     /// event (the detector's findings).
     pub fn wake(&self) {
-        self.finished.notify_one();
+        self.tasks.wake();
     }
 
     /// None when no endpoint is configured.
@@ -92,8 +93,7 @@ impl Notifier {
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new()),
             replica: uuid::Uuid::new_v4().to_string(),
-            in_flight: Mutex::new(HashSet::new()),
-            finished: Notify::new(),
+            tasks: Arc::default(),
         }))
     }
 
@@ -113,7 +113,7 @@ impl Notifier {
                     }
                 }
                 () = self.pause(next) => {}
-                () = self.finished.notified() => {}
+                () = self.tasks.finished() => {}
             }
         }
     }
@@ -134,7 +134,7 @@ impl Notifier {
     /// When a message of an endpoint this replica knows falls due next, leaving out endpoints
     /// a task of this process is draining already (it ends by waking the loop).
     async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
-        let busy = self.busy();
+        let busy = self.tasks.busy();
         Ok(self
             .store
             .next_message_due()
@@ -144,13 +144,6 @@ impl Notifier {
             .filter(|(endpoint, _)| !busy.contains(endpoint))
             .map(|(_, at)| at)
             .min())
-    }
-
-    fn busy(&self) -> HashSet<String> {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
@@ -163,20 +156,11 @@ impl Notifier {
     }
 
     fn start(self: &Arc<Self>, endpoint: String) {
-        let fresh = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(endpoint.clone());
-        if fresh {
-            let done = Done {
-                notifier: self.clone(),
-                endpoint,
-            };
-            tokio::spawn(async move {
-                done.notifier.drain(&done.endpoint).await;
-            });
-        }
+        let notifier = self.clone();
+        self.tasks.start(
+            endpoint.clone(),
+            async move { notifier.drain(&endpoint).await },
+        );
     }
 
     /// Tries every due message of one endpoint, oldest first.
@@ -373,22 +357,5 @@ impl Notifier {
                 .await?;
         }
         change.commit().await
-    }
-}
-
-/// Marks an endpoint as no longer drained by this process when its task ends, however it ends.
-struct Done {
-    notifier: Arc<Notifier>,
-    endpoint: String,
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        self.notifier
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.endpoint);
-        self.notifier.finished.notify_one();
     }
 }
