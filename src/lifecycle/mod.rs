@@ -279,7 +279,7 @@ impl Lifecycle {
         Ok(Change {
             tx: self.store.begin().await?,
             clock: self.clock.clone(),
-            written: Vec::new(),
+            pending: Vec::new(),
             events: self.events.clone(),
             announcer: self.announcer.clone(),
         })
@@ -338,7 +338,8 @@ impl Lifecycle {
 pub struct Change {
     tx: Tx,
     clock: Clock,
-    written: Vec<AuditEvent>,
+    /// The audit events of this change, appended to the chain just before it commits.
+    pending: Vec<PendingEvent>,
     events: broadcast::Sender<LifecycleEvent>,
     announcer: Option<Arc<Announcer>>,
 }
@@ -371,6 +372,9 @@ impl Change {
     /// Records the audit event alone: for transitions whose state change the caller made with
     /// a store call of its own (an apply sets the expiry with it), and for events that change
     /// no state.
+    ///
+    /// The event takes its place in the chain when the change commits: the chain's head is
+    /// locked from then until the commit, not for the whole change.
     pub async fn record(
         &mut self,
         request: RequestRef<'_>,
@@ -378,36 +382,37 @@ impl Change {
         action: AuditAction,
         detail: Value,
     ) -> Result<(), StoreError> {
-        let announced = self.announcer.as_ref().map(|_| detail.clone());
-        let event = Store::append_audit(
-            &mut self.tx,
-            NewEvent {
-                at: self.clock.now(),
-                actor: actor.name(),
-                person: actor.person(),
-                action,
-                request_id: Some(request.id),
-                ticket: Some(request.ticket),
-                target: Some(request.target),
-                namespace: Some(request.namespace),
-                detail,
-            },
-        )
-        .await?;
-        if let (Some(announcer), Some(detail)) = (&self.announcer, announced) {
-            announcer
-                .announce(&mut self.tx, &event, action, &detail)
-                .await?;
-        }
-        self.written.push(event);
+        self.pending.push(PendingEvent {
+            at: self.clock.now(),
+            actor: actor.name().to_owned(),
+            person: actor
+                .person()
+                .map(|(issuer, subject)| (issuer.to_owned(), subject.to_owned())),
+            action,
+            request_id: request.id.to_owned(),
+            ticket: request.ticket.to_owned(),
+            target: request.target.to_owned(),
+            namespace: request.namespace.to_owned(),
+            detail,
+        });
         Ok(())
     }
 
-    /// Commits, then logs the audit events and publishes the lifecycle events: only what
-    /// committed is logged or announced.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Appends the change's audit events to the chain and announces them, then commits; then
+    /// logs the events and publishes the lifecycle events: only what committed is logged or
+    /// announced.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let new: Vec<NewEvent<'_>> = self.pending.iter().map(PendingEvent::as_new).collect();
+        let written = Store::append_audits(&mut self.tx, &new).await?;
+        if let Some(announcer) = &self.announcer {
+            for (event, pending) in written.iter().zip(&self.pending) {
+                announcer
+                    .announce(&mut self.tx, event, pending.action, &pending.detail)
+                    .await?;
+            }
+        }
         self.tx.commit().await?;
-        for event in &self.written {
+        for event in &written {
             log_event(event);
             if let Some(published) = published(event) {
                 // Nobody listening is fine: subscribers are optional.
@@ -415,6 +420,38 @@ impl Change {
             }
         }
         Ok(())
+    }
+}
+
+/// An audit event of a change in the making.
+struct PendingEvent {
+    at: Millis,
+    actor: String,
+    person: Option<(String, String)>,
+    action: AuditAction,
+    request_id: String,
+    ticket: String,
+    target: String,
+    namespace: String,
+    detail: Value,
+}
+
+impl PendingEvent {
+    fn as_new(&self) -> NewEvent<'_> {
+        NewEvent {
+            at: self.at,
+            actor: &self.actor,
+            person: self
+                .person
+                .as_ref()
+                .map(|(issuer, subject)| (issuer.as_str(), subject.as_str())),
+            action: self.action,
+            request_id: Some(&self.request_id),
+            ticket: Some(&self.ticket),
+            target: Some(&self.target),
+            namespace: Some(&self.namespace),
+            detail: self.detail.clone(),
+        }
     }
 }
 

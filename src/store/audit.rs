@@ -230,53 +230,73 @@ impl Store {
     /// Appends an event to the chain inside the caller's transaction, so the event and the
     /// change it records commit together or not at all.
     pub async fn append_audit(tx: &mut Tx, event: NewEvent<'_>) -> Result<AuditEvent> {
+        let mut written = Store::append_audits(tx, std::slice::from_ref(&event)).await?;
+        Ok(written.remove(0))
+    }
+
+    /// Appends `events`, in order, to the chain inside the caller's transaction.
+    ///
+    /// The chain's head is a single row that every writer must lock: whoever holds it holds
+    /// up every other writer until their transaction ends. So the head is taken here, by one
+    /// statement that moves it past all of `events` at once, and a caller appends only as
+    /// the last thing before it commits (see `lifecycle::Change`), so that nobody waits on
+    /// the head for longer than the end of one short transaction.
+    pub async fn append_audits(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<Vec<AuditEvent>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
         let head =
-            sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+            sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
+                .bind(count)
                 .fetch_one(&mut **tx)
                 .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let prev_hash: String = head.try_get("hash")?;
-        let detail = canonical_json(&event.detail);
-        let hash = chain::hash_text(&prev_hash, seq, &event.fields(), &detail);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
-                request_id, ticket, target, namespace, detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(seq)
-        .bind(event.at)
-        .bind(event.actor)
-        .bind(event.person.map(|(issuer, _)| issuer))
-        .bind(event.person.map(|(_, subject)| subject))
-        .bind(event.action.as_str())
-        .bind(event.request_id)
-        .bind(event.ticket)
-        .bind(event.target)
-        .bind(event.namespace)
-        .bind(detail)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        let last: i64 = head.try_get("seq")?;
+        let mut prev_hash: String = head.try_get("hash")?;
+        let mut written = Vec::with_capacity(events.len());
+        for (seq, event) in (last - count + 1..).zip(events) {
+            let detail = canonical_json(&event.detail);
+            let hash = chain::hash_text(&prev_hash, seq, &event.fields(), &detail);
+            sqlx::query(
+                "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
+                    request_id, ticket, target, namespace, detail, prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(seq)
+            .bind(event.at)
+            .bind(event.actor)
+            .bind(event.person.map(|(issuer, _)| issuer))
+            .bind(event.person.map(|(_, subject)| subject))
+            .bind(event.action.as_str())
+            .bind(event.request_id)
+            .bind(event.ticket)
+            .bind(event.target)
+            .bind(event.namespace)
+            .bind(detail)
+            .bind(&prev_hash)
             .bind(&hash)
             .execute(&mut **tx)
             .await?;
-        let written = AuditEvent {
-            seq,
-            at: event.at,
-            actor: event.actor.to_owned(),
-            actor_issuer: event.person.map(|(issuer, _)| issuer.to_owned()),
-            actor_subject: event.person.map(|(_, subject)| subject.to_owned()),
-            action: event.action.as_str().to_owned(),
-            request_id: event.request_id.map(str::to_owned),
-            ticket: event.ticket.map(str::to_owned),
-            target: event.target.map(str::to_owned),
-            namespace: event.namespace.map(str::to_owned),
-            detail: event.detail,
-            prev_hash,
-            hash,
-        };
+            written.push(AuditEvent {
+                seq,
+                at: event.at,
+                actor: event.actor.to_owned(),
+                actor_issuer: event.person.map(|(issuer, _)| issuer.to_owned()),
+                actor_subject: event.person.map(|(_, subject)| subject.to_owned()),
+                action: event.action.as_str().to_owned(),
+                request_id: event.request_id.map(str::to_owned),
+                ticket: event.ticket.map(str::to_owned),
+                target: event.target.map(str::to_owned),
+                namespace: event.namespace.map(str::to_owned),
+                detail: event.detail.clone(),
+                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            });
+        }
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(&prev_hash)
+            .execute(&mut **tx)
+            .await?;
         Ok(written)
     }
 
