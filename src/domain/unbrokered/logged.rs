@@ -39,7 +39,8 @@ impl LoggedWrite {
         let at = chrono::DateTime::parse_from_rfc3339(entry["timestamp"].as_str()?)
             .ok()?
             .timestamp_millis();
-        let (namespace, name) = resource_name(payload["resourceName"].as_str()?)?;
+        let resource = payload["resourceName"].as_str()?;
+        let (namespace, name) = resource_name(resource)?;
         let mut object = if payload["response"]["metadata"].is_object() {
             payload["response"].clone()
         } else {
@@ -47,6 +48,12 @@ impl LoggedWrite {
         };
         let map = object.as_object_mut()?;
         map.remove("@type");
+        // A patch body need not say what it patches; the resource name does.
+        if let Some((api_version, kind)) = type_of(resource) {
+            map.entry("apiVersion")
+                .or_insert_with(|| api_version.into());
+            map.entry("kind").or_insert_with(|| kind.into());
+        }
         let metadata = map
             .entry("metadata")
             .or_insert_with(|| Value::Object(Default::default()));
@@ -112,6 +119,23 @@ fn resource_name(text: &str) -> Option<(String, String)> {
 /// `controller: true`, else the first.
 pub fn owner_of(object: &Value) -> Option<&Value> {
     owner_reference(object)
+}
+
+/// The `apiVersion` and kind a resource name (`apps/v1/namespaces/NS/deployments/NAME`)
+/// names, for the kinds that carry a pod spec.
+fn type_of(resource: &str) -> Option<(String, &'static str)> {
+    let mut parts = resource.split('/');
+    let (group, version) = (parts.next()?, parts.next()?);
+    let plural = parts.nth(2)?;
+    let kind = POD_KINDS
+        .into_iter()
+        .find(|kind| format!("{}s", kind.to_ascii_lowercase()) == plural)?;
+    let api_version = if group == "core" {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some((api_version, kind))
 }
 
 /// What the broker found of the logged object and its owners on the target.
@@ -217,6 +241,18 @@ mod tests {
         let mut deleted = logged(pod("u1", None));
         deleted["protoPayload"]["methodName"] = json!("io.k8s.core.v1.pods.delete");
         assert!(LoggedWrite::from_entry(&deleted).is_none());
+        let mut patch = logged(Value::Null);
+        patch["protoPayload"]["methodName"] = json!("io.k8s.apps.v1.deployments.patch");
+        patch["protoPayload"]["resourceName"] = json!("apps/v1/namespaces/prod/deployments/d");
+        patch["protoPayload"]["request"] = json!({ "spec": { "template": { "metadata": {
+            "labels": { BREAKGLASS_LABEL: "true" } } } } });
+        let write = LoggedWrite::from_entry(&patch).expect("a patch without a stored object");
+        assert_eq!(
+            (&write.object["apiVersion"], &write.object["kind"]),
+            (&json!("apps/v1"), &json!("Deployment"))
+        );
+        assert_eq!((write.name(), write.uid()), ("d", "log-entry/e1"));
+        assert!(write.carries_breakglass());
         let mut secret = logged(json!({ "kind": "Secret", "metadata": { "uid": "s" } }));
         secret["protoPayload"]["resourceName"] = json!("core/v1/namespaces/prod/secrets/s");
         assert!(LoggedWrite::from_entry(&secret).is_none());

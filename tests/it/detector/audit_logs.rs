@@ -2,7 +2,8 @@
 //! deployer's breakglass on the simulated GKE cluster, deleted before the broker could list
 //! it, is still a finding, read from the simulated Logging API; the broker's own live
 //! breakglass is not; a restart adds nothing; and the simulated Logging API refuses what the
-//! real one refuses.
+//! real one refuses (`api.rs`). `check-config` (`config.rs`) and the reader's store
+//! (`store.rs`, on SQLite and PostgreSQL) have their own files.
 //!
 //! The broker cannot list a cluster it has no token for: these tests start with the simulated
 //! metadata server down, let the deployer write and delete, then bring it back, so the
@@ -10,13 +11,16 @@
 
 use std::sync::Arc;
 
-use breakglass_broker::config::Config;
 use breakglass_broker::dev::deployer::DEPLOYER;
 use breakglass_broker::dev::sim_cluster::{BROKER_USER, ObjectKey};
 use breakglass_broker::workers::audit_logs::AuditLogReader;
 
 use super::*;
 use crate::common::{HOTFIX_IMAGE, deployment};
+
+mod api;
+mod config;
+mod store;
 
 const GKE: &str = "dev-gke";
 
@@ -348,162 +352,4 @@ async fn the_brokers_own_live_breakglass_never_becomes_a_finding_through_the_log
     assert!(report.new.is_empty(), "{report:?}");
     assert!(alerts(&env, "").await.is_empty());
     assert_eq!(audit_count(&env, "breakglass.unbrokered").await, 0);
-}
-
-#[tokio::test]
-async fn the_simulated_logging_api_refuses_a_filter_it_cannot_parse_and_a_caller_without_a_valid_token()
- {
-    let env = TestEnv::start().await;
-    env.env.gke.sim.set_admission_policy(false);
-    for name in ["one", "two"] {
-        create_on_gke(&env, "/api/v1/namespaces/prod/pods", &labelled_pod(name)).await;
-    }
-    let token = crate::cloud_run::metadata_token(&env).await;
-    let url = format!("{}/v2/entries:list", env.env.logging_url);
-    let list = |token: Option<&str>, body: Value| {
-        let mut request = env.http.post(&url).json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        async move {
-            let response = request.send().await.expect("answers");
-            let status = response.status();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
-    };
-    let query =
-        |filter: &str| json!({ "resourceNames": ["projects/dev-project"], "filter": filter });
-
-    for bad in [
-        r#""image-policy.k8s.io/break-glass""#,
-        r#"protoPayload.methodName=~"pods\.create""#,
-        r#"resource.type="k8s_cluster" AND (timestamp>="2020-01-01T00:00:00Z""#,
-    ] {
-        let (status, body) = list(Some(&token), query(bad)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
-        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{body}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("filter"),
-            "{body}"
-        );
-    }
-    let good = r#"resource.type="k8s_cluster" AND protoPayload.request.metadata.labels."image-policy.k8s.io/break-glass"="true""#;
-    let (status, body) = list(None, query(good)).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
-    let (status, _) = list(Some("ya29.forged"), query(good)).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) = list(
-        Some(&token),
-        json!({ "resourceNames": ["projects/someone-else"], "filter": good }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = list(
-        Some(&token),
-        json!({ "resourceNames": ["projects/dev-project"], "filter": good, "orderBy": "insertId" }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-
-    // The same query with a valid token: both admissions, a page at a time, oldest first.
-    let mut paged = query(good);
-    paged["pageSize"] = json!(1);
-    let (status, first) = list(Some(&token), paged.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{first}");
-    assert_eq!(first["entries"].as_array().map(Vec::len), Some(1));
-    assert_eq!(
-        first["entries"][0]["protoPayload"]["resourceName"],
-        "core/v1/namespaces/prod/pods/one"
-    );
-    assert_eq!(
-        first["entries"][0]["resource"]["labels"]["cluster_name"],
-        GKE
-    );
-    paged["pageToken"] = first["nextPageToken"].clone();
-    let (status, second) = list(Some(&token), paged.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{second}");
-    assert_eq!(
-        second["entries"][0]["protoPayload"]["methodName"],
-        "io.k8s.core.v1.pods.create"
-    );
-    assert!(second["nextPageToken"].is_null(), "{second}");
-    paged["pageToken"] = json!("not-a-token");
-    let (status, _) = list(Some(&token), paged).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-}
-
-fn config_with(target: &str) -> anyhow::Result<Config> {
-    Config::parse(&format!(
-        r#"public_url = "https://breakglass.example.com"
-database_url = "sqlite://broker.db"
-
-[oidc]
-issuer = "https://accounts.google.com"
-client_id = "breakglass"
-
-[roles]
-requesters = ["oncall"]
-
-[[targets]]
-name = "prod-gke"
-namespaces = ["payments"]
-max_duration = "4h"
-approvals = [{{ group = "sre", count = 1 }}]
-images = {{ registries = ["us-docker.pkg.dev/acme/"] }}
-ticket_pattern = "^INC-[0-9]+$"
-{target}
-"#
-    ))
-}
-
-#[test]
-fn check_config_takes_audit_logs_on_gke_targets_that_name_their_cluster_and_nowhere_else() {
-    let by_api = "kind = \"gke\"\ncredentials = \"google\"\nproject = \"acme-prod\"\nlocation = \"us-central1\"\ncluster = \"prod\"\naudit_logs = true";
-    let config = config_with(by_api).expect("a GKE target found through the GKE API");
-    assert!(config.targets[0].audit_logs);
-    assert_eq!(
-        config.targets[0].logging_api(),
-        "https://logging.googleapis.com"
-    );
-    let by_kubeconfig = "kind = \"gke\"\ncredentials = \"kubeconfig\"\nkubeconfig = \"/etc/k\"\nproject = \"acme-prod\"\nlocation = \"us-central1\"\ncluster = \"prod\"\naudit_logs = true\nlogging_api = \"http://127.0.0.1:8089\"";
-    config_with(by_kubeconfig).expect("a GKE target reached by kubeconfig names its cluster");
-    assert!(
-        !config_with("kind = \"gke\"\ncredentials = \"in-cluster\"")
-            .expect("off by default")
-            .targets[0]
-            .audit_logs
-    );
-
-    for (target, expected) in [
-        (
-            "kind = \"kubernetes\"\ncredentials = \"in-cluster\"\naudit_logs = true",
-            "audit_logs = true reads a GKE cluster's Cloud Audit Logs: it needs kind = \"gke\"",
-        ),
-        (
-            "kind = \"gke\"\ncredentials = \"in-cluster\"\nproject = \"acme-prod\"\naudit_logs = true",
-            "audit_logs = true needs location",
-        ),
-        (
-            "kind = \"gke\"\ncredentials = \"in-cluster\"\nproject = \"acme-prod\"",
-            "project is only read with kind = \"gke\" and credentials = \"google\"",
-        ),
-        (
-            "kind = \"gke\"\ncredentials = \"in-cluster\"\nlogging_api = \"https://logging.example.com\"",
-            "logging_api is only read with audit_logs = true",
-        ),
-        (
-            &format!("{by_api}\nlogging_api = \"http://logging.example.com\""),
-            "must be https (plain http only on loopback",
-        ),
-    ] {
-        let error = format!("{:#}", config_with(target).expect_err(target));
-        assert!(error.contains(expected), "{target}\n-> {error}");
-    }
 }
