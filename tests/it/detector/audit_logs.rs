@@ -130,7 +130,9 @@ async fn an_admission_seen_only_in_the_audit_logs_becomes_a_finding_with_the_wri
     );
 
     env.env.gke.metadata.set_down(false);
-    let (finding, _) = finding_for(&env, &uid, Duration::from_secs(60)).await;
+    let (finding, took) = finding_for(&env, &uid, Duration::from_secs(60)).await;
+    // The credentials' retry after the outage (up to 10 s) and one read (every 5 s).
+    eprintln!("log-only finding {took:?} after the metadata server came back");
 
     assert_eq!(finding["target"], GKE);
     assert_eq!(
@@ -280,7 +282,12 @@ async fn a_restarted_broker_and_replicas_reading_the_same_log_add_no_second_find
     .timestamp_millis();
     assert!(cursor >= logged_at, "{cursor} < {logged_at}");
     let restarted = reader(&env).await;
+    let started = Instant::now();
     let report = restarted.read(&entry).await.expect("reads");
+    eprintln!(
+        "a restarted reader's first read took {:?}",
+        started.elapsed()
+    );
     assert!(report.new.is_empty(), "{report:?}");
     // Even with its cursor lost, a restart reads the entry again and adds nothing.
     sqlx::query("DELETE FROM audit_log_cursors")
