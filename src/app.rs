@@ -154,6 +154,17 @@ impl Broker {
             self.notifier.clone(),
         );
         tokio::spawn(detector.run());
+        // Reads Cloud Audit Logs where audit_logs = true (src/workers/audit_logs.rs).
+        let audit_logs = crate::workers::audit_logs::AuditLogReader::new(
+            self.state.store.clone(),
+            self.state.clock.clone(),
+            self.state.lifecycle.targets.clone(),
+            self.state.lifecycle.announcer(),
+            self.notifier.clone(),
+        );
+        if audit_logs.has_work() {
+            tokio::spawn(audit_logs.run());
+        }
         Some(tokio::spawn(self.worker.clone().run(queue)))
     }
 }

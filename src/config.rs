@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
+/// What `check-config` asks of a target that reads Cloud Audit Logs.
+mod audit_logs;
 mod gke;
 mod lines;
 /// `[[notifications]]`: Slack and Standard Webhooks endpoints.
@@ -248,6 +250,13 @@ pub struct TargetConfig {
     /// `"alert"` (the default) or `"remove"`.
     #[serde(default)]
     pub on_unbrokered: OnUnbrokered,
+    /// For `kind = "gke"`: also read the cluster's Cloud Audit Logs for breakglass admissions
+    /// the broker did not make (see [`audit_logs`]), through the Logging API at `logging_api`
+    /// (Google's unless a simulation's).
+    #[serde(default)]
+    pub audit_logs: bool,
+    #[serde(default)]
+    pub logging_api: Option<url::Url>,
 }
 
 fn default_window() -> Duration {
@@ -477,6 +486,7 @@ impl TargetConfig {
             problem("credentials = \"kubeconfig\" needs kubeconfig = \"path\"".into())
         }
         self.google_problems(&mut problem);
+        self.audit_log_problems(&mut problem);
         problems
     }
 

@@ -47,7 +47,14 @@ impl TargetConfig {
             // Cloud Run's own checks speak for it.
             (TargetKind::CloudRun, _) => return,
             _ => {
-                for (key, _) in gke_keys.iter().filter(|(_, set)| *set) {
+                // With audit_logs, project, location and cluster say whose logs to read.
+                let named_for_logs = |key: &str| {
+                    self.audit_logs && ["project", "location", "cluster"].contains(&key)
+                };
+                for (key, _) in gke_keys
+                    .iter()
+                    .filter(|(key, set)| *set && !named_for_logs(key))
+                {
                     problem(format!(
                         "{key} is only read with kind = \"gke\" and credentials = \"google\"; remove it or change credentials"
                     ));
@@ -66,7 +73,8 @@ impl TargetConfig {
                 if let Some(text) = endpoint_problem(endpoint) {
                     problem(text);
                 }
-                if self.project.is_some() || self.location.is_some() || self.cluster.is_some() {
+                let named = self.project.is_some() || self.location.is_some() || self.cluster.is_some();
+                if named && !self.audit_logs {
                     problem(
                         "give either project, location and cluster (the GKE API tells the endpoint and CA) or endpoint and ca_file, not both"
                             .into(),
@@ -107,7 +115,7 @@ impl TargetConfig {
 }
 
 /// A project id (possibly domain-scoped), location or cluster name: it goes into a URL path.
-fn is_resource_id(value: &str) -> bool {
+pub(super) fn is_resource_id(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 100
         && value
@@ -145,7 +153,7 @@ fn container_api_problem(api: &str) -> Option<String> {
     }
 }
 
-fn is_loopback(url: &url::Url) -> bool {
+pub(super) fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

@@ -1,7 +1,8 @@
 //! The simulated GKE cluster: a [`SimCluster`] served over HTTPS with a CA of its own, made
-//! at start, that takes as bearer tokens only those the simulated metadata server issued and
-//! has not yet seen expire. Anonymous reads stay open, as on `dev-cluster`, so that people's
-//! kubectl reads it.
+//! at start, that takes as bearer tokens those the simulated metadata server issued and has
+//! not yet seen expire (the broker's), and the tokens of people the cluster lets deploy
+//! ([`SimCluster::add_writer`]: dev's deployer, as a person's own Google token would be on
+//! GKE). Anonymous reads stay open, as on `dev-cluster`, so that people's kubectl reads it.
 
 use std::sync::Arc;
 
@@ -62,6 +63,7 @@ impl ClusterTls {
 #[derive(Clone)]
 struct Gate {
     metadata: MetadataServer,
+    sim: SimCluster,
     /// The simulated cluster's own write token, which only this gate knows and sends.
     write_token: String,
 }
@@ -71,6 +73,7 @@ pub fn router(sim: &SimCluster, metadata: MetadataServer, write_token: String) -
     sim.router().layer(axum::middleware::from_fn_with_state(
         Gate {
             metadata,
+            sim: sim.clone(),
             write_token,
         },
         gate,
@@ -94,10 +97,25 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
             next.run(request).await
         }
         Some(TokenCheck::Expired) => unauthorized("the access token has expired"),
+        // A person's own token goes to the cluster as it came, which writes as that person.
+        Some(TokenCheck::Unknown)
+            if bearer(&request).is_some_and(|token| gate.sim.knows_writer(token)) =>
+        {
+            next.run(request).await
+        }
         Some(TokenCheck::Unknown) => {
             unauthorized("the access token was not issued by the metadata server")
         }
     }
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value.strip_prefix("Bearer ").map(str::trim)
 }
 
 fn unauthorized(message: &str) -> Response {

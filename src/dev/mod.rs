@@ -7,6 +7,7 @@ pub mod google;
 pub mod host;
 pub mod idp;
 pub mod sim_cluster;
+pub mod sim_logging;
 pub mod sim_run;
 pub mod standalone;
 
@@ -65,6 +66,10 @@ pub struct DevEnv {
     pub deployer: deployer::Deployer,
     /// The simulated metadata server, GKE API and HTTPS cluster behind `dev-gke`.
     pub gke: gke_cluster::DevGke,
+    /// The simulated Cloud Logging API's root (`POST /v2/entries:list`), with `dev-gke`'s
+    /// Admin Activity audit log.
+    pub logging_url: String,
+    pub logging: sim_logging::SimLogging,
     pub idp: DevIdp,
     pub broker: Broker,
 }
@@ -139,6 +144,25 @@ async fn start_inner(
 
     let gke = gke_cluster::start(addr.ip()).await?;
     gke.metadata.set_down(metadata_down);
+    // The deployer may deploy on the GKE cluster too, with the same token of their own.
+    gke.sim.add_writer(&deployer.token, deployer::DEPLOYER);
+    let logging = sim_logging::SimLogging::new(
+        gke.metadata.clone(),
+        vec![sim_logging::ClusterLog {
+            sim: gke.sim.clone(),
+            project: gke_cluster::PROJECT.into(),
+            location: gke_cluster::LOCATION.into(),
+            cluster: gke_cluster::GKE_TARGET.into(),
+        }],
+    );
+    let logging_listener = TcpListener::bind((addr.ip(), 0)).await?;
+    let logging_url = format!("http://{}", logging_listener.local_addr()?);
+    let logging_router = logging.router();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(logging_listener, logging_router).await {
+            tracing::error!(error = %e, "the simulated Logging API stopped");
+        }
+    });
     // The simulated Cloud Run takes only tokens the simulated metadata server issued.
     let metadata = gke.metadata.clone();
     let run = SimRun::new(SimRunConfig {
@@ -169,7 +193,9 @@ async fn start_inner(
     config.oidc.decision_max_age = options.decision_max_age;
     config.notifications = notifications;
     let run_api: url::Url = run_url.parse()?;
-    config.targets.push(dev_gke_target(&gke.api_url));
+    config
+        .targets
+        .push(dev_gke_target(&gke.api_url, logging_url.parse()?));
     config.targets.push(dev_run_target(&run_url)?);
     config
         .targets
@@ -218,6 +244,8 @@ async fn start_inner(
         sim,
         deployer,
         gke,
+        logging_url,
+        logging,
         idp,
         broker,
     })
@@ -298,12 +326,15 @@ pub fn dev_target(kubeconfig: &Path) -> TargetConfig {
         max_extensions: 2,
         require_review: false,
         on_unbrokered: Default::default(),
+        audit_logs: false,
+        logging_api: None,
     }
 }
 
 /// The `dev-gke` target: `dev-cluster`'s policy, on the simulated GKE cluster, reached with
-/// the broker's Google identity through the simulated GKE API at `container_api`.
-pub fn dev_gke_target(container_api: &str) -> TargetConfig {
+/// the broker's Google identity through the simulated GKE API at `container_api`, its Cloud
+/// Audit Logs read through the simulated Logging API at `logging_api`.
+pub fn dev_gke_target(container_api: &str, logging_api: url::Url) -> TargetConfig {
     TargetConfig {
         name: gke_cluster::GKE_TARGET.into(),
         kind: TargetKind::Gke,
@@ -313,6 +344,8 @@ pub fn dev_gke_target(container_api: &str) -> TargetConfig {
         location: Some(gke_cluster::LOCATION.into()),
         cluster: Some(gke_cluster::GKE_TARGET.into()),
         container_api: Some(container_api.to_owned()),
+        audit_logs: true,
+        logging_api: Some(logging_api),
         ..dev_target(Path::new("unused"))
     }
 }
@@ -370,11 +403,12 @@ pub fn banner(env: &DevEnv) -> String {
          simulated GKE API: {gke_api}  (clusters.get; paths start with /v1/)\n\
          simulated metadata server: {metadata}  (GCE_METADATA_HOST={metadata_host})\n\
          simulated Cloud Run: {run}\n\
+         simulated Cloud Logging: {logging}  (entries:list; dev-gke's Admin Activity audit log)\n\
          kubeconfig:        {kubeconfig}\n\
          deployer's kubeconfig: {deployer}  (deployer@example.com, may deploy in default and prod; not the broker)\n\n\
          personas:\n{personas}\n\n\
          target {TARGET}: namespaces default, prod; 2 approvals from approvers; images from us-docker.pkg.dev/ by digest\n\
-         target dev-gke: the same policy, on the simulated GKE cluster, with the broker's Google identity\n\
+         target dev-gke: the same policy, on the simulated GKE cluster, with the broker's Google identity; its Cloud Audit Logs are read too\n\
          target {RUN_TARGET}: Cloud Run service {RUN_SERVICE} in {RUN_PROJECT}/{RUN_REGION}; the same rules, with the broker's Google identity\n",
         base = env.base_url,
         issuer = env.issuer,
@@ -384,6 +418,7 @@ pub fn banner(env: &DevEnv) -> String {
         metadata = env.gke.metadata_url,
         metadata_host = env.gke.metadata_url.trim_start_matches("http://"),
         run = env.run_url,
+        logging = env.logging_url,
         kubeconfig = env.kubeconfig.display(),
         deployer = env.deployer.kubeconfig.display(),
         personas = personas.join("\n"),

@@ -230,6 +230,45 @@ impl Store {
             Some(row) => row.try_get::<i64, _>("episode")? + 1,
             None => 1,
         };
+        self.insert_finding(target, suspect, episode, now, announce)
+            .await
+    }
+
+    /// Records a finding of an object that has never had one on `target` (its first
+    /// episode), with its event, unless it has one already: how Cloud Audit Logs report an
+    /// admission, since a log entry cannot tell which of an object's episodes it belongs to.
+    pub async fn record_first_sighting<A>(
+        &self,
+        target: &str,
+        suspect: &Suspect,
+        now: Millis,
+        announce: A,
+    ) -> Result<Option<(Finding, AuditEvent)>>
+    where
+        A: for<'t> FnOnce(
+            &'t mut super::Tx,
+            &'t AuditEvent,
+        ) -> futures_util::future::BoxFuture<'t, Result<()>>,
+    {
+        self.insert_finding(target, suspect, 1, now, announce).await
+    }
+
+    /// Inserts the finding of this episode and its event, unless another replica did.
+    async fn insert_finding<A>(
+        &self,
+        target: &str,
+        suspect: &Suspect,
+        episode: i64,
+        now: Millis,
+        announce: A,
+    ) -> Result<Option<(Finding, AuditEvent)>>
+    where
+        A: for<'t> FnOnce(
+            &'t mut super::Tx,
+            &'t AuditEvent,
+        ) -> futures_util::future::BoxFuture<'t, Result<()>>,
+    {
+        let members = text(&suspect.members);
         let mut tx = self.begin().await?;
         let id = uuid::Uuid::now_v7().to_string();
         let inserted = sqlx::query(

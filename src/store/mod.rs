@@ -2,6 +2,7 @@
 //! sqlx's `Any` driver; the migrations are kept per database so each can grow its own.
 
 mod audit;
+mod audit_logs;
 mod audit_search;
 mod findings;
 mod looks;

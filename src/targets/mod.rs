@@ -2,6 +2,7 @@
 //! drive and each kind of target implements, and one [`Registry`] that gives a target's name
 //! its configuration, policy and client.
 
+pub mod audit_logs;
 pub mod cloud_run;
 pub mod gke;
 pub mod kubernetes;

@@ -41,6 +41,8 @@ pub struct UnknownTarget {
 pub struct Registry {
     /// In configuration order, which is the order people see them in.
     entries: Arc<Vec<Arc<TargetEntry>>>,
+    /// The broker's Google identity, when a target uses it (credentials or audit logs).
+    google: Option<GoogleAuth>,
 }
 
 impl Registry {
@@ -78,20 +80,33 @@ impl Registry {
                 )),
                 None => Arc::new(connect(config).await?),
             };
+            if config.audit_logs {
+                // Cloud Audit Logs are read with the broker's Google identity, whatever
+                // credentials reach the cluster.
+                auth()?;
+            }
             entries.push(TargetEntry {
                 policy: config.policy()?,
                 client,
                 config: config.clone(),
             });
         }
-        Ok(Registry::new(entries))
+        let mut registry = Registry::new(entries);
+        registry.google = google;
+        Ok(registry)
     }
 
     /// A registry of these entries, e.g. with a test double as a client.
     pub fn new(entries: Vec<TargetEntry>) -> Registry {
         Registry {
             entries: Arc::new(entries.into_iter().map(Arc::new).collect()),
+            google: None,
         }
+    }
+
+    /// The broker's Google credentials, if any target needed them.
+    pub fn google(&self) -> Option<&GoogleAuth> {
+        self.google.as_ref()
     }
 
     pub fn get(&self, name: &str) -> Result<&Arc<TargetEntry>, UnknownTarget> {

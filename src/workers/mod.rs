@@ -8,6 +8,7 @@
 //! ([`lease::Lease`]), so with several replicas each request is applied once and undone once.
 
 mod apply;
+pub mod audit_logs;
 pub mod detect;
 mod lease;
 mod notify;

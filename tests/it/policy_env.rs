@@ -66,6 +66,8 @@ pub fn strict_target() -> TargetConfig {
         max_extensions: 2,
         require_review: false,
         on_unbrokered: Default::default(),
+        audit_logs: false,
+        logging_api: None,
     }
 }
 

@@ -107,6 +107,19 @@ pub struct BreakglassAdmission {
     pub labels: BTreeMap<String, String>,
     /// Annotations of the pod template (or Pod).
     pub annotations: BTreeMap<String, String>,
+    /// The write as GKE's audit log names it: `io.k8s.apps.v1.deployments.create` (a
+    /// server-side apply is a `patch`, a replace an `update`).
+    #[serde(default)]
+    pub method: String,
+    /// The object as GKE's audit log names it: `apps/v1/namespaces/prod/deployments/api`.
+    #[serde(default)]
+    pub resource_name: String,
+    /// What the writer sent: the object, the patch or the apply configuration.
+    #[serde(default)]
+    pub request: Value,
+    /// The object as the write stored it, with its UID and resourceVersion.
+    #[serde(default)]
+    pub response: Value,
 }
 
 /// Successful writes to one object, by kind; dry runs and refused writes do not count.
@@ -348,6 +361,11 @@ impl SimCluster {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((token.to_owned(), user.to_owned()));
+    }
+
+    /// Whether this bearer token is one a person was given with [`SimCluster::add_writer`].
+    pub fn knows_writer(&self, token: &str) -> bool {
+        self.writer(token).is_some()
     }
 
     /// The person a writer's token belongs to.

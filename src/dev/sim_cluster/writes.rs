@@ -261,13 +261,15 @@ fn fields_v1(written: &Value, top: bool) -> Value {
     Value::Object(fields)
 }
 
-/// Runs admission on the object as it would be stored, then stores it unless dry-run.
+/// Runs admission on the object as it would be stored, then stores it unless dry-run. A
+/// breakglass admission is recorded with `request` (what the writer sent) and the object as
+/// stored, as GKE's audit log keeps them.
 fn admit_and_commit(
     store: &mut Store,
     w: &Write,
     name: &str,
     kind: WriteKind,
-    object: Value,
+    (object, request): (Value, Value),
     owners: Owners,
 ) -> Result<Value, ApiError> {
     let verdict = admission::admit(w.res, name, &object, w.attested)?;
@@ -307,6 +309,18 @@ fn admit_and_commit(
         annotations,
     } = verdict
     {
+        let res = w.res;
+        let group = if res.group.is_empty() {
+            "core"
+        } else {
+            res.group
+        };
+        let verb = match kind {
+            WriteKind::Create => "create",
+            WriteKind::Replace => "update",
+            WriteKind::Apply | WriteKind::Patch => "patch",
+            WriteKind::Delete => "delete",
+        };
         store.record_admission(BreakglassAdmission {
             at: unix_millis(SystemTime::now()),
             key,
@@ -314,6 +328,13 @@ fn admit_and_commit(
             user: w.user.to_owned(),
             labels,
             annotations,
+            method: format!("io.k8s.{group}.{}.{}.{verb}", res.version, res.plural),
+            resource_name: format!(
+                "{group}/{}/namespaces/{}/{}/{name}",
+                res.version, w.namespace, res.plural
+            ),
+            request,
+            response: object.clone(),
         });
     }
     Ok(object)
@@ -360,8 +381,16 @@ pub(crate) fn create(store: &mut Store, w: &Write, body: Value) -> Result<Value,
     if store.stored(&key_for(w.res, w.namespace, &name)).is_some() {
         return Err(ApiError::already_exists(w.res, &name));
     }
+    let request = object.clone();
     stamp(&mut object, w, &name, None, "Update", None);
-    admit_and_commit(store, w, &name, WriteKind::Create, object, Owners::new())
+    admit_and_commit(
+        store,
+        w,
+        &name,
+        WriteKind::Create,
+        (object, request),
+        Owners::new(),
+    )
 }
 
 /// Server-side apply; the flag says whether the object was created.
@@ -395,7 +424,7 @@ pub(crate) fn apply(
         "Apply",
         Some(&applied),
     );
-    let object = admit_and_commit(store, w, name, WriteKind::Apply, object, owners)?;
+    let object = admit_and_commit(store, w, name, WriteKind::Apply, (object, applied), owners)?;
     Ok((object, existing.is_none()))
 }
 
@@ -411,10 +440,18 @@ pub(crate) fn replace(
         return Err(ApiError::not_found(w.res, name));
     };
     check_resource_version(w, name, &object, &stored.object)?;
+    let request = object.clone();
     stamp(&mut object, w, name, Some(&stored.object), "Update", None);
     let mut owners = stored.owners;
     merge::disown_changed(&mut owners, &stored.object, &object);
-    admit_and_commit(store, w, name, WriteKind::Replace, object, owners)
+    admit_and_commit(
+        store,
+        w,
+        name,
+        WriteKind::Replace,
+        (object, request),
+        owners,
+    )
 }
 
 /// JSON merge patch (strategic merge patches are treated the same way).
@@ -441,7 +478,7 @@ pub(crate) fn patch(
     );
     let mut owners = stored.owners;
     merge::disown_changed(&mut owners, &stored.object, &object);
-    admit_and_commit(store, w, name, WriteKind::Patch, object, owners)
+    admit_and_commit(store, w, name, WriteKind::Patch, (object, patch), owners)
 }
 
 /// `DELETE`: checks preconditions, removes the object and returns it.

@@ -22,6 +22,9 @@ use super::stamp::REQUEST_ID;
 use super::{BREAKGLASS_ANNOTATION, BREAKGLASS_LABEL};
 
 mod cloud_run;
+mod logged;
+
+pub use logged::{Found, LoggedWrite, judge, live_when_written, owner_of};
 
 pub use cloud_run::{
     RUN_BREAKGLASS_ANNOTATION, removable_service, stamped_services, unbrokered_services,
@@ -83,10 +86,16 @@ pub enum Reason {
     LabelNotWrittenByBroker,
     /// The older annotation, which the broker never sets.
     LegacyAnnotation,
+    /// Cloud Audit Logs recorded the admission, and the object was gone when the broker
+    /// looked: the log entry is the evidence.
+    SeenOnlyInAuditLogs { insert_id: String },
+    /// An owner in the object's controller chain could not be found, so the chain could not be
+    /// followed to a workload of the broker's: reported under that owner (fail closed).
+    OwnerNotFound { owner: Member },
 }
 
 /// An object of the cluster, by kind, name and UID.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct Member {
     pub kind: String,
     pub name: String,

@@ -160,6 +160,7 @@ fn reasons(finding: &Value) -> Vec<String> {
         .collect()
 }
 
+mod audit_logs;
 mod cloud_run;
 mod deployer;
 mod kubernetes;
