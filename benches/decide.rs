@@ -45,7 +45,7 @@ impl Proc {
             .stdout(out.try_clone()?)
             .stderr(out)
             .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info,sqlx=warn,kube=warn,tower_http=warn")
             .kill_on_drop(true)
             .spawn()?;
         Ok(Proc { child, log })
