@@ -165,3 +165,4 @@ mod deployer;
 mod kubernetes;
 mod notify;
 mod replicas;
+mod watch;
