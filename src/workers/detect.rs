@@ -5,14 +5,15 @@
 //! none).
 //!
 //! Kubernetes and GKE targets are watched, not listed again and again: a watch per kind keeps
-//! a [`Picture`] of the cluster (`src/targets/watch.rs`), and each change to a breakglass
-//! object wakes an evaluation [`DEBOUNCE`] later, so that a Deployment with its ReplicaSet
-//! and Pods is evaluated once. The picture is also evaluated every [`REVIEW`] without any
-//! request to the cluster, since what the broker knows of its own applies changes without the
-//! cluster changing, and a removal the cluster refused is tried again. Every [`BACKSTOP`]
-//! each watch lists its kind in full again. Cloud Run has no watch API: its services are
-//! listed every [`POLL`]. (Real time throughout: a finding must come within seconds of the
-//! write, whatever a test's manual clock says; times recorded come from the broker's clock.)
+//! a [`Picture`] of the cluster (`src/targets/watch.rs`), and a change to a breakglass object
+//! wakes an evaluation once the target has been quiet for [`DEBOUNCE`] (at most [`SETTLE`]
+//! after the change), so that a Deployment with its ReplicaSet and Pods is evaluated once.
+//! The picture is also evaluated every [`REVIEW`] without any request to the cluster, since
+//! what the broker knows of its own applies changes without the cluster changing, and a
+//! removal the cluster refused is tried again. Every [`BACKSTOP`] each watch lists its kind in
+//! full again. Cloud Run has no watch API: its services are listed every [`POLL`]. (Real time
+//! throughout: a finding must come within seconds of the write, whatever a test's manual clock
+//! says; times recorded come from the broker's clock.)
 //!
 //! An episode ends only when a complete view no longer shows it: a full list, or a picture
 //! whose every watch has finished its first list and none is listing again. With several
@@ -42,9 +43,14 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// How often each watch of a Kubernetes or GKE target lists its kind in full again.
 pub const BACKSTOP: Duration = Duration::from_secs(5 * 60);
 
-/// How long after a change a watched target is evaluated: changes that come together (a
-/// Deployment, its ReplicaSet, its Pods) are evaluated once.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// How long a watched target must be quiet after a change before it is evaluated: changes that
+/// come together (a Deployment, its ReplicaSet, its Pods) are evaluated once, and the first
+/// sighting lists them all.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The longest an evaluation waits for quiet after the first change, so that a target that
+/// never stops changing is still evaluated.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// How often a watched target's picture is evaluated when nothing on the cluster changed.
 pub const REVIEW: Duration = Duration::from_secs(2);
@@ -129,14 +135,24 @@ impl Detector {
         tokio::join!(watching, self.evaluate(entry, &picture));
     }
 
-    /// Evaluates the picture after each change (debounced) and every [`REVIEW`].
+    /// Evaluates the picture once changes have settled ([`DEBOUNCE`], [`SETTLE`]) and every
+    /// [`REVIEW`].
     async fn evaluate(&self, entry: &TargetEntry, picture: &Picture) {
         loop {
             if tokio::time::timeout(REVIEW, picture.changed())
                 .await
                 .is_ok()
             {
-                tokio::time::sleep(DEBOUNCE).await;
+                let settled = tokio::time::Instant::now() + SETTLE;
+                loop {
+                    let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(settled);
+                    if tokio::time::timeout_at(quiet, picture.changed())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
             }
             let snapshot = picture.snapshot();
             if snapshot.objects.is_empty() && !snapshot.complete {
