@@ -2,10 +2,11 @@
 //! date by watches ([`super::watch`]) instead of listed again and again.
 //!
 //! Each watch (a kind across the cluster, or in one namespace where the broker may not list
-//! cluster-wide) is one part. A part is complete once its watch has finished its first list
-//! and while it is not listing again; the picture is complete only when every part is. Only a
-//! complete picture may say that something is gone. While a part lists again, the objects it
-//! had stay in the picture until the new list replaces them whole.
+//! cluster-wide) is one part. A part is complete once its watch has finished a list, while it
+//! is not listing again and until its watch fails; the picture is complete only when every
+//! part is. Only a complete picture may say that something is gone: a replica whose watch
+//! cannot resume must not end what other replicas still see. While a part lists again, the
+//! objects it had stay in the picture until the new list replaces them whole.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -147,6 +148,16 @@ impl Picture {
         }
     }
 
+    /// The watch of `part` failed: until it has listed again, the part may have missed
+    /// changes (a watch that resumes says nothing until something changes), so it is not
+    /// complete. What it had stays in the picture.
+    pub fn unsure(&self, part: &Part) {
+        if let Some(objects) = self.parts().get_mut(part) {
+            objects.listed = false;
+            objects.listing = None;
+        }
+    }
+
     /// Waits until a breakglass object changed, appeared or went, or a list finished, since
     /// the last wait returned.
     pub async fn changed(&self) {
@@ -260,6 +271,10 @@ mod tests {
         picture.record(&part("ReplicaSet"), Event::Init);
         assert!(!picture.snapshot().complete, "listing again");
         picture.record(&part("ReplicaSet"), Event::InitDone);
+        assert!(picture.snapshot().complete);
+        picture.unsure(&part("Deployment"));
+        assert!(!picture.snapshot().complete, "a failed watch");
+        list(&picture, &part("Deployment"), vec![]);
         assert!(picture.snapshot().complete);
         picture.expect("ReplicaSet", Some(&["prod".to_owned()]));
         assert!(!picture.snapshot().complete, "a new part, not listed");

@@ -3,10 +3,11 @@
 //! the broker may not list cluster-wide, feeding a [`Picture`].
 //!
 //! A watcher lists once, then watches from the list's resource version. A watch that breaks
-//! resumes from the last version it saw; one the server answers 410 Expired (that version is
-//! no longer kept) lists again, which the picture takes as a new list. Every `backstop` each
-//! watcher is started afresh, so its kind is listed in full again: a backstop for anything a
-//! watch could have missed.
+//! resumes from the last version it saw (with kube-runtime's backoff); one the server answers
+//! 410 Expired (that version is no longer kept) lists again, which the picture takes as a new
+//! list. A part whose watch failed counts as incomplete until it has listed again. Every
+//! `backstop` each watcher is started afresh, so its kind is listed in full again: a backstop
+//! for anything a watch could have missed.
 
 use std::time::Duration;
 
@@ -114,17 +115,21 @@ async fn follow(
                 listed |= matches!(event, Event::InitDone);
                 picture.record(part, to_values(event, resource));
             }
-            Some(Err(watcher::Error::InitialListFailed(error))) => match classify(error) {
-                TargetError::Refused(message) if may_refuse && !listed => {
-                    return Ended::Refused(message);
-                }
-                error => tracing::warn!(%part, %error, "cannot list; trying again"),
-            },
-            Some(Err(watcher::Error::WatchError(status))) if status.code == 410 => {
-                tracing::info!(%part, "the watch fell too far behind (410 Expired); listing again");
-            }
             Some(Err(error)) => {
-                tracing::warn!(%part, %error, "the watch failed; resuming it");
+                // Whatever failed, the part may have missed changes until it lists again.
+                picture.unsure(part);
+                match error {
+                    watcher::Error::InitialListFailed(error) => match classify(error) {
+                        TargetError::Refused(message) if may_refuse && !listed => {
+                            return Ended::Refused(message);
+                        }
+                        error => tracing::warn!(%part, %error, "cannot list; trying again"),
+                    },
+                    watcher::Error::WatchError(status) if status.code == 410 => tracing::info!(
+                        %part, "the watch fell too far behind (410 Expired); listing again"
+                    ),
+                    error => tracing::warn!(%part, %error, "the watch failed; resuming it"),
+                }
             }
             // A watcher's stream does not end; were it to, a fresh one lists again.
             None => return Ended::Backstop,

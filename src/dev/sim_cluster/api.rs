@@ -198,12 +198,23 @@ impl Request<'_> {
     }
 
     fn list(&self, t: &Target) -> Result<Response, ApiError> {
+        let watching = watch::requested(self.query);
+        if t.res.namespaced && t.namespace.is_none() && !self.sim.cluster_wide_reads() {
+            // As under RBAC that grants reads only by RoleBindings in some namespaces.
+            return Err(ApiError::forbidden(format!(
+                "{} is forbidden: cannot {} resource \"{}\" in API group \"{}\" at the cluster scope",
+                t.res.qualified(),
+                if watching { "watch" } else { "list" },
+                t.res.plural,
+                t.res.group,
+            )));
+        }
         let rendering = self.rendering()?;
         let labels = LabelSelector::parse(self.param("labelSelector").unwrap_or(""))
             .map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(self.param("fieldSelector").unwrap_or(""))
             .map_err(ApiError::bad_request)?;
-        if watch::requested(self.query) {
+        if watching {
             let request = watch::Request {
                 res: t.res,
                 namespace: t.namespace.map(str::to_owned),

@@ -172,6 +172,8 @@ struct Inner {
     policy: std::sync::atomic::AtomicBool,
     /// Lists and watches per resource.
     reads: Mutex<BTreeMap<String, ReadCount>>,
+    /// Whether namespaced resources may be listed and watched across the cluster.
+    cluster_wide_reads: std::sync::atomic::AtomicBool,
     /// Bumped to end every open watch ([`SimCluster::end_watches`]).
     restarts: tokio::sync::watch::Sender<u64>,
 }
@@ -225,6 +227,7 @@ impl SimCluster {
                 writers: Mutex::new(Vec::new()),
                 policy: std::sync::atomic::AtomicBool::new(true),
                 reads: Mutex::new(BTreeMap::new()),
+                cluster_wide_reads: std::sync::atomic::AtomicBool::new(true),
                 restarts: tokio::sync::watch::Sender::new(0),
             }),
         }
@@ -312,6 +315,18 @@ impl SimCluster {
 
     fn count_expired(&self, res: &resources::ResourceType) {
         self.count_read(res, |c| c.expired_watches += 1);
+    }
+
+    /// Allows or refuses (403) lists and watches of namespaced resources across the cluster,
+    /// as RBAC does for a reader bound only in some namespaces; reads in a namespace stay open.
+    pub fn set_cluster_wide_reads(&self, allowed: bool) {
+        self.inner
+            .cluster_wide_reads
+            .store(allowed, Ordering::SeqCst);
+    }
+
+    fn cluster_wide_reads(&self) -> bool {
+        self.inner.cluster_wide_reads.load(Ordering::SeqCst)
     }
 
     /// Ends every open watch at once, as a restart of the API server does; each client

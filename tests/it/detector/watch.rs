@@ -164,3 +164,37 @@ async fn every_watch_lists_its_kind_in_full_again_at_the_backstop_interval() {
     }
     running.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_the_broker_may_not_read_across_the_cluster_it_watches_each_namespace_and_a_blind_replica_ends_nothing()
+ {
+    let env = TestEnv::start().await;
+    env.env.sim.set_admission_policy(false);
+    watching(&env.env.sim, 1).await;
+    // From now on the broker may read only in the target's namespaces. The broker's own
+    // detector, whose watches cannot resume across the cluster, is blind from here on.
+    env.env.sim.set_cluster_wide_reads(false);
+    env.env.sim.end_watches();
+    let replica = Detector::new(
+        env.env.broker.state.store.clone(),
+        env.clock.clone(),
+        env.env.broker.state.lifecycle.targets.clone(),
+    );
+    let running = tokio::spawn(replica.run());
+
+    let deployment = labelled_deployment_with_pods(&env, "namespaced").await;
+    let uid = deployment["metadata"]["uid"].as_str().expect("uid");
+    let (finding, took) = finding_for(&env, uid, Duration::from_secs(5)).await;
+    // Long enough for the blind detector to have evaluated its picture, which lacks it.
+    a_few_scans().await;
+    let all = alerts(&env, "").await;
+    running.abort();
+
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(finding["namespace"], "prod");
+    assert_eq!(all.len(), 1, "one finding: {all:?}");
+    assert!(
+        all[0]["gone_at"].is_null(),
+        "a detector that cannot see the cluster must not end it: {all:?}"
+    );
+}
