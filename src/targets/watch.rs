@@ -77,6 +77,10 @@ impl KubernetesTarget {
                     async move { follow(api, resource, &part, picture, backstop, false).await }
                 });
                 futures_util::future::join_all(each).await;
+                if namespaces.is_empty() {
+                    // Nothing this kind may be read in: ask across the cluster again later.
+                    tokio::time::sleep(backstop).await;
+                }
             }
         }
     }
