@@ -161,6 +161,22 @@ impl Target for GkeTarget {
         self.target().await?.scan(namespaces).await
     }
 
+    fn watches(&self) -> bool {
+        true
+    }
+
+    async fn watch(
+        &self,
+        namespaces: &[String],
+        picture: &super::Picture,
+        backstop: std::time::Duration,
+    ) -> Result<(), TargetError> {
+        self.target()
+            .await?
+            .watch(namespaces, picture, backstop)
+            .await
+    }
+
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
         self.target().await?.get(object).await
     }

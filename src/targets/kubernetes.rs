@@ -59,6 +59,20 @@ impl Target for KubernetesTarget {
         self.scan_workloads(namespaces).await.map(Some)
     }
 
+    fn watches(&self) -> bool {
+        true
+    }
+
+    async fn watch(
+        &self,
+        namespaces: &[String],
+        picture: &super::Picture,
+        backstop: std::time::Duration,
+    ) -> Result<(), TargetError> {
+        self.watch_workloads(namespaces, picture, backstop).await;
+        Ok(())
+    }
+
     async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, TargetError> {
         match self.api(object).get(&object.name).await {
             Ok(found) => Ok(Some(to_value(&found)?)),

@@ -6,8 +6,12 @@ pub mod audit_logs;
 pub mod cloud_run;
 pub mod gke;
 pub mod kubernetes;
+mod picture;
 mod registry;
 mod scan;
+mod watch;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -16,6 +20,7 @@ pub use crate::domain::manifest::{ObjectRef, Written};
 pub use cloud_run::CloudRunTarget;
 pub use gke::GkeTarget;
 pub use kubernetes::KubernetesTarget;
+pub use picture::{Part, Picture, Snapshot};
 pub use registry::{Registry, TargetEntry, UnknownTarget};
 
 /// What the broker recorded of an object before its first write, and so the only state in
@@ -100,5 +105,23 @@ pub trait Target: Send + Sync {
     /// target cannot be scanned.
     async fn scan(&self, _namespaces: &[String]) -> Result<Option<Vec<Value>>, TargetError> {
         Ok(None)
+    }
+
+    /// Whether the detector watches this target ([`Target::watch`]) rather than polling
+    /// [`Target::scan`]: Kubernetes and GKE have watches, Cloud Run has none.
+    fn watches(&self) -> bool {
+        false
+    }
+
+    /// Keeps `picture` up to date with what [`Target::scan`] would list, by watching, and
+    /// lists in full again every `backstop`; runs until dropped. Returns only when watching
+    /// cannot start (the cluster cannot be reached), for the caller to try again.
+    async fn watch(
+        &self,
+        _namespaces: &[String],
+        _picture: &Picture,
+        _backstop: Duration,
+    ) -> Result<(), TargetError> {
+        Err(TargetError::Refused("this target cannot be watched".into()))
     }
 }

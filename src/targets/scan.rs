@@ -9,7 +9,7 @@ use super::kubernetes::classify;
 use super::{KubernetesTarget, TargetError};
 
 /// (group, version, kind, plural) of each kind the detector lists.
-const KINDS: [(&str, &str, &str, &str); 7] = [
+pub(super) const KINDS: [(&str, &str, &str, &str); 7] = [
     ("", "v1", "Pod", "pods"),
     ("apps", "v1", "Deployment", "deployments"),
     ("apps", "v1", "ReplicaSet", "replicasets"),

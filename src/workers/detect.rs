@@ -4,13 +4,22 @@
 //! back to its newest revision admitted without breakglass (deleting the service when it has
 //! none).
 //!
-//! Each target is listed in full every [`POLL`] (real time: a finding must come within seconds
-//! of the write, whatever a test's manual clock says; times recorded come from the broker's
-//! clock). A full list, not a watch, is what the detector reconciles against: an episode ends
-//! only when a complete list no longer shows it. With several replicas each lists on its own;
-//! the findings table's unique key makes one finding per object and episode, and its audit
-//! event is written in the same transaction as the insert that won. A restart lists again and
-//! finds the open episodes already recorded.
+//! Kubernetes and GKE targets are watched, not listed again and again: a watch per kind keeps
+//! a [`Picture`] of the cluster (`src/targets/watch.rs`), and a change to a breakglass object
+//! wakes an evaluation once the target has been quiet for [`DEBOUNCE`] (at most [`SETTLE`]
+//! after the change), so that a Deployment with its ReplicaSet and Pods is evaluated once.
+//! The picture is also evaluated every [`REVIEW`] without any request to the cluster, since
+//! what the broker knows of its own applies changes without the cluster changing, and a
+//! removal the cluster refused is tried again. Every [`BACKSTOP`] each watch lists its kind in
+//! full again. Cloud Run has no watch API: its services are listed every [`POLL`]. (Real time
+//! throughout: a finding must come within seconds of the write, whatever a test's manual clock
+//! says; times recorded come from the broker's clock.)
+//!
+//! An episode ends only when a complete view no longer shows it: a full list, or a picture
+//! whose every watch has finished its first list and none is listing again. With several
+//! replicas each watches on its own; the findings table's unique key makes one finding per
+//! object and episode, and its audit event is written in the same transaction as the insert
+//! that won. A restart lists again and finds the open episodes already recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +35,28 @@ use crate::domain::unbrokered::{
 };
 use crate::store::{Finding, Store};
 use crate::targets::cloud_run::Withdrawal;
-use crate::targets::{ObjectRef, Registry, TargetEntry};
+use crate::targets::{ObjectRef, Picture, Registry, TargetEntry};
 
-/// How often every target is listed.
-pub const POLL: Duration = Duration::from_secs(1);
+/// How often a target without watches (Cloud Run) is listed.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// How often each watch of a Kubernetes or GKE target lists its kind in full again.
+pub const BACKSTOP: Duration = Duration::from_secs(5 * 60);
+
+/// How long a watched target must be quiet after a change before it is evaluated: changes that
+/// come together (a Deployment, its ReplicaSet, its Pods) are evaluated once, and the first
+/// sighting lists them all.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The longest an evaluation waits for quiet after the first change, so that a target that
+/// never stops changing is still evaluated.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// How often a watched target's picture is evaluated when nothing on the cluster changed.
+pub const REVIEW: Duration = Duration::from_secs(2);
+
+/// How long before watching a target that could not be reached is tried again.
+const RETRY: Duration = Duration::from_secs(5);
 
 pub struct Detector {
     store: Store,
@@ -41,7 +68,7 @@ pub struct Detector {
     notifier: Option<Arc<super::notify::Notifier>>,
 }
 
-/// What one scan of a target found.
+/// What one scan (or evaluation of a picture) of a target found.
 #[derive(Debug, Default)]
 pub struct ScanReport {
     /// Findings recorded by this scan (first sightings only).
@@ -73,42 +100,113 @@ impl Detector {
         })
     }
 
-    /// Scans every target, again and again; a failing target or database is logged and
-    /// tried again at the next round.
+    /// Follows every target until dropped (everything runs in this one future, so aborting
+    /// its task stops it all); a failing target or database is logged and tried again.
     pub async fn run(self: Arc<Self>) {
-        loop {
-            self.sweep().await;
-            tokio::time::sleep(POLL).await;
-        }
+        self.run_relisting_every(BACKSTOP).await;
     }
 
-    pub async fn sweep(&self) {
-        for entry in self.targets.iter() {
-            if let Err(e) = self.scan(entry).await {
-                tracing::warn!(target_name = %entry.name(), error = %e, "detector scan failed; trying again");
+    /// [`Detector::run`] with watches that list in full again every `backstop`.
+    pub async fn run_relisting_every(self: Arc<Self>, backstop: Duration) {
+        let follows = self
+            .targets
+            .iter()
+            .map(|entry| self.follow(entry, backstop));
+        futures_util::future::join_all(follows).await;
+    }
+
+    async fn follow(&self, entry: &TargetEntry, backstop: Duration) {
+        if !entry.client.watches() {
+            return self.poll(entry).await;
+        }
+        let picture = Picture::new();
+        let watching = async {
+            loop {
+                let watched = entry
+                    .client
+                    .watch(&entry.config.namespaces, &picture, backstop)
+                    .await;
+                if let Err(e) = watched {
+                    tracing::warn!(target_name = %entry.name(), error = %e, "cannot watch the target; trying again");
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        };
+        tokio::join!(watching, self.evaluate(entry, &picture));
+    }
+
+    /// Evaluates the picture once changes have settled ([`DEBOUNCE`], [`SETTLE`]) and every
+    /// [`REVIEW`].
+    async fn evaluate(&self, entry: &TargetEntry, picture: &Picture) {
+        loop {
+            if tokio::time::timeout(REVIEW, picture.changed())
+                .await
+                .is_ok()
+            {
+                let settled = tokio::time::Instant::now() + SETTLE;
+                loop {
+                    let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(settled);
+                    if tokio::time::timeout_at(quiet, picture.changed())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+            let snapshot = picture.snapshot();
+            if snapshot.objects.is_empty() && !snapshot.complete {
+                continue;
+            }
+            if let Err(e) = self
+                .reconcile(entry, &snapshot.objects, snapshot.complete)
+                .await
+            {
+                tracing::warn!(target_name = %entry.name(), error = %e, "detector evaluation failed; trying again");
             }
         }
     }
 
-    /// Lists one target and records what is unbrokered on it.
+    async fn poll(&self, entry: &TargetEntry) {
+        loop {
+            if let Err(e) = self.scan(entry).await {
+                tracing::warn!(target_name = %entry.name(), error = %e, "detector scan failed; trying again");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Lists one target in full and records what is unbrokered on it.
     pub async fn scan(&self, entry: &TargetEntry) -> anyhow::Result<ScanReport> {
-        let name = entry.name();
         let Some(objects) = entry.client.scan(&entry.config.namespaces).await? else {
             return Ok(ScanReport::default());
         };
+        self.reconcile(entry, &objects, true).await
+    }
+
+    /// Records what is unbrokered among `objects` (removing it where the target says so);
+    /// when `complete`, `objects` is everything on the target, and the episodes of what it
+    /// no longer shows end.
+    async fn reconcile(
+        &self,
+        entry: &TargetEntry,
+        objects: &[Value],
+        complete: bool,
+    ) -> anyhow::Result<ScanReport> {
+        let name = entry.name();
         let cloud_run = entry.config.kind == TargetKind::CloudRun;
         let stamped: Vec<String> = if cloud_run {
-            stamped_services(&objects)
+            stamped_services(objects)
         } else {
-            stamped_requests(&objects)
+            stamped_requests(objects)
         }
         .into_iter()
         .collect();
         let known = self.store.known_applies(&stamped).await?;
         let suspects = if cloud_run {
-            unbrokered_services(&objects, &known)
+            unbrokered_services(objects, &known)
         } else {
-            unbrokered(&objects, &known)
+            unbrokered(objects, &known)
         };
         let now = self.clock.now();
         let mut report = ScanReport {
@@ -154,8 +252,10 @@ impl Detector {
                 }
             }
         }
-        let present: Vec<String> = suspects.iter().map(|s| s.uid.clone()).collect();
-        self.store.end_episodes(name, &present, now).await?;
+        if complete {
+            let present: Vec<String> = suspects.iter().map(|s| s.uid.clone()).collect();
+            self.store.end_episodes(name, &present, now).await?;
+        }
         Ok(report)
     }
 

@@ -497,3 +497,42 @@ fn the_brokers_role_grants_every_kind_the_policy_lets_it_write_and_only_the_verb
         );
     }
 }
+
+#[test]
+fn the_detectors_role_gets_lists_and_watches_every_kind_it_follows_and_nothing_more() {
+    let docs = shipped("deploy/kubernetes/rbac.yaml");
+    let role = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ClusterRole" && d["metadata"]["name"] == "breakglass-broker-detector"
+        })
+        .expect("the detector's ClusterRole");
+    let mut granted: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    granted.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    let followed = [
+        ("", "pods"),
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+    ];
+    let wanted: BTreeSet<(String, String, String)> = followed
+        .iter()
+        .flat_map(|(group, resource)| {
+            // get: the owners of a write read in Cloud Audit Logs.
+            ["get", "list", "watch"]
+                .map(|verb| ((*group).to_owned(), (*resource).to_owned(), verb.to_owned()))
+        })
+        .collect();
+    assert_eq!(granted, wanted);
+}

@@ -14,6 +14,7 @@ use kube::{Api, Client, Config, ResourceExt};
 use serde_json::json;
 
 mod kubectl;
+mod watch;
 
 type TestResult = Result<(), Box<dyn Error>>;
 

@@ -17,6 +17,7 @@ use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::table::{self, IncludeObject, Rendering};
+use super::watch;
 use super::writes::{self, Preconditions, Write};
 use super::{BROKER_USER, SimCluster};
 
@@ -197,16 +198,35 @@ impl Request<'_> {
     }
 
     fn list(&self, t: &Target) -> Result<Response, ApiError> {
-        if self.param("watch").is_some_and(|w| w == "true" || w == "1") {
-            return Err(ApiError::bad_request(
-                "watch is not supported by the simulated cluster",
-            ));
+        let watching = watch::requested(self.query);
+        if t.res.namespaced && t.namespace.is_none() && !self.sim.cluster_wide_reads() {
+            // As under RBAC that grants reads only by RoleBindings in some namespaces.
+            return Err(ApiError::forbidden(format!(
+                "{} is forbidden: cannot {} resource \"{}\" in API group \"{}\" at the cluster scope",
+                t.res.qualified(),
+                if watching { "watch" } else { "list" },
+                t.res.plural,
+                t.res.group,
+            )));
         }
         let rendering = self.rendering()?;
         let labels = LabelSelector::parse(self.param("labelSelector").unwrap_or(""))
             .map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(self.param("fieldSelector").unwrap_or(""))
             .map_err(ApiError::bad_request)?;
+        if watching {
+            let request = watch::Request {
+                res: t.res,
+                namespace: t.namespace.map(str::to_owned),
+                labels,
+                fields,
+                rendering,
+                include: IncludeObject::parse(self.param("includeObject"))
+                    .map_err(ApiError::bad_request)?,
+            };
+            return watch::serve(self.sim, request, self.query);
+        }
+        self.sim.count_list(t.res);
         let keep = |object: &Value| {
             let meta = &object["metadata"];
             labels.matches(meta.get("labels")) && fields.matches(meta)

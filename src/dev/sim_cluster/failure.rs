@@ -46,7 +46,7 @@ pub struct Failure {
     pub pass_first: u32,
 }
 
-/// The collections the detector lists across the cluster.
+/// The collections the detector lists and watches across the cluster.
 const DETECTOR_LISTS: [&str; 7] = [
     "/pods",
     "/deployments",
@@ -64,9 +64,9 @@ impl Failure {
             return false;
         }
         let read = method == Method::GET || method == Method::HEAD;
-        // The detector lists these across the cluster every second; a failure meant for the
-        // broker's own calls must not be spent on those lists, or counts of attempts and
-        // `pass_first` allowances would depend on when the detector last ran.
+        // The detector lists and watches these across the cluster; a failure meant for the
+        // broker's own calls must not be spent on those reads, or counts of attempts and
+        // `pass_first` allowances would depend on when the detector last read.
         let detector_list = read
             && !path.contains("/namespaces/")
             && DETECTOR_LISTS.iter().any(|plural| path.ends_with(plural));

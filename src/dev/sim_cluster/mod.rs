@@ -21,6 +21,7 @@ mod resources;
 mod selector;
 mod status;
 mod table;
+mod watch;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -145,6 +146,18 @@ impl WriteCount {
     }
 }
 
+/// Reads of one resource since the simulated cluster started (`GET /sim/v1/reads`, keyed by
+/// the resource's name: `pods`, `deployments.apps`), whoever made them, in any namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadCount {
+    /// Lists (GET of a collection without `watch`).
+    pub lists: u64,
+    /// Watches started.
+    pub watches: u64,
+    /// Watches answered 410 Expired: they asked to resume before the kept changes.
+    pub expired_watches: u64,
+}
+
 /// One entry of `GET /sim/v1/writes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteRecord {
@@ -170,6 +183,12 @@ struct Inner {
     writers: Mutex<Vec<(String, String)>>,
     /// Whether the admission policy `deploy/` ships is in force (it is, unless turned off).
     policy: std::sync::atomic::AtomicBool,
+    /// Lists and watches per resource.
+    reads: Mutex<BTreeMap<String, ReadCount>>,
+    /// Whether namespaced resources may be listed and watched across the cluster.
+    cluster_wide_reads: std::sync::atomic::AtomicBool,
+    /// Bumped to end every open watch ([`SimCluster::end_watches`]).
+    restarts: tokio::sync::watch::Sender<u64>,
 }
 
 /// A handle on one simulated cluster; clones share it.
@@ -220,6 +239,9 @@ impl SimCluster {
                 cleared: tokio::sync::Notify::new(),
                 writers: Mutex::new(Vec::new()),
                 policy: std::sync::atomic::AtomicBool::new(true),
+                reads: Mutex::new(BTreeMap::new()),
+                cluster_wide_reads: std::sync::atomic::AtomicBool::new(true),
+                restarts: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -237,6 +259,7 @@ impl SimCluster {
             .route("/apis/{group}/{version}/{*rest}", any(api::handle))
             .route("/sim/v1/breakglass-admissions", get(admissions_json))
             .route("/sim/v1/writes", get(writes_json))
+            .route("/sim/v1/reads", get(reads_json))
             .route(
                 "/sim/v1/admission-policy",
                 get(policy_json).post(set_policy),
@@ -276,6 +299,63 @@ impl SimCluster {
             .into_iter()
             .map(|(key, count)| WriteRecord { key, count })
             .collect()
+    }
+
+    /// Lists and watches of each resource so far, by resource name (`pods`,
+    /// `deployments.apps`): how a test tells a client that watches from one that polls.
+    pub fn reads(&self) -> BTreeMap<String, ReadCount> {
+        self.reads_lock().clone()
+    }
+
+    fn reads_lock(&self) -> MutexGuard<'_, BTreeMap<String, ReadCount>> {
+        self.inner
+            .reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn count_read(&self, res: &resources::ResourceType, count: impl FnOnce(&mut ReadCount)) {
+        count(self.reads_lock().entry(res.qualified()).or_default());
+    }
+
+    fn count_list(&self, res: &resources::ResourceType) {
+        self.count_read(res, |c| c.lists += 1);
+    }
+
+    fn count_watch(&self, res: &resources::ResourceType) {
+        self.count_read(res, |c| c.watches += 1);
+    }
+
+    fn count_expired(&self, res: &resources::ResourceType) {
+        self.count_read(res, |c| c.expired_watches += 1);
+    }
+
+    /// Allows or refuses (403) lists and watches of namespaced resources across the cluster,
+    /// as RBAC does for a reader bound only in some namespaces; reads in a namespace stay open.
+    pub fn set_cluster_wide_reads(&self, allowed: bool) {
+        self.inner
+            .cluster_wide_reads
+            .store(allowed, Ordering::SeqCst);
+    }
+
+    fn cluster_wide_reads(&self) -> bool {
+        self.inner.cluster_wide_reads.load(Ordering::SeqCst)
+    }
+
+    /// Ends every open watch at once, as a restart of the API server does; each client
+    /// resumes from the last version it saw (and lists again if that is no longer kept).
+    pub fn end_watches(&self) {
+        self.inner.restarts.send_modify(|n| *n += 1);
+    }
+
+    fn restarts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.restarts.subscribe()
+    }
+
+    /// Keeps only the `limit` most recent changes for watches to replay (a few thousand
+    /// unless set), forgetting older ones now: a small one lets a test outrun the history.
+    pub fn set_watch_history(&self, limit: usize) {
+        self.store().set_history(limit);
     }
 
     /// Current object, if it exists (for tests), as serde_json::Value.
@@ -442,6 +522,10 @@ async fn set_policy(
 
 async fn writes_json(State(sim): State<SimCluster>) -> Json<Vec<WriteRecord>> {
     Json(sim.writes())
+}
+
+async fn reads_json(State(sim): State<SimCluster>) -> Json<BTreeMap<String, ReadCount>> {
+    Json(sim.reads())
 }
 
 /// kubeconfig YAML text pointing at `server` (http://127.0.0.1:PORT); with Some(token) it carries the token as a user token.

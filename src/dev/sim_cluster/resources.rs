@@ -158,9 +158,11 @@ impl ResourceType {
 
     pub(crate) fn verbs(&self) -> &'static [&'static str] {
         if self.read_only {
-            &["get", "list"]
+            &["get", "list", "watch"]
         } else {
-            &["create", "delete", "get", "list", "patch", "update"]
+            &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ]
         }
     }
 }

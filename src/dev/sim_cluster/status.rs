@@ -148,6 +148,16 @@ impl ApiError {
         )
     }
 
+    /// A watch that would resume before the oldest change the server still keeps
+    /// (`too old resource version`): the client must list again.
+    pub(crate) fn expired(requested: u64, oldest: u64) -> Self {
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
+    }
+
     /// The injected failure of [`super::SimCluster::set_failure`].
     pub(crate) fn injected(code: u16) -> Self {
         let reason = match code {

@@ -166,3 +166,4 @@ mod deployer;
 mod kubernetes;
 mod notify;
 mod replicas;
+mod watch;

@@ -144,3 +144,117 @@ async fn kubectl_get_pods_across_namespaces_prints_each_namespace() -> TestResul
     );
     Ok(())
 }
+
+/// `kubectl get pods -n prod` with `args` (a watch), its output read line by line as it comes.
+async fn kubectl_watching(
+    sim: &Sim,
+    dir: &Path,
+    args: &[&str],
+) -> Result<
+    (
+        tokio::process::Child,
+        tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ),
+    Box<dyn Error>,
+> {
+    use tokio::io::AsyncBufReadExt;
+    let config = dir.join("kubeconfig");
+    std::fs::write(&config, kubeconfig(&sim.url, None))?;
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&config)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(["get", "pods", "-n", "prod"])
+        .args(args)
+        .env("HOME", dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("kubectl's output")?;
+    Ok((child, tokio::io::BufReader::new(stdout).lines()))
+}
+
+/// Reads lines until one starts with `name`; returns every line read, that one last.
+async fn lines_until(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    name: &str,
+) -> Result<Vec<String>, Box<dyn Error>> {
+    let mut read = Vec::new();
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .map_err(|_| format!("no line for {name} within 10 s: {read:?}"))??
+            .ok_or_else(|| format!("kubectl ended before printing {name}: {read:?}"))?;
+        let found = line.starts_with(name);
+        read.push(line);
+        if found {
+            return Ok(read);
+        }
+    }
+}
+
+async fn create_pod(sim: &Sim, name: &str) -> TestResult {
+    let client = sim.client(Some(TOKEN)).await?;
+    let pods = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Pod"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "prod", &pods);
+    let pod: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name },
+        "spec": { "containers": [{ "name": "c", "image": format!("{ATTESTED}c:1") }] },
+    }))?;
+    api.create(&PostParams::default(), &pod).await?;
+    Ok(())
+}
+
+/// Waits until kubectl's watch has reached the simulator (its list came first).
+async fn watch_started(sim: &Sim) -> TestResult {
+    let start = std::time::Instant::now();
+    while sim.cluster.reads().get("pods").map_or(0, |r| r.watches) == 0 {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            return Err("kubectl never started its watch".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubectl_get_pods_watch_prints_what_exists_then_a_pod_created_while_it_watches()
+-> TestResult {
+    let sim = Sim::start().await?;
+    create_pod(&sim, "before").await?;
+    let dir = tempfile::tempdir()?;
+    let (mut kubectl, mut lines) = kubectl_watching(&sim, dir.path(), &["-w"]).await?;
+
+    let listed = lines_until(&mut lines, "before").await?;
+    watch_started(&sim).await?;
+    create_pod(&sim, "after").await?;
+    let watched = lines_until(&mut lines, "after").await?;
+    kubectl.kill().await?;
+
+    assert!(listed[0].starts_with("NAME"), "{listed:?}");
+    assert_eq!(watched.len(), 1, "only the new pod: {watched:?}");
+    assert_eq!(sim.cluster.reads()["pods"].lists, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubectl_get_pods_watch_only_prints_only_what_changes() -> TestResult {
+    let sim = Sim::start().await?;
+    create_pod(&sim, "before").await?;
+    let dir = tempfile::tempdir()?;
+    let (mut kubectl, mut lines) = kubectl_watching(&sim, dir.path(), &["--watch-only"]).await?;
+
+    watch_started(&sim).await?;
+    create_pod(&sim, "after").await?;
+    let printed = lines_until(&mut lines, "after").await?;
+    kubectl.kill().await?;
+
+    assert!(printed[0].starts_with("NAME"), "{printed:?}");
+    assert!(
+        printed.iter().all(|l| !l.starts_with("before")),
+        "{printed:?}"
+    );
+    Ok(())
+}
