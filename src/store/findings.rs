@@ -330,6 +330,19 @@ impl Store {
     /// Ends the episode of every finding on `target` whose object is no longer an unbrokered
     /// breakglass (a complete scan saw none of `present`); returns how many ended.
     pub async fn end_episodes(&self, target: &str, present: &[String], now: Millis) -> Result<u64> {
+        self.end_episodes_where(target, present, now, |_| true)
+            .await
+    }
+
+    /// [`Store::end_episodes`] for the open findings not in `present` that `may_end` lets go
+    /// (it is asked once for each).
+    pub async fn end_episodes_where(
+        &self,
+        target: &str,
+        present: &[String],
+        now: Millis,
+        may_end: impl Fn(&str) -> bool,
+    ) -> Result<u64> {
         let rows =
             sqlx::query("SELECT id, uid FROM findings WHERE target = $1 AND gone_at IS NULL")
                 .bind(target)
@@ -338,7 +351,7 @@ impl Store {
         let mut ended = 0;
         for row in rows {
             let uid: String = row.try_get("uid")?;
-            if present.contains(&uid) {
+            if present.contains(&uid) || !may_end(&uid) {
                 continue;
             }
             let id: String = row.try_get("id")?;

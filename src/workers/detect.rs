@@ -21,13 +21,14 @@
 //! object and episode, and its audit event is written in the same transaction as the insert
 //! that won. A restart lists again and finds the open episodes already recorded.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::audit::log_event;
-use crate::clock::Clock;
+use crate::clock::{Clock, Millis};
 use crate::config::{OnUnbrokered, TargetKind};
 use crate::domain::unbrokered::{
     Suspect, removable, removable_service, stamped_requests, stamped_services, unbrokered,
@@ -58,6 +59,12 @@ pub const REVIEW: Duration = Duration::from_secs(2);
 /// How long before watching a target that could not be reached is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 
+/// How long an object with an open finding must be missing from this replica's complete view
+/// before the replica ends its episode. Replicas see the cluster at slightly different
+/// moments: one whose watch is a little behind must not end the episode another has just
+/// opened (the object would then be found again, as a second finding, a moment later).
+pub const ABSENCE: Duration = Duration::from_secs(3);
+
 pub struct Detector {
     store: Store,
     clock: Clock,
@@ -66,6 +73,9 @@ pub struct Detector {
     /// the notifier to deliver it.
     announcer: Option<Arc<crate::lifecycle::Announcer>>,
     notifier: Option<Arc<super::notify::Notifier>>,
+    /// Since when (real time) each open finding's object has been missing from this
+    /// replica's complete view, by (target, UID).
+    missing: std::sync::Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// What one scan (or evaluation of a picture) of a target found.
@@ -97,6 +107,7 @@ impl Detector {
             targets,
             announcer,
             notifier,
+            missing: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -254,7 +265,7 @@ impl Detector {
         }
         if complete {
             let present: Vec<String> = suspects.iter().map(|s| s.uid.clone()).collect();
-            self.store.end_episodes(name, &present, now).await?;
+            self.end_missing(name, &present, now).await?;
         }
         Ok(report)
     }
@@ -290,6 +301,44 @@ impl Detector {
 }
 
 impl Detector {
+    /// Ends the episodes of `target`'s open findings whose objects this replica's complete view
+    /// has lacked for [`ABSENCE`].
+    async fn end_missing(
+        &self,
+        target: &str,
+        present: &[String],
+        now: Millis,
+    ) -> anyhow::Result<()> {
+        let missing = std::sync::Mutex::new(Vec::new());
+        let started = Instant::now();
+        let first_missed = |uid: &str| {
+            let key = (target.to_owned(), uid.to_owned());
+            let since = *self
+                .missing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key)
+                .or_insert(started);
+            missing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(uid.to_owned());
+            started.duration_since(since) >= ABSENCE
+        };
+        self.store
+            .end_episodes_where(target, present, now, first_missed)
+            .await?;
+        let missing = missing.into_inner().unwrap_or_else(|e| e.into_inner());
+        // Keep only the objects still open and missing, and not yet ended by this call.
+        self.missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, uid), since| {
+                t != target || (missing.contains(uid) && started.duration_since(*since) < ABSENCE)
+            });
+        Ok(())
+    }
+
     /// Takes the breakglass off a Cloud Run service at the etag it was seen at (its traffic
     /// back to the newest revision admitted without breakglass, or the service deleted), and
     /// records which on its finding, once.

@@ -259,12 +259,21 @@ async fn remove_deletes_the_deployment_with_everything_under_it_and_never_the_br
         env.env.sim.object(&key("Deployment", "checkout")).is_some(),
         "the broker's own stays"
     );
-    a_few_scans().await;
-    let all = alerts(&env, "").await;
-    let removing = all
-        .iter()
-        .find(|f| f["target"] == "dev-remove" && f["uid"] == uid)
-        .expect("the removing target's finding");
+    // The episode ends once the object has been missing from a complete view for
+    // `ABSENCE`, at the next evaluation after that.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (all, removing) = loop {
+        let all = alerts(&env, "").await;
+        let removing = all
+            .iter()
+            .find(|f| f["target"] == "dev-remove" && f["uid"] == uid)
+            .expect("the removing target's finding")
+            .clone();
+        if removing["gone_at"].is_string() || tokio::time::Instant::now() > deadline {
+            break (all, removing);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let removed: Vec<&str> = removing["removed"]
         .as_array()
         .expect("what was removed")
