@@ -125,7 +125,11 @@ async fn a_finding_in_slack_names_the_workload_and_opens_the_alerts() {
     let image = "x:1` <!channel> <https://evil.example/approve|Approve INC-1 now> `";
     let body = deployment_body(
         "backtick",
-        pod_template(json!({ "app": "backtick", LABEL: "true" }), json!({}), image),
+        pod_template(
+            json!({ "app": "backtick", LABEL: "true" }),
+            json!({}),
+            image,
+        ),
     );
     let response = env
         .http
@@ -133,7 +137,10 @@ async fn a_finding_in_slack_names_the_workload_and_opens_the_alerts() {
             "{}/apis/apps/v1/namespaces/prod/deployments",
             env.env.cluster_url
         ))
-        .query(&[("fieldManager", "<!here> <https://evil.example|security-team>")])
+        .query(&[(
+            "fieldManager",
+            "<!here> <https://evil.example|security-team>",
+        )])
         .bearer_auth(&env.env.deployer.token)
         .json(&body)
         .send()
@@ -203,7 +210,10 @@ async fn a_finding_in_slack_names_the_workload_and_opens_the_alerts() {
     );
     for block in message["blocks"].as_array().expect("blocks") {
         if block["text"]["type"] == "mrkdwn" {
-            assert!(!block["text"]["text"].to_string().contains("evil"), "{block}");
+            assert!(
+                !block["text"]["text"].to_string().contains("evil"),
+                "{block}"
+            );
         }
     }
     let button = &message["blocks"]

@@ -155,8 +155,7 @@ async fn the_request_page_says_who_was_notified_and_auditors_see_what_was_given_
 }
 
 #[tokio::test]
-async fn a_410_is_audited_and_auditors_see_the_endpoint_disabled_until_its_configuration_changes()
-{
+async fn a_410_is_audited_and_auditors_see_the_endpoint_disabled_until_its_configuration_changes() {
     let slack_status = Arc::new(AtomicU16::new(200));
     let hook_status = Arc::new(AtomicU16::new(410));
     let env = start(
@@ -212,8 +211,7 @@ async fn a_410_is_audited_and_auditors_see_the_endpoint_disabled_until_its_confi
     let dave = sign_in(&env, "dave").await;
     let (status, html) = page(&env, &dave, "/").await;
     assert_eq!(status, StatusCode::OK);
-    let banner =
-        section(&html, "Notification endpoints disabled").expect("the disabled endpoints");
+    let banner = section(&html, "Notification endpoints disabled").expect("the disabled endpoints");
     assert!(banner.contains("siem: disabled since"), "{banner}");
     assert!(!banner.contains("team-slack"), "{banner}");
     let undelivered = section(&html, "Notifications not delivered").expect("the list");
