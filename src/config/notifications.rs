@@ -86,13 +86,9 @@ impl NotificationConfig {
     /// secret included: an endpoint disabled by a 410 comes back when this changes.
     pub fn config_hash(&self) -> String {
         let mut hash = Sha256::new();
-        let kind = match self.kind {
-            NotificationKind::Slack => "slack",
-            NotificationKind::Webhook => "webhook",
-        };
         for part in [
             self.name.as_str(),
-            kind,
+            self.kind_name(),
             self.endpoint.as_ref().map_or("", url::Url::as_str),
         ] {
             hash.update(part.as_bytes());
@@ -106,14 +102,44 @@ impl NotificationConfig {
         hex::encode(hash.finalize())
     }
 
+    /// Where its messages go: a fingerprint of its kind and resolved URL (never the URL, which
+    /// may be a secret). A message is written for one destination and sent only there, so
+    /// that a later endpoint of the same name with another URL does not get it.
+    pub fn destination(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(self.kind_name().as_bytes());
+        hash.update([0]);
+        hash.update(
+            self.endpoint
+                .as_ref()
+                .map_or("", url::Url::as_str)
+                .as_bytes(),
+        );
+        hex::encode(hash.finalize())
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            NotificationKind::Slack => "slack",
+            NotificationKind::Webhook => "webhook",
+        }
+    }
+
     /// What is wrong with the file's keys, each a sentence an operator can act on.
     pub(super) fn problems(&self, targets: &[&str], problem: &mut impl FnMut(String)) {
         match (&self.url, &self.url_env) {
             (None, None) => problem("needs url_env (or url, when the URL is no secret)".into()),
             (Some(_), Some(_)) => problem("has both url and url_env; keep one".into()),
             (Some(url), None) => {
-                if let Err(e) = check_url(url) {
-                    problem(format!("url {e}"));
+                match check_url(url) {
+                    // A password in the file would sit beside everything else in it.
+                    Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+                        problem(
+                            "url holds a user name or password; secrets go only through the environment: give the whole URL with url_env".into(),
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => problem(format!("url {e}")),
                 }
                 if self.kind == NotificationKind::Slack {
                     problem(
@@ -270,6 +296,46 @@ mod tests {
         assert_ne!(first, second);
         endpoint.secret = Some(vec![1; 24]);
         assert_ne!(second, endpoint.config_hash());
+    }
+
+    #[test]
+    fn the_destination_changes_with_the_url_but_not_with_the_secret_or_the_filters() {
+        let mut endpoint: NotificationConfig =
+            toml::from_str("name = \"siem\"\nkind = \"webhook\"\nurl = \"https://a.example/h\"")
+                .expect("parses");
+        endpoint.endpoint = url::Url::parse("https://a.example/h").ok();
+        let first = endpoint.destination();
+        endpoint.secret = Some(vec![1; 24]);
+        endpoint.events = vec!["request.created".into()];
+        assert_eq!(first, endpoint.destination());
+        endpoint.endpoint = url::Url::parse("https://b.example/h").ok();
+        assert_ne!(first, endpoint.destination());
+        assert!(!endpoint.destination().contains("example"));
+    }
+
+    #[test]
+    fn a_url_in_the_file_with_a_user_name_or_password_is_refused() {
+        for url in [
+            "https://user:pw@siem.example.com/hook",
+            "https://user@siem.example.com/hook",
+            "https://:pw@siem.example.com/hook",
+        ] {
+            let endpoint: NotificationConfig = toml::from_str(&format!(
+                "name = \"siem\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_env = \"S\""
+            ))
+            .expect("parses");
+            let mut problems = Vec::new();
+            endpoint.problems(&[], &mut |p| problems.push(p));
+            assert_eq!(problems.len(), 1, "{url}: {problems:?}");
+            assert!(
+                problems[0].contains("user name or password"),
+                "{problems:?}"
+            );
+            assert!(
+                !problems[0].contains("pw"),
+                "the secret is not repeated: {problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum AuditAction {
     Expired,
     /// A notification endpoint could not be reached for a day, or refused for good.
     NotificationGaveUp,
+    /// A notification endpoint answered 410 Gone and is disabled until its configuration
+    /// changes (the endpoint and the status in the detail).
+    NotificationDisabled,
     /// On a breakglass: its requester filed an extension (named in the detail).
     ExtensionRequested,
     /// On a breakglass: an approved extension moved its end (both named in the detail).
@@ -43,7 +46,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 21] = [
+    pub const ALL: [AuditAction; 22] = [
         AuditAction::Created,
         AuditAction::Approved,
         AuditAction::Rejected,
@@ -65,6 +68,7 @@ impl AuditAction {
         AuditAction::Unbrokered,
         AuditAction::UnbrokeredRemoved,
         AuditAction::AlertAcknowledged,
+        AuditAction::NotificationDisabled,
     ];
 
     /// The stable name stored in the history.
@@ -91,6 +95,7 @@ impl AuditAction {
             AuditAction::Unbrokered => "breakglass.unbrokered",
             AuditAction::UnbrokeredRemoved => "breakglass.removed",
             AuditAction::AlertAcknowledged => "alert.acknowledged",
+            AuditAction::NotificationDisabled => "notification.disabled",
         }
     }
 
@@ -114,6 +119,7 @@ impl AuditAction {
             | AuditAction::Applying
             | AuditAction::CloseRequested
             | AuditAction::NotificationGaveUp
+            | AuditAction::NotificationDisabled
             | AuditAction::ExtensionRequested
             | AuditAction::Extended
             | AuditAction::Reviewed

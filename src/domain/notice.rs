@@ -7,11 +7,14 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::AuditAction;
 use crate::clock::Millis;
+
+mod slack;
+
+pub use slack::{headline, slack_message};
 
 /// An event a notification endpoint may ask for. The names are part of the receivers'
 /// contract: never rename one.
@@ -61,14 +64,18 @@ impl EventType {
     }
 
     /// The event an audit action announces, if any. `request.expiring` has no action of its
-    /// own: it is planned when a request is applied.
+    /// own: it is planned when a request is applied, and again when its end moves.
     pub const fn of(action: AuditAction) -> Option<EventType> {
         match action {
             AuditAction::Created => Some(EventType::Created),
             AuditAction::Approved => Some(EventType::Approved),
             AuditAction::Rejected => Some(EventType::Rejected),
             AuditAction::Applied => Some(EventType::Applied),
-            AuditAction::Expired | AuditAction::Closed => Some(EventType::Ended),
+            // A request withdrawn or left undecided is over too: those told of it hear so.
+            AuditAction::Expired
+            | AuditAction::Closed
+            | AuditAction::Cancelled
+            | AuditAction::Lapsed => Some(EventType::Ended),
             AuditAction::Failed => Some(EventType::Failed),
             AuditAction::NeedsAttention => Some(EventType::NeedsAttention),
             _ => None,
@@ -103,6 +110,24 @@ pub fn retry_delay(attempts: i64, unit: f64) -> Millis {
     jittered.clamp(500, MAX_RETRY_MS)
 }
 
+/// How long a `Retry-After` header (on a 429 or a 503) asks the broker to wait, from `now`:
+/// delay-seconds or an HTTP-date (RFC 9110), at most [`MAX_RETRY_MS`]. None when the value
+/// is neither.
+pub fn retry_after(value: &str, now: Millis) -> Option<Millis> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is still "later than the cap".
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        i64::try_from(seconds.saturating_mul(1000)).unwrap_or(Millis::MAX)
+    } else {
+        chrono::DateTime::parse_from_rfc2822(value)
+            .ok()?
+            .timestamp_millis()
+            .saturating_sub(now)
+    };
+    Some(wait.clamp(0, MAX_RETRY_MS))
+}
+
 /// A Standard Webhooks secret: `whsec_` and the base64 of at least 24 random bytes.
 pub fn parse_secret(secret: &str) -> Result<Vec<u8>, String> {
     let Some(encoded) = secret.trim().strip_prefix("whsec_") else {
@@ -128,141 +153,6 @@ pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     };
     mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-/// The Slack incoming-webhook message for a stored body `{type, timestamp, data}`: `text` (what
-/// happened, the ticket and the link, for notifications and clients without blocks) and
-/// `blocks`. Only what the body holds, which holds no secrets, tokens or manifests.
-pub fn slack_message(body: &Value) -> Value {
-    let data = &body["data"];
-    let s = |key: &str| data[key].as_str().unwrap_or_default();
-    let ticket = s("ticket");
-    let url = s("url");
-    let headline = headline(body);
-    let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&headline, 150)}}),
-        json!({"type": "section", "fields": [
-            field("Ticket", ticket),
-            field("Target", &format!("{}/{}", s("target"), s("namespace"))),
-            field("Requester", s("requester")),
-            field("State", s("state")),
-        ]}),
-    ];
-    let images: Vec<String> = data["images"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(|image| format!("`{}`", escape(image)))
-        .collect();
-    if !images.is_empty() {
-        blocks.push(section(&format!("*Images*\n{}", images.join("\n"))));
-    }
-    if body["type"] == EventType::Created.as_str() {
-        blocks.push(section(&format!(
-            "*Why*\n{}\n*Approval rule*\n{}",
-            escape(s("justification")),
-            escape(s("approval_rule"))
-        )));
-    }
-    let approvers: Vec<&str> = data["approvers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if !approvers.is_empty() {
-        blocks.push(section(&format!(
-            "*Approved by*\n{}",
-            escape(&approvers.join(", "))
-        )));
-    }
-    if let Some(outcome) = data["outcome"].as_str() {
-        blocks.push(section(&format!("*Outcome*\n{}", escape(outcome))));
-    }
-    blocks.push(json!({"type": "actions", "elements": [{
-        "type": "button",
-        "text": {"type": "plain_text", "text": "Open the request"},
-        "url": url,
-    }]}));
-    // The fallback names the ticket even for a headline that does not.
-    let text = if ticket.is_empty() || headline.contains(ticket) {
-        format!("{} <{url}|open the request>", escape(&headline))
-    } else {
-        format!(
-            "{} ({}) <{url}|open the request>",
-            escape(&headline),
-            escape(ticket)
-        )
-    };
-    json!({
-        "text": text,
-        "blocks": blocks,
-    })
-}
-
-/// One line saying what happened.
-pub fn headline(body: &Value) -> String {
-    let data = &body["data"];
-    let s = |key: &str| data[key].as_str().unwrap_or_default();
-    let place = format!("{}/{}", s("target"), s("namespace"));
-    let ticket = s("ticket");
-    match body["type"].as_str().and_then(EventType::parse) {
-        Some(EventType::Created) => format!(
-            "{} asks for breakglass on {place} for {ticket}",
-            s("requester")
-        ),
-        Some(EventType::Approved) => format!(
-            "{} approved breakglass {ticket} ({} of {} approvals)",
-            s("actor"),
-            data["approvals"]["count"],
-            data["approvals"]["needed"]
-        ),
-        Some(EventType::Rejected) => format!("{} rejected breakglass {ticket}", s("actor")),
-        Some(EventType::Applied) => format!(
-            "Breakglass {ticket} is active on {place} until {}",
-            s_time(data, "expires_at")
-        ),
-        Some(EventType::Expiring) => format!(
-            "Breakglass {ticket} on {place} ends at {}",
-            s_time(data, "expires_at")
-        ),
-        Some(EventType::Ended) => format!("Breakglass {ticket} on {place} {}", s("state")),
-        Some(EventType::Failed) => format!("Breakglass {ticket} could not be applied on {place}"),
-        Some(EventType::NeedsAttention) => {
-            format!("Breakglass {ticket} on {place} could not be undone: it needs attention")
-        }
-        Some(EventType::Unbrokered) => format!("A breakglass the broker did not make on {place}"),
-        None => format!("Breakglass {ticket} on {place}"),
-    }
-}
-
-fn s_time(data: &Value, key: &str) -> String {
-    data["times"][key].as_str().unwrap_or("?").to_owned()
-}
-
-fn field(name: &str, value: &str) -> Value {
-    json!({"type": "mrkdwn", "text": truncate(&format!("*{name}*\n{}", escape(value)), 2000)})
-}
-
-fn section(text: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, 3000)}})
-}
-
-/// Slack's three control characters, so that input cannot make links or mentions.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 #[cfg(test)]
@@ -293,6 +183,34 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_reads_seconds_or_an_http_date_and_is_capped_at_ten_minutes() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, the example of RFC 9110.
+        let date = 784_111_777_000;
+        assert_eq!(retry_after("20", date), Some(20_000));
+        assert_eq!(retry_after(" 0 ", date), Some(0));
+        assert_eq!(retry_after("86400", date), Some(MAX_RETRY_MS));
+        assert_eq!(
+            retry_after("99999999999999999999", date),
+            Some(MAX_RETRY_MS)
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", date - 30_000),
+            Some(30_000)
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", date + 5_000),
+            Some(0),
+            "a date in the past: at once"
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", date - 3_600_000),
+            Some(MAX_RETRY_MS)
+        );
+        assert_eq!(retry_after("-5", date), None);
+        assert_eq!(retry_after("soon", date), None);
+    }
+
+    #[test]
     fn a_signature_is_the_hmac_of_id_timestamp_and_body() {
         // The example of the Standard Webhooks specification's reference libraries.
         let secret = parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
@@ -308,23 +226,5 @@ mod tests {
         assert!(parse_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
         assert!(parse_secret("whsec_not base64!").is_err());
         assert!(parse_secret("whsec_c2hvcnQ=").is_err());
-    }
-
-    #[test]
-    fn slack_text_escapes_what_people_typed() {
-        let body = json!({"type": "request.created", "data": {
-            "ticket": "INC-1", "requester": "Alice", "target": "t", "namespace": "n",
-            "justification": "<!channel> & friends", "url": "https://b.example/requests/r1",
-        }});
-        let message = slack_message(&body);
-        let all = message.to_string();
-        assert!(!all.contains("<!channel>"), "{all}");
-        assert!(all.contains("&lt;!channel&gt; &amp; friends"), "{all}");
-        assert!(
-            message["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("<https://b.example/requests/r1|open the request>")),
-            "{message}"
-        );
     }
 }

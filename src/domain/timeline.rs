@@ -115,6 +115,16 @@ pub fn sentence(action: &str, actor: &str, detail: &Value) -> String {
             "A notification could not be delivered and was given up".to_owned(),
             "error",
         ),
+        AuditAction::NotificationDisabled => {
+            let endpoint = text("endpoint").unwrap_or("a notification endpoint");
+            let status = match detail.get("status").and_then(Value::as_u64) {
+                Some(status) => format!("HTTP {status}"),
+                None => "410 Gone".to_owned(),
+            };
+            format!(
+                "Notification endpoint {endpoint} answered {status}; it is disabled until its configuration changes"
+            )
+        }
         AuditAction::ExtensionGranted => {
             let mut s = "Granted".to_owned();
             if let Some(original) = text("extends") {
@@ -307,6 +317,18 @@ mod tests {
                 &json!({"extends": "O1", "expires_at": "2026-11-23T15:00:00Z"})
             ),
             "Granted: request O1 now runs until 2026-11-23 15:00 UTC"
+        );
+    }
+
+    #[test]
+    fn a_disabled_endpoint_names_itself_and_the_status() {
+        assert_eq!(
+            sentence(
+                "notification.disabled",
+                "breakglass-broker",
+                &json!({"endpoint": "siem", "status": 410})
+            ),
+            "Notification endpoint siem answered HTTP 410; it is disabled until its configuration changes"
         );
     }
 

@@ -13,8 +13,10 @@ use crate::config::{Config, NotificationConfig};
 use crate::domain::notice::EventType;
 use crate::domain::person::Names;
 use crate::domain::policy::images;
-use crate::domain::{ApprovalRule, AuditAction};
-use crate::store::{AuditEvent, Named, NewMessage, Request, Store, StoreError, Tx};
+use crate::domain::{ApprovalRule, AuditAction, State};
+use crate::store::{
+    AuditEvent, END_MOVED, Named, NewMessage, REQUEST_ENDED_FIRST, Request, Store, StoreError, Tx,
+};
 
 /// The endpoints and what the messages need to say; shared by every change.
 pub struct Announcer {
@@ -48,25 +50,36 @@ impl Announcer {
         action: AuditAction,
         detail: &Value,
     ) -> Result<(), StoreError> {
-        let (Some(kind), Some(request_id), Some(target)) = (
-            EventType::of(action),
-            event.request_id.as_deref(),
-            event.target.as_deref(),
-        ) else {
+        let kind = EventType::of(action);
+        // An apply plans the reminder before the end; a granted extension moves the end, and
+        // the reminder with it.
+        let plans_reminder = matches!(action, AuditAction::Applied | AuditAction::Extended);
+        let (Some(request_id), Some(target)) =
+            (event.request_id.as_deref(), event.target.as_deref())
+        else {
             return Ok(());
         };
+        if kind.is_none() && !plans_reminder {
+            return Ok(());
+        }
         if matches!(
             kind,
-            EventType::Ended | EventType::Failed | EventType::NeedsAttention
+            Some(EventType::Ended | EventType::Failed | EventType::NeedsAttention)
         ) {
-            Store::drop_reminders(tx, request_id, event.at).await?;
+            Store::drop_reminders(tx, request_id, event.at, REQUEST_ENDED_FIRST).await?;
         }
-        let now_wanted: Vec<&NotificationConfig> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.wants(kind, target))
-            .collect();
-        let reminded: Vec<&NotificationConfig> = if kind == EventType::Applied {
+        if action == AuditAction::Extended {
+            Store::drop_reminders(tx, request_id, event.at, END_MOVED).await?;
+        }
+        let now_wanted: Vec<&NotificationConfig> = match kind {
+            Some(kind) => self
+                .endpoints
+                .iter()
+                .filter(|e| e.wants(kind, target))
+                .collect(),
+            None => Vec::new(),
+        };
+        let reminded: Vec<&NotificationConfig> = if plans_reminder {
             self.endpoints
                 .iter()
                 .filter(|e| e.wants(EventType::Expiring, target))
@@ -98,23 +111,30 @@ impl Announcer {
         .show(&event.actor, event.subject());
         let said = Said {
             event,
+            action,
             request: &request,
             named: &named,
             actor: &actor,
             detail,
         };
-        let body = self.body(kind, &said);
-        let text = body.to_string();
-        for endpoint in now_wanted {
-            self.write(tx, endpoint, kind, event, &text, event.at)
-                .await?;
+        if let Some(kind) = kind {
+            let text = self.body(kind, &said).to_string();
+            for endpoint in now_wanted {
+                self.write(tx, endpoint, kind, event, &text, event.at)
+                    .await?;
+            }
         }
-        if let Some(expires_at) = request.expires_at {
+        if let Some(expires_at) = request
+            .expires_at
+            .filter(|_| request.state == State::Active)
+        {
             let body = self.body(EventType::Expiring, &said);
             let text = body.to_string();
             for endpoint in reminded {
                 let remind = i64::try_from(endpoint.remind_before.as_millis()).unwrap_or(0);
-                let due = (expires_at - remind).max(event.at);
+                // At least a millisecond after the event that planned it, so that it is
+                // delivered after that event's own message, never beside it.
+                let due = (expires_at - remind).max(event.at + 1);
                 self.write(tx, endpoint, EventType::Expiring, event, &text, due)
                     .await?;
             }
@@ -185,6 +205,7 @@ impl Announcer {
                 // A reminder's day of tries starts when it is due.
                 created_at: due_at,
                 due_at,
+                destination: &endpoint.destination(),
             },
         )
         .await
@@ -195,6 +216,7 @@ impl Announcer {
     fn body(&self, kind: EventType, said: &Said<'_>) -> Value {
         let Said {
             event,
+            action,
             request,
             named,
             actor,
@@ -233,8 +255,13 @@ impl Announcer {
         });
         if kind == EventType::Created {
             data["justification"] = json!(request.justification);
+            data["minutes"] = json!(request.duration_seconds / 60);
+            // An extension says which breakglass it extends; its minutes are the time added.
+            if let Some(original) = &request.extends {
+                data["extends"] = json!(original);
+            }
         }
-        if let Some(outcome) = outcome(kind, detail) {
+        if let Some(outcome) = outcome(kind, action, detail, request.extends.is_some()) {
             data["outcome"] = json!(outcome);
         }
         json!({
@@ -249,6 +276,7 @@ impl Announcer {
 #[derive(Clone, Copy)]
 struct Said<'a> {
     event: &'a AuditEvent,
+    action: AuditAction,
     request: &'a Request,
     named: &'a Named,
     actor: &'a str,
@@ -256,17 +284,33 @@ struct Said<'a> {
 }
 
 /// What an end, a failure or a call for attention came to, in a sentence.
-fn outcome(kind: EventType, detail: &Value) -> Option<String> {
+fn outcome(
+    kind: EventType,
+    action: AuditAction,
+    detail: &Value,
+    extension: bool,
+) -> Option<String> {
     let error = detail["error"].as_str();
-    match kind {
-        EventType::Ended => Some(match error {
+    let unchanged = if extension {
+        "nothing was applied; the breakglass it would extend ends as planned"
+    } else {
+        "nothing was applied"
+    };
+    match (kind, action) {
+        (EventType::Ended, AuditAction::Cancelled) => Some(format!(
+            "withdrawn by the requester before it was decided; {unchanged}"
+        )),
+        (EventType::Ended, AuditAction::Lapsed) => Some(format!(
+            "lapsed: nobody decided before the approval window closed; {unchanged}"
+        )),
+        (EventType::Ended, _) => Some(match error {
             None => {
                 let objects = detail["objects"].as_array().map_or(0, Vec::len);
                 format!("undone: {objects} object(s) restored or removed")
             }
             Some(e) => format!("undo failed: {e}"),
         }),
-        EventType::Failed | EventType::NeedsAttention => {
+        (EventType::Failed | EventType::NeedsAttention, _) => {
             Some(error.unwrap_or("see the request page").to_owned())
         }
         _ => None,

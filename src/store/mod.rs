@@ -23,7 +23,10 @@ pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
 pub use findings::{Finding, FindingState};
-pub use outbox::{DELIVERED, Message, NewMessage};
+pub use outbox::{
+    DELIVERED, END_MOVED, ENDPOINT_DISABLED, ENDPOINT_MOVED, ENDPOINT_REMOVED, Message, NewMessage,
+    REQUEST_ENDED_FIRST,
+};
 pub use request_page::RequestPage;
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,

@@ -17,6 +17,10 @@ pub struct NewMessage<'a> {
     pub body: &'a str,
     pub created_at: Millis,
     pub due_at: Millis,
+    /// The endpoint's destination when written ([`NotificationConfig::destination`]).
+    ///
+    /// [`NotificationConfig::destination`]: crate::config::NotificationConfig::destination
+    pub destination: &'a str,
 }
 
 #[derive(Clone, Debug, FromRow)]
@@ -33,18 +37,44 @@ pub struct Message {
     pub last_error: Option<String>,
     pub done_at: Option<Millis>,
     pub outcome: Option<String>,
+    pub destination: Option<String>,
 }
 
 /// How a message ended.
 pub const DELIVERED: &str = "delivered";
+/// A message to an endpoint a 410 disabled: not sent, and shown as not delivered.
+pub const ENDPOINT_DISABLED: &str =
+    "not sent: the endpoint is disabled (it answered 410 Gone) until its configuration changes";
+/// A message whose endpoint is no longer configured.
+pub const ENDPOINT_REMOVED: &str = "not sent: endpoint removed from the configuration";
+/// A message whose endpoint now has another URL: it is not sent to the new one.
+pub const ENDPOINT_MOVED: &str =
+    "not sent: the endpoint's URL changed in the configuration since it was written";
+/// A reminder of a request that ended before it was due.
+pub const REQUEST_ENDED_FIRST: &str = "not sent: the request ended first";
+/// A reminder of an end that moved (an extension was granted); a new one is planned.
+pub const END_MOVED: &str = "not sent: the end of the request moved";
 
-const COLUMNS: &str = "id, endpoint, event_type, seq, request_id, body, created_at, due_at, attempts, last_error, done_at, outcome";
+const COLUMNS: &str = "id, endpoint, event_type, seq, request_id, body, created_at, due_at, attempts, last_error, done_at, outcome, destination";
+
+/// The condition that a message `o` is not held back by an older open message of the same
+/// request to the same endpoint (older: by `seq`, then `created_at`, then `id`, the order of
+/// delivery), so that one request's events reach an endpoint in their order. A reminder
+/// planned for later and never tried holds nothing back; messages of other requests, and
+/// messages of no request, are never held back. `$2` is now.
+const IN_ORDER: &str = "NOT EXISTS (
+    SELECT 1 FROM outbox e
+    WHERE e.request_id = o.request_id AND e.endpoint = o.endpoint AND e.done_at IS NULL
+      AND (e.attempts > 0 OR e.due_at <= $2)
+      AND (e.seq < o.seq OR (e.seq = o.seq AND (e.created_at < o.created_at
+           OR (e.created_at = o.created_at AND e.id < o.id)))))";
 
 impl Store {
     pub async fn insert_message(tx: &mut Tx, message: &NewMessage<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO outbox (id, endpoint, event_type, seq, request_id, body, created_at, due_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO outbox (id, endpoint, event_type, seq, request_id, body, created_at, due_at,
+                destination)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(message.id)
         .bind(message.endpoint)
@@ -54,68 +84,93 @@ impl Store {
         .bind(message.body)
         .bind(message.created_at)
         .bind(message.due_at)
+        .bind(message.destination)
         .execute(&mut **tx)
         .await?;
         Ok(())
     }
 
-    /// Settles the reminders of a request that ended before they were sent, in the
-    /// transaction of its end.
-    pub async fn drop_reminders(tx: &mut Tx, request_id: &str, now: Millis) -> Result<()> {
+    /// Settles the reminders of a request not yet sent, in the transaction of what made them
+    /// moot: its end ([`REQUEST_ENDED_FIRST`]) or a new end ([`END_MOVED`]).
+    pub async fn drop_reminders(
+        tx: &mut Tx,
+        request_id: &str,
+        now: Millis,
+        outcome: &str,
+    ) -> Result<()> {
         sqlx::query(
-            "UPDATE outbox SET done_at = $1, outcome = 'not sent: the request ended first',
-                lease_owner = NULL, lease_until = NULL
+            "UPDATE outbox SET done_at = $1, outcome = $3, lease_owner = NULL, lease_until = NULL
              WHERE request_id = $2 AND event_type = 'request.expiring' AND done_at IS NULL",
         )
         .bind(now)
         .bind(request_id)
+        .bind(outcome)
         .execute(&mut **tx)
         .await?;
         Ok(())
     }
 
-    /// Endpoints with a message due now that no worker holds.
-    pub async fn endpoints_due(&self, now: Millis) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT DISTINCT endpoint FROM outbox
-             WHERE done_at IS NULL AND due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)",
-        )
-        .bind(now)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.into_iter().map(|(e,)| e).collect())
+    /// Endpoints, by name and destination, with a message due now that no worker holds and
+    /// no older message holds back.
+    pub async fn endpoints_due(&self, now: Millis) -> Result<Vec<(String, Option<String>)>> {
+        let sql = format!(
+            "SELECT DISTINCT endpoint, destination FROM outbox o
+             WHERE done_at IS NULL AND due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+               AND {}",
+            IN_ORDER.replace("$2", "$1")
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .fetch_all(self.pool())
+            .await?)
     }
 
-    /// For each endpoint with messages waiting: when the next falls due (or its lease runs out).
-    pub async fn next_message_due(&self) -> Result<Vec<(String, Millis)>> {
-        Ok(sqlx::query_as(
-            "SELECT endpoint, MIN(CASE WHEN COALESCE(lease_until, 0) > due_at THEN lease_until ELSE due_at END)
-             FROM outbox WHERE done_at IS NULL GROUP BY endpoint",
-        )
-        .fetch_all(self.pool())
-        .await?)
+    /// For each endpoint and destination with messages waiting that nothing older holds
+    /// back: when the next falls due (or its lease runs out).
+    pub async fn next_message_due(
+        &self,
+        now: Millis,
+    ) -> Result<Vec<(String, Option<String>, Millis)>> {
+        let sql = format!(
+            "SELECT endpoint, destination,
+                MIN(CASE WHEN COALESCE(lease_until, 0) > due_at THEN lease_until ELSE due_at END)
+             FROM outbox o WHERE done_at IS NULL AND {}
+             GROUP BY endpoint, destination",
+            IN_ORDER.replace("$2", "$1")
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .fetch_all(self.pool())
+            .await?)
     }
 
-    /// Takes the lease on the endpoint's oldest due message that no worker holds.
+    /// Takes the lease on the endpoint's oldest due message that no worker holds, that was
+    /// written for `destination` (or before messages named one), and that no older message
+    /// of its request holds back.
     pub async fn claim_message(
         &self,
         endpoint: &str,
+        destination: &str,
         owner: &str,
         now: Millis,
         until: Millis,
     ) -> Result<Option<Message>> {
+        let find = format!(
+            "SELECT id FROM outbox o
+             WHERE endpoint = $1 AND done_at IS NULL AND due_at <= $2
+               AND (lease_until IS NULL OR lease_until <= $2)
+               AND (destination IS NULL OR destination = $3)
+               AND {IN_ORDER}
+             ORDER BY seq, created_at, id LIMIT 1"
+        );
         // Another replica may take the one found first; then look again.
         for _ in 0..8 {
-            let found: Option<(String,)> = sqlx::query_as(
-                "SELECT id FROM outbox
-                 WHERE endpoint = $1 AND done_at IS NULL AND due_at <= $2
-                   AND (lease_until IS NULL OR lease_until <= $2)
-                 ORDER BY seq, created_at, id LIMIT 1",
-            )
-            .bind(endpoint)
-            .bind(now)
-            .fetch_optional(self.pool())
-            .await?;
+            let found: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(find.clone()))
+                .bind(endpoint)
+                .bind(now)
+                .bind(destination)
+                .fetch_optional(self.pool())
+                .await?;
             let Some((id,)) = found else {
                 return Ok(None);
             };
@@ -139,6 +194,53 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// Endpoints, by name and destination, with an open message that fell due before
+    /// `before` and that no worker holds: messages nobody has taken for a while.
+    pub async fn overdue_destinations(
+        &self,
+        before: Millis,
+        now: Millis,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT endpoint, destination FROM outbox
+             WHERE done_at IS NULL AND due_at <= $1 AND (lease_until IS NULL OR lease_until <= $2)",
+        )
+        .bind(before)
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Closes the open messages of one endpoint and destination that fell due before
+    /// `before` and that no worker holds, with `outcome`; how many.
+    pub async fn close_overdue(
+        &self,
+        endpoint: &str,
+        destination: Option<&str>,
+        before: Millis,
+        now: Millis,
+        outcome: &str,
+    ) -> Result<u64> {
+        let same = match destination {
+            Some(_) => "destination = $5",
+            None => "destination IS NULL AND $5 IS NULL",
+        };
+        let sql = format!(
+            "UPDATE outbox SET done_at = $1, outcome = $2, lease_owner = NULL, lease_until = NULL
+             WHERE endpoint = $3 AND {same} AND done_at IS NULL AND due_at <= $4
+               AND (lease_until IS NULL OR lease_until <= $1)"
+        );
+        let closed = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(outcome)
+            .bind(endpoint)
+            .bind(before)
+            .bind(destination)
+            .execute(self.pool())
+            .await?;
+        Ok(closed.rows_affected())
     }
 
     /// Records that a message needs nothing more (delivered, given up, not to be sent), if this
@@ -224,22 +326,34 @@ impl Store {
             .await?)
     }
 
-    /// Messages given up or refused since `since`, newest first: an alarm for auditors.
+    /// Messages given up, refused, or not sent for want of an endpoint (disabled, removed,
+    /// moved) since `since`, newest first: an alarm for auditors. Reminders a request made
+    /// moot are not among them.
     pub async fn undelivered_since(&self, since: Millis, limit: i64) -> Result<Vec<Message>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM outbox
-             WHERE done_at >= $1 AND (outcome LIKE 'gave up%' OR outcome LIKE 'refused%')
+             WHERE done_at >= $1 AND (outcome LIKE 'gave up%' OR outcome LIKE 'refused%'
+                OR outcome IN ($3, $4, $5))
              ORDER BY done_at DESC LIMIT $2"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(since)
             .bind(limit)
+            .bind(ENDPOINT_DISABLED)
+            .bind(ENDPOINT_REMOVED)
+            .bind(ENDPOINT_MOVED)
             .fetch_all(self.pool())
             .await?)
     }
 
-    /// Disables an endpoint until its configuration hash changes.
-    pub async fn disable_endpoint(&self, name: &str, config_hash: &str, now: Millis) -> Result<()> {
+    /// Disables an endpoint until its configuration hash changes, in the transaction of the
+    /// audit event that records it.
+    pub async fn disable_endpoint(
+        tx: &mut Tx,
+        name: &str,
+        config_hash: &str,
+        now: Millis,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO disabled_endpoints (name, config_hash, disabled_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET config_hash = excluded.config_hash,
@@ -248,9 +362,19 @@ impl Store {
         .bind(name)
         .bind(config_hash)
         .bind(now)
-        .execute(self.pool())
+        .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+
+    /// Every endpoint a 410 disabled, as (name, configuration hash, when), by name: it stays
+    /// disabled while its configuration hashes the same.
+    pub async fn disabled_endpoints(&self) -> Result<Vec<(String, String, Millis)>> {
+        Ok(sqlx::query_as(
+            "SELECT name, config_hash, disabled_at FROM disabled_endpoints ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// The configuration hash an endpoint was disabled under, if it was.

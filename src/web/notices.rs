@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::store::{DELIVERED, Message};
+use crate::store::{DELIVERED, Message, StoreError};
+use crate::web::AppState;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct NoticeView {
@@ -41,4 +42,32 @@ pub fn views(messages: &[Message]) -> Vec<NoticeView> {
             }
         })
         .collect()
+}
+
+/// An endpoint a 410 Gone disabled, for the auditors' dashboard.
+#[derive(Clone, Debug, Serialize)]
+pub struct DisabledView {
+    pub endpoint: String,
+    pub since: String,
+}
+
+/// The configured endpoints that stay disabled: a 410 disabled them under the configuration
+/// they still have. A changed configuration (URL, secret, filters) enables one again.
+pub async fn disabled(state: &AppState) -> Result<Vec<DisabledView>, StoreError> {
+    let disabled = state.store.disabled_endpoints().await?;
+    Ok(state
+        .config
+        .notifications
+        .iter()
+        .filter_map(|endpoint| {
+            let hash = endpoint.config_hash();
+            let (_, _, at) = disabled
+                .iter()
+                .find(|(name, under, _)| *name == endpoint.name && *under == hash)?;
+            Some(DisabledView {
+                endpoint: endpoint.name.clone(),
+                since: rfc3339(*at),
+            })
+        })
+        .collect())
 }

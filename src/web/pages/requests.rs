@@ -64,6 +64,8 @@ pub struct Dashboard {
     active: Vec<Row>,
     /// For auditors: notifications the broker gave up on in the last week.
     undelivered: Vec<(Option<String>, crate::web::notices::NoticeView)>,
+    /// For auditors: endpoints a 410 disabled, until their configuration changes.
+    disabled: Vec<crate::web::notices::DisabledView>,
 }
 
 pub async fn dashboard(
@@ -150,9 +152,15 @@ pub async fn dashboard(
     } else {
         Vec::new()
     };
+    let disabled = if state.config.roles.audits(person) {
+        crate::web::notices::disabled(&state).await?
+    } else {
+        Vec::new()
+    };
     let alerts = crate::web::alerts::open_for(&state, person).await?;
     Ok(Dashboard {
         undelivered,
+        disabled,
         nav: viewer.nav(&state),
         alerts,
         attention: rows(&attention),

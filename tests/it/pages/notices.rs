@@ -153,3 +153,119 @@ async fn the_request_page_says_who_was_notified_and_auditors_see_what_was_given_
         "only auditors"
     );
 }
+
+#[tokio::test]
+async fn a_410_is_audited_and_auditors_see_the_endpoint_disabled_until_its_configuration_changes() {
+    let slack_status = Arc::new(AtomicU16::new(200));
+    let hook_status = Arc::new(AtomicU16::new(410));
+    let env = start(
+        receiver(slack_status.clone()).await,
+        receiver(hook_status.clone()).await,
+    )
+    .await;
+    let (id, digest) = env.file_ok(&deployment("gone", HOTFIX_IMAGE), 60).await;
+    // The 410 disables the endpoint, and the audit history says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let disabled = loop {
+        let (status, events) = env
+            .get("dave", &format!("/api/v1/audit?request={id}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{events}");
+        let found = events.as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["action"] == "notification.disabled")
+                .cloned()
+        });
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{events}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(disabled["detail"]["endpoint"], "siem", "{disabled}");
+    assert_eq!(disabled["detail"]["status"], 410, "{disabled}");
+
+    // What it would have been sent later is marked, not dropped in silence.
+    let (status, body) = env.approve("bob", &id, &digest).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = env.get("dave", &format!("/api/v1/requests/{id}")).await;
+        let not_sent = body["notifications"].as_array().is_some_and(|n| {
+            n.iter().any(|n| {
+                n["endpoint"] == "siem"
+                    && n["event"] == "request.approved"
+                    && n["status"] == "not delivered"
+                    && n["outcome"]
+                        .as_str()
+                        .is_some_and(|o| o.contains("the endpoint is disabled"))
+            })
+        });
+        if not_sent {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dave = sign_in(&env, "dave").await;
+    let (status, html) = page(&env, &dave, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    let banner = section(&html, "Notification endpoints disabled").expect("the disabled endpoints");
+    assert!(banner.contains("siem: disabled since"), "{banner}");
+    assert!(!banner.contains("team-slack"), "{banner}");
+    let undelivered = section(&html, "Notifications not delivered").expect("the list");
+    assert!(
+        undelivered.contains("siem: request.approved for")
+            && undelivered.contains("not sent: the endpoint is disabled"),
+        "{undelivered}"
+    );
+    assert!(
+        undelivered.contains("siem: request.created for") && undelivered.contains("refused: 410"),
+        "{undelivered}"
+    );
+    let (_, html) = page(&env, &dave, &format!("/requests/{id}")).await;
+    assert!(
+        html.contains("Notification endpoint siem answered HTTP 410"),
+        "the request's timeline"
+    );
+    let bob = sign_in(&env, "bob").await;
+    let (_, html) = page(&env, &bob, "/").await;
+    assert!(
+        section(&html, "Notification endpoints disabled").is_none(),
+        "only auditors"
+    );
+
+    // The operator points the endpoint elsewhere: a broker with that configuration on the same
+    // database no longer counts it disabled.
+    let clock = breakglass_broker::clock::Clock::manual(env.clock.now());
+    let moved = receiver(Arc::new(AtomicU16::new(200))).await;
+    let slack = receiver(slack_status).await;
+    let again = dev::start_notifying(
+        dev::DevOptions {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: env.dir.path().to_owned(),
+            clock: clock.clone(),
+            decision_max_age: dev::DECISION_MAX_AGE,
+        },
+        vec![
+            endpoint("team-slack", NotificationKind::Slack, slack),
+            endpoint("siem", NotificationKind::Webhook, moved),
+        ],
+    )
+    .await
+    .expect("a broker with the new configuration");
+    let again = TestEnv {
+        env: again,
+        clock,
+        http: reqwest::Client::new(),
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let dave = sign_in(&again, "dave").await;
+    let (status, html) = page(&again, &dave, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        section(&html, "Notification endpoints disabled").is_none(),
+        "enabled again by the new configuration"
+    );
+}
