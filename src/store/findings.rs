@@ -2,6 +2,8 @@
 //! its audit event written in the same transaction as its row, so that a finding exists
 //! exactly when its event does, however many replicas saw it.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -150,10 +152,12 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
+        let mut live = Vec::new();
         for row in rows {
             let uid: String = row.try_get("applied_uid")?;
             let state: String = row.try_get("state")?;
             if is_live(&state) {
+                live.push(uid.clone());
                 known.live_uids.insert(uid);
             } else {
                 if State::parse(&state) == Some(State::NeedsAttention) {
@@ -162,6 +166,7 @@ impl Store {
                 known.ended_uids.insert(uid);
             }
         }
+        known.approved_images = self.approved_images(&live).await?;
         // A UID a live request recorded is live, even if an ended one recorded it too.
         known
             .ended_uids
@@ -180,6 +185,38 @@ impl Store {
             }
         }
         Ok(known)
+    }
+
+    /// What the approvers approved for each of `uids` (objects the broker applied): the images
+    /// of the object's body as its request was filed.
+    pub async fn approved_images(
+        &self,
+        uids: &[String],
+    ) -> Result<HashMap<String, HashSet<String>>> {
+        let mut approved: HashMap<String, HashSet<String>> = HashMap::new();
+        for uid in uids {
+            let rows = sqlx::query(
+                "SELECT a.position, r.objects FROM applied_objects a
+                 JOIN requests r ON r.id = a.request_id WHERE a.applied_uid = $1",
+            )
+            .bind(uid)
+            .fetch_all(self.pool())
+            .await?;
+            for row in rows {
+                let position: i64 = row.try_get("position")?;
+                let objects: String = row.try_get("objects")?;
+                let objects: Value = serde_json::from_str(&objects).unwrap_or(Value::Null);
+                let body = usize::try_from(position)
+                    .ok()
+                    .and_then(|p| objects.get(p))
+                    .unwrap_or(&Value::Null);
+                approved
+                    .entry(uid.clone())
+                    .or_default()
+                    .extend(Known::images_of(body));
+            }
+        }
+        Ok(approved)
     }
 
     /// Records that `suspect` was seen on `target` now. The first sighting of an episode

@@ -271,7 +271,10 @@ impl AuditLogReader {
         }
         let known = self.store.known_applies(&stamped).await?;
         let live_then = self.store.applied_live_at(&uids, write.at).await?;
-        let known = live_when_written(known, live_then);
+        let then: Vec<String> = live_then.iter().cloned().collect();
+        let approved_then = self.store.approved_images(&then).await?;
+        let mut known = live_when_written(known, live_then);
+        known.approved_images.extend(approved_then);
         let applying = stamped.iter().any(|id| known.applying.contains(id));
         if applying && !uids.iter().any(|uid| known.live_uids.contains(uid)) {
             // The broker writes before it records the UID; judge it once it has.

@@ -41,7 +41,18 @@ pub fn unbrokered_services(services: &[Value], known: &Known) -> Vec<Suspect> {
         let uid = service["uid"].as_str().unwrap_or_default();
         let stamp = service["annotations"][REQUEST_ID].as_str();
         let live_stamp = stamp.is_some_and(|id| known.requests.get(id) == Some(&true));
-        if known.live_uids.contains(uid) && live_stamp {
+        let approved = service["template"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["image"].as_str())
+            .all(|image| {
+                known
+                    .approved_images
+                    .get(uid)
+                    .is_some_and(|a| a.contains(image))
+            });
+        if known.live_uids.contains(uid) && live_stamp && approved {
             continue;
         }
         if !known.live_uids.contains(uid) && stamp.is_some_and(|id| known.applying.contains(id)) {
@@ -65,6 +76,24 @@ pub fn unbrokered_services(services: &[Value], known: &Known) -> Vec<Suspect> {
         if known.ended_uids.contains(uid) {
             reasons.insert(Reason::LeftAfterEnd);
             reasons.retain(|r| !matches!(r, Reason::EndedRequest { .. }));
+        }
+        if known.live_uids.contains(uid) && live_stamp && !approved {
+            reasons.insert(Reason::ImagesNotApproved {
+                images: service["template"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["image"].as_str())
+                    .filter(|i| {
+                        !known
+                            .approved_images
+                            .get(uid)
+                            .is_some_and(|a| a.contains(*i))
+                    })
+                    .map(str::to_owned)
+                    .collect(),
+            });
+            reasons.retain(|r| !matches!(r, Reason::CopiedStamp { .. }));
         }
         if reasons.is_empty() {
             reasons.insert(Reason::NotByTheBroker);
@@ -145,8 +174,22 @@ mod tests {
         let known = Known {
             live_uids: HashSet::from(["ours".to_owned()]),
             requests: HashMap::from([("r1".to_owned(), true), ("old".to_owned(), false)]),
+            approved_images: HashMap::from([(
+                "ours".to_owned(),
+                HashSet::from(["evil@sha256:2".to_owned()]),
+            )]),
             ..Known::default()
         };
+        let mut hijacked = service("ours", Some("INC-1: breakglass request r1"), Some("r1"));
+        hijacked["template"]["containers"][0]["image"] = json!("miner@sha256:3");
+        let found = unbrokered_services(&[hijacked], &known);
+        assert_eq!(
+            found[0].reasons,
+            vec![Reason::ImagesNotApproved {
+                images: vec!["miner@sha256:3".into()]
+            }],
+            "the broker's own service, serving images nobody approved"
+        );
         let services = vec![
             service("ours", Some("INC-1: breakglass request r1"), Some("r1")),
             service("plain", None, None),

@@ -281,14 +281,11 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_whose_owner_cannot_be_found_is_reported_under_that_owner_and_says_so() {
+    fn a_pod_whose_owner_cannot_be_found_is_reported_as_itself_and_says_so() {
         let write = LoggedWrite::from_entry(&logged(pod("u1", Some(("ReplicaSet", "rs1")))))
             .expect("a write");
         let suspect = judge(&write, &Found::default(), &Known::default()).expect("fails closed");
-        assert_eq!(
-            (suspect.kind.as_str(), suspect.uid.as_str()),
-            ("ReplicaSet", "rs1")
-        );
+        assert_eq!((suspect.kind.as_str(), suspect.uid.as_str()), ("Pod", "u1"));
         assert!(suspect.reasons.contains(&Reason::OwnerNotFound {
             owner: Member {
                 kind: "ReplicaSet".into(),
@@ -296,7 +293,7 @@ mod tests {
                 uid: "rs1".into()
             }
         }));
-        assert_eq!(suspect.members[0].uid, "u1");
+        assert!(suspect.members.is_empty());
     }
 
     #[test]
@@ -326,7 +323,13 @@ mod tests {
         };
         let suspect = judge(&write, &found, &ended).expect("an ended request's object");
         assert_eq!(suspect.uid, "d1", "keyed as the detector keys it");
-        let then = live_when_written(ended, HashSet::from(["d1".to_owned()]));
+        let mut then = live_when_written(ended, HashSet::from(["d1".to_owned()]));
+        assert!(
+            judge(&write, &found, &then).is_some(),
+            "not running what was approved for it"
+        );
+        then.approved_images
+            .insert("d1".into(), HashSet::from(["evil@sha256:1".to_owned()]));
         assert!(judge(&write, &found, &then).is_none());
     }
 }

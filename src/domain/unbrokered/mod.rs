@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::end::FIELD_MANAGER;
 use super::stamp::REQUEST_ID;
@@ -66,6 +66,43 @@ pub struct Known {
     /// approver is on it. They are findings like any leftover, but a removal leaves them to
     /// the request's own end, which knows to put back a prior template rather than delete.
     pub attention_uids: HashSet<String>,
+    /// The images the approvers approved for each UID in `live_uids`: a breakglass under the
+    /// broker's own object runs these, or it is not the broker's.
+    pub approved_images: HashMap<String, HashSet<String>>,
+}
+
+impl Known {
+    /// Every `image` anywhere in an approved object: the containers of a pod template or a
+    /// Pod, of a Cloud Run service's template.
+    pub fn images_of(approved: &Value) -> HashSet<String> {
+        fn walk(value: &Value, out: &mut HashSet<String>) {
+            match value {
+                Value::Object(map) => {
+                    for (key, value) in map {
+                        match (key.as_str(), value) {
+                            ("image", Value::String(image)) => {
+                                out.insert(image.clone());
+                            }
+                            _ => walk(value, out),
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = HashSet::new();
+        walk(approved, &mut out);
+        out
+    }
+
+    /// Whether every image of `object`'s pod spec is one approved for the live object `uid`.
+    fn approved(&self, uid: &str, object: &Value) -> bool {
+        let approved = self.approved_images.get(uid);
+        images(object)
+            .iter()
+            .all(|image| approved.is_some_and(|a| a.contains(image)))
+    }
 }
 
 /// Why a breakglass is unbrokered. More than one may hold.
@@ -90,8 +127,11 @@ pub enum Reason {
     /// looked: the log entry is the evidence.
     SeenOnlyInAuditLogs { insert_id: String },
     /// An owner in the object's controller chain could not be found, so the chain could not be
-    /// followed to a workload of the broker's: reported under that owner (fail closed).
+    /// followed to a workload of the broker's (fail closed).
     OwnerNotFound { owner: Member },
+    /// Under (or on) an object the broker applied for a live request, but running images the
+    /// approvers did not approve: someone changed or joined the broker's breakglass.
+    ImagesNotApproved { images: Vec<String> },
 }
 
 /// An object of the cluster, by kind, name and UID.
@@ -218,9 +258,6 @@ pub fn stamped_requests(objects: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Marks an owner that is named by a reference but not in the listing.
-const MISSING: &str = "missingFromListing";
-
 /// The object's controller reference: the owner marked `controller: true`, else the first.
 fn owner_reference(object: &Value) -> Option<&Value> {
     let owners = object["metadata"]["ownerReferences"].as_array()?;
@@ -236,74 +273,109 @@ fn owner_uid(object: &Value) -> Option<&str> {
 
 /// Every unbrokered breakglass among `objects` (everything of the pod kinds in one namespace
 /// or cluster), one per top of a controller chain.
+///
+/// A chain is followed up through owners that are present and carry breakglass themselves, as
+/// a controller's copies of its template do: an `ownerReferences` entry is only what its
+/// writer claimed. So a labelled Pod that names someone else's unlabelled Deployment as its
+/// owner is a finding of its own (removing it never touches that Deployment), and one that
+/// names an owner nobody can find is reported as itself, saying so. Under the broker's own
+/// live object, everything must run images the approvers approved for it.
 pub fn unbrokered(objects: &[Value], known: &Known) -> Vec<Suspect> {
-    let present: HashSet<&str> = objects.iter().map(|o| meta(o, "uid")).collect();
-    // An owner that is not in the listing was deleted (its dependents wait for the garbage
-    // collector; a list of several kinds is no snapshot either) or never existed. Either way
-    // its dependents are reported under it, so they join its finding rather than make one
-    // each, and it is never removed (there is nothing to delete at a version).
-    let mut missing: Vec<Value> = Vec::new();
-    for object in objects {
-        if let Some(reference) = owner_reference(object)
-            && let Some(uid) = reference["uid"].as_str()
-            && !present.contains(uid)
-            && !missing.iter().any(|m| meta(m, "uid") == uid)
-        {
-            missing.push(json!({
-                "apiVersion": reference["apiVersion"],
-                "kind": reference["kind"],
-                "metadata": { "name": reference["name"], "namespace": meta(object, "namespace"), "uid": uid },
-                MISSING: true,
-            }));
-        }
-    }
     let by_uid: HashMap<&str, &Value> = objects
         .iter()
-        .chain(missing.iter())
         .map(|o| (meta(o, "uid"), o))
         .filter(|(uid, _)| !uid.is_empty())
         .collect();
-    // Each breakglass object, with the chain from it up to the highest owner present.
+    // Each breakglass object, with the chain from it up to the highest owner that carries
+    // breakglass too, grouped by that top.
     let mut groups: Vec<(&str, Vec<&Value>)> = Vec::new();
+    let mut lost: Vec<(&Value, Member)> = Vec::new();
     for object in objects.iter().filter(|o| carries_breakglass(o)) {
         let mut chain = vec![object];
         let mut seen = HashSet::from([meta(object, "uid")]);
         while chain.len() < MAX_CHAIN {
             let last = chain[chain.len() - 1];
             match owner_uid(last).and_then(|uid| by_uid.get(uid)) {
-                Some(owner) if seen.insert(meta(owner, "uid")) => chain.push(owner),
+                Some(owner) if carries_breakglass(owner) && seen.insert(meta(owner, "uid")) => {
+                    chain.push(owner)
+                }
                 _ => break,
             }
         }
-        let root = meta(chain[chain.len() - 1], "uid");
-        match groups.iter_mut().find(|(r, _)| *r == root) {
-            Some((_, members)) => members.extend(chain),
-            None => groups.push((root, chain)),
+        let root = chain[chain.len() - 1];
+        let root_uid = meta(root, "uid");
+        if known.live_uids.contains(root_uid) && broker_owns_label(root) {
+            // The broker's own: everything on the way up runs what was approved for it, or the
+            // part below it that does not is someone else's.
+            if chain.iter().all(|o| known.approved(root_uid, o)) {
+                continue;
+            }
+            if !known.approved(root_uid, root) {
+                group(&mut groups, root, &chain);
+            } else {
+                let below = chain.len() - 1;
+                group(&mut groups, chain[below - 1], &chain[..below]);
+            }
+            continue;
         }
+        // An owner claimed but not present: gone (its dependents wait for the garbage
+        // collector), or never there.
+        if let Some(reference) = owner_reference(root)
+            && let Some(owner) = reference["uid"].as_str()
+            && !by_uid.contains_key(owner)
+        {
+            // The broker's own object, deleted at its end or still live: what is left of it,
+            // running what was approved or already on its way out, is the garbage collector's.
+            let collecting = root["metadata"]["deletionTimestamp"].is_string()
+                && (known.live_uids.contains(owner) || known.ended_uids.contains(owner));
+            if collecting
+                || (known.live_uids.contains(owner)
+                    && chain.iter().all(|o| known.approved(owner, o)))
+            {
+                continue;
+            }
+            lost.push((
+                root,
+                Member {
+                    kind: reference["kind"].as_str().unwrap_or_default().to_owned(),
+                    name: reference["name"].as_str().unwrap_or_default().to_owned(),
+                    uid: owner.to_owned(),
+                },
+            ));
+        }
+        group(&mut groups, root, &chain);
     }
     let mut found = Vec::new();
     for (root_uid, chain) in groups {
-        let Some(root) = chain.last().copied() else {
+        let Some(root) = by_uid.get(root_uid).copied() else {
             continue;
         };
-        let root = by_uid.get(root_uid).copied().unwrap_or(root);
-        // The broker's own object, deleted at its end: what is left of it is the garbage
-        // collector's to finish.
-        let collected = root[MISSING] == true
-            && (known.live_uids.contains(root_uid) || known.ended_uids.contains(root_uid));
-        if collected {
-            continue;
-        }
-        let brokered = known.live_uids.contains(root_uid) && broker_owns_label(root);
         let being_applied = !known.live_uids.contains(root_uid)
             && stamped_request(root).is_some_and(|id| known.applying.contains(id));
-        if brokered || being_applied {
+        if being_applied {
             continue;
         }
-        found.push(suspect(root, &chain, known));
+        let mut suspect = suspect(root, &chain, known);
+        if let Some((_, owner)) = lost.iter().find(|(o, _)| meta(o, "uid") == root_uid) {
+            suspect.reasons.push(Reason::OwnerNotFound {
+                owner: owner.clone(),
+            });
+            suspect.reasons.sort();
+            suspect.reasons.dedup();
+        }
+        found.push(suspect);
     }
     found.sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
     found
+}
+
+/// Adds `chain` to the group under `root`, starting one if there is none.
+fn group<'a>(groups: &mut Vec<(&'a str, Vec<&'a Value>)>, root: &'a Value, chain: &[&'a Value]) {
+    let root_uid = meta(root, "uid");
+    match groups.iter_mut().find(|(r, _)| *r == root_uid) {
+        Some((_, members)) => members.extend(chain.iter().copied()),
+        None => groups.push((root_uid, chain.to_vec())),
+    }
 }
 
 fn suspect(root: &Value, chain: &[&Value], known: &Known) -> Suspect {
@@ -336,7 +408,23 @@ fn suspect(root: &Value, chain: &[&Value], known: &Known) -> Suspect {
         reasons.retain(|r| !matches!(r, Reason::EndedRequest { .. }));
     }
     if known.live_uids.contains(uid) {
-        reasons.insert(Reason::LabelNotWrittenByBroker);
+        if broker_owns_label(root) {
+            let unapproved: BTreeSet<String> = marked
+                .iter()
+                .flat_map(|o| images(o))
+                .filter(|i| {
+                    !known
+                        .approved_images
+                        .get(uid)
+                        .is_some_and(|a| a.contains(i))
+                })
+                .collect();
+            reasons.insert(Reason::ImagesNotApproved {
+                images: unapproved.into_iter().collect(),
+            });
+        } else {
+            reasons.insert(Reason::LabelNotWrittenByBroker);
+        }
         reasons.retain(|r| !matches!(r, Reason::CopiedStamp { .. }));
     }
     if reasons.is_empty() {
@@ -436,9 +524,14 @@ mod tests {
         json!({ BREAKGLASS_LABEL: "true" })
     }
 
+    /// The broker's live objects, each approved to run the image the fixtures use.
     fn live(uids: &[&str]) -> Known {
         Known {
             live_uids: uids.iter().map(|u| (*u).to_owned()).collect(),
+            approved_images: uids
+                .iter()
+                .map(|u| ((*u).to_owned(), HashSet::from(["evil@sha256:1".to_owned()])))
+                .collect(),
             ..Known::default()
         }
     }
@@ -568,6 +661,16 @@ mod tests {
             "no UID recorded once applied"
         );
         known.live_uids.insert("d1".into());
+        assert_eq!(
+            unbrokered(&objects, &known)[0].reasons,
+            vec![Reason::ImagesNotApproved {
+                images: vec!["evil@sha256:1".into()]
+            }],
+            "its images must be the approved ones"
+        );
+        known
+            .approved_images
+            .insert("d1".into(), HashSet::from(["evil@sha256:1".to_owned()]));
         assert!(unbrokered(&objects, &known).is_empty());
     }
 
@@ -620,13 +723,63 @@ mod tests {
             owned("Pod", "p1", "rs1", label()),
         ];
         let found = unbrokered(&objects[1..], &live(&["rs0"]));
-        assert_eq!(found.len(), 1, "under a workload that is not the broker's");
-        assert_eq!(found[0].uid, "d1");
+        assert_eq!(found.len(), 1, "under a workload that is not there");
+        assert_eq!(found[0].uid, "rs1");
+        assert!(
+            found[0]
+                .reasons
+                .iter()
+                .any(|r| matches!(r, Reason::OwnerNotFound { owner } if owner.uid == "d1"))
+        );
         assert!(unbrokered(&objects, &live(&["d1"])).is_empty());
     }
 
     #[test]
-    fn a_labelled_pod_under_an_unlabelled_workload_is_reported_at_the_workload() {
+    fn a_pod_that_names_the_brokers_live_deployment_as_owner_but_runs_other_images_is_a_finding_of_its_own()
+     {
+        let mut intruder = owned("Pod", "p9", "d1", label());
+        intruder["spec"]["containers"][0]["image"] = json!("miner@sha256:2");
+        let objects = vec![
+            deployment(
+                "d1",
+                label(),
+                vec![owned_by_broker(&["f:spec", "f:template"])],
+            ),
+            intruder,
+        ];
+        let found = unbrokered(&objects, &live(&["d1"]));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].kind.as_str(), found[0].uid.as_str()),
+            ("Pod", "p9")
+        );
+        assert_eq!(found[0].images, vec!["miner@sha256:2"]);
+    }
+
+    #[test]
+    fn the_brokers_live_deployment_changed_to_other_images_is_a_finding_never_removed() {
+        let mut changed = deployment(
+            "d1",
+            label(),
+            vec![owned_by_broker(&["f:spec", "f:template"])],
+        );
+        changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("miner@sha256:2");
+        let known = live(&["d1"]);
+        let found = unbrokered(&[changed], &known);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].reasons,
+            vec![Reason::ImagesNotApproved {
+                images: vec!["miner@sha256:2".into()]
+            }]
+        );
+        assert!(!removable(&found[0], &known));
+    }
+
+    #[test]
+    fn a_labelled_pod_under_an_unlabelled_workload_is_a_finding_of_its_own() {
+        // An ownerReference is only what its writer claimed: the unlabelled workload it names
+        // admitted no breakglass, and a removal must never reach it.
         let objects = vec![
             deployment("d1", json!({}), vec![written_by("kubectl")]),
             owned("ReplicaSet", "rs1", "d1", json!({})),
@@ -634,8 +787,8 @@ mod tests {
         ];
         let found = unbrokered(&objects, &Known::default());
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].uid, "d1");
-        assert_eq!(found[0].members.len(), 2);
+        assert_eq!(found[0].uid, "p1");
+        assert!(found[0].members.is_empty());
     }
 
     #[test]
@@ -657,27 +810,41 @@ mod tests {
         let pod = found.iter().find(|f| f.kind == "Pod").expect("the pod");
         assert_eq!(pod.images, vec!["x", "y"]);
         assert!(broker_owns_label(&cron));
-        assert!(unbrokered(&[cron], &live(&["c1"])).is_empty());
+        let mut known = live(&["c1"]);
+        known
+            .approved_images
+            .insert("c1".into(), HashSet::from(["z".to_owned()]));
+        assert!(unbrokered(&[cron], &known).is_empty());
     }
 
     #[test]
-    fn dependents_whose_owner_is_gone_join_its_finding_and_are_not_removed() {
-        let objects = vec![
+    fn dependents_whose_owner_is_gone_are_reported_as_themselves_unless_the_brokers_own_are_being_collected()
+     {
+        let mut objects = vec![
             owned("ReplicaSet", "rs1", "d1", label()),
             owned("Pod", "p1", "rs1", label()),
             owned("Pod", "p2", "rs1", label()),
         ];
         let found = unbrokered(&objects, &Known::default());
         assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].uid, "d1");
-        assert_eq!(found[0].members.len(), 3);
-        assert!(!removable(&found[0], &Known::default()));
-        // The broker's own Deployment, deleted at its end: its pods are the collector's.
+        assert_eq!(found[0].uid, "rs1");
+        assert_eq!(found[0].members.len(), 2);
+        // The broker's own Deployment, ended: a dependent named under it is a finding, unless
+        // the collector is already deleting it.
         let ended = Known {
             ended_uids: HashSet::from(["d1".to_owned()]),
             ..Known::default()
         };
+        assert_eq!(unbrokered(&objects, &ended).len(), 1);
+        objects[0]["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
         assert!(unbrokered(&objects, &ended).is_empty());
+        // Pods whose ReplicaSet is gone, each its own finding.
+        assert_eq!(unbrokered(&objects[1..], &live(&["d1"])).len(), 2);
+        // Under the broker's live Deployment, running what was approved for it.
+        objects[0]["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .remove("deletionTimestamp");
         assert!(unbrokered(&objects, &live(&["d1"])).is_empty());
     }
 

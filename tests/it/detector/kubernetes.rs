@@ -341,3 +341,77 @@ async fn a_removal_the_cluster_refuses_still_records_every_finding_and_is_tried_
         "{removing:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labelled_pod_that_names_another_teams_deployment_as_owner_is_removed_alone() {
+    let env = start_with_remove().await;
+    // Another team's attested Deployment, no breakglass anywhere.
+    let (status, payments) = deploy(
+        &env,
+        "/apis/apps/v1/namespaces/prod/deployments",
+        &deployment_body(
+            "payments",
+            pod_template(json!({ "app": "payments" }), json!({}), ATTESTED),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{payments}");
+    env.env.sim.set_admission_policy(false);
+    // The attacker's labelled Pod claims it as its owner, and another claims an owner nobody
+    // can find.
+    let mut pods = Vec::new();
+    for (name, owners) in [
+        ("intruder", owner(&payments)),
+        (
+            "orphan",
+            json!([{ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "payments-0",
+                     "uid": "00000000-0000-0000-0000-000000000000", "controller": true }]),
+        ),
+    ] {
+        let (status, pod) = deploy(
+            &env,
+            "/api/v1/namespaces/prod/pods",
+            &json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": name, "labels": { LABEL: "true" }, "ownerReferences": owners },
+                "spec": { "containers": [{ "name": "app", "image": EVIL }] },
+            }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{pod}");
+        pods.push(pod);
+    }
+    for pod in &pods {
+        let uid = pod["metadata"]["uid"].as_str().expect("uid");
+        let (finding, _) = finding_for(&env, uid, Duration::from_secs(5)).await;
+        assert_eq!(finding["kind"], "Pod", "{finding}");
+        assert_eq!(finding["images"], json!([EVIL]));
+    }
+    let key = |kind: &str, name: &str| {
+        let api = if kind == "Pod" { "v1" } else { "apps/v1" };
+        breakglass_broker::dev::sim_cluster::ObjectKey::new(api, kind, "prod", name)
+    };
+    let start = Instant::now();
+    while ["intruder", "orphan"]
+        .iter()
+        .any(|name| env.env.sim.object(&key("Pod", name)).is_some())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the attacker's pods were not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a_few_scans().await;
+    assert!(
+        env.env.sim.object(&key("Deployment", "payments")).is_some(),
+        "the Deployment it named as owner is untouched"
+    );
+    assert!(
+        alerts(&env, "")
+            .await
+            .iter()
+            .all(|f| f["name"] != "payments"),
+        "and never blamed"
+    );
+}
