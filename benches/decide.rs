@@ -345,6 +345,7 @@ spec:
     metadata:
       labels: {{app: {name}}}
     spec:
+      automountServiceAccountToken: false
       containers:
         - name: app
           image: {IMAGE}
