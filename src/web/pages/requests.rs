@@ -268,13 +268,14 @@ pub async fn show(
         approvals,
         look: looked,
         events,
-    } = page;
+        messages,
+    } = &*page;
     let now = state.clock.now();
     let rules = lifecycle.targets.rules(&request.target).unwrap_or_default();
     let decided = approvals
         .iter()
         .any(|a| a.approver_subject == person.subject);
-    let access = lifecycle.access(&request);
+    let access = lifecycle.access(request);
     let can_decide = awaits_decision_from(&access, person, decided, now);
     let can_cancel = request.state == RequestState::Pending && may_cancel(&access, person);
     let can_close = matches!(
@@ -289,13 +290,13 @@ pub async fn show(
     let can_review = matches!(request.state, RequestState::Expired | RequestState::Closed)
         && request.review.is_none()
         && request.requester_subject == person.subject;
-    let looked = match looked.map(look::parse) {
+    let looked = match looked.as_ref().map(look::parse) {
         Some(looked) => Some(looked),
-        None => look::first(&state, &request).await?,
+        None => look::first(&state, request).await?,
     };
-    let objects = object_views(&request, &approvals, looked.as_ref());
+    let objects = object_views(request, approvals, looked.as_ref());
     let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
-    let can_look = look::undecided(&request);
+    let can_look = look::undecided(request);
     let names = Names::new(
         std::iter::once((
             request.requester_name.as_str(),
@@ -326,11 +327,11 @@ pub async fn show(
         rule: describe(rules),
         tally,
         decisions: approvals
-            .into_iter()
+            .iter()
             .map(|a| DecisionView {
                 approver: names.show(&a.approver_name, &a.approver_subject),
-                decision: a.decision,
-                comment: a.comment,
+                decision: a.decision.clone(),
+                comment: a.comment.clone(),
                 at: view::when(a.at),
             })
             .collect(),
@@ -340,7 +341,7 @@ pub async fn show(
             .rev()
             .map(|e| event_view(e, &names, now))
             .collect(),
-        notices: crate::web::notices::views(&state.store.messages_of(&request.id).await?),
+        notices: crate::web::notices::views(messages),
         can_decide,
         can_cancel,
         can_close,
@@ -353,7 +354,7 @@ pub async fn show(
         look_age,
         can_look,
         resume: (!resume.resume.is_empty()).then_some(resume),
-        r: request,
+        r: request.clone(),
     })
 }
 
