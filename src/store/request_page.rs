@@ -6,7 +6,8 @@
 //! For views only. What a decision checks (the request's state, its approvals, the session)
 //! is read from the database, never from here.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 
 use super::audit_search::{AuditFilter, audit_events};
 use super::looks::look;
@@ -26,6 +27,11 @@ pub struct RequestPage {
     pub events: Vec<AuditEvent>,
     /// Who was told about the request, in the order the messages were written.
     pub messages: Vec<Message>,
+    /// What the page makes of this data alone (its objects as shown: stamped, marked and
+    /// compared with the last look), made at the first view and kept as long as the data, so
+    /// that the views the cache serves do not make it again. Of the web's type, which the
+    /// store does not know.
+    pub derived: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 /// A request, its decisions and its notifications: what the API's read of one request shows.
@@ -81,6 +87,7 @@ impl Store {
                     look,
                     events,
                     messages,
+                    derived: OnceLock::new(),
                 })))
             })
             .await
