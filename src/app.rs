@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::lifecycle::{self, Lifecycle};
 use crate::store::Store;
 use crate::targets::Registry;
-use crate::web::{self, AppState};
+use crate::web::{self, AppState, AppStateInner};
 use crate::workers::{Notifier, Worker};
 
 /// Several dependencies bring both rustls crypto providers; the process picks one, once.
@@ -107,7 +107,7 @@ impl Broker {
                 .await
                 .context("reading the sign-in cookie key")?,
         );
-        let state = AppState {
+        let state = AppState::new(AppStateInner {
             login_key,
             metrics,
             secure_cookies: config.public_url.scheme() == "https",
@@ -117,7 +117,7 @@ impl Broker {
             verifier: Arc::new(verifier),
             login: Arc::new(login),
             lifecycle,
-        };
+        });
         Ok(Broker {
             state,
             worker,

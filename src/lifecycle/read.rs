@@ -1,10 +1,14 @@
 //! Reading requests as a person may see them: one request, or every request under a ticket
 //! with its decisions and timeline.
 
+use std::sync::Arc;
+
 use super::{Lifecycle, LifecycleError};
 use crate::domain::ApprovalTally;
 use crate::domain::Person;
-use crate::store::{Approval, AuditEvent, AuditFilter, Request, RequestFilter, RequestPage};
+use crate::store::{
+    Approval, AuditEvent, AuditFilter, Request, RequestFilter, RequestPage, RequestRead,
+};
 
 /// Most requests the history of one ticket lists.
 const MAX_TICKET_REQUESTS: i64 = 200;
@@ -42,31 +46,32 @@ impl Lifecycle {
         }
     }
 
-    /// [`Lifecycle::load_visible`] with the request's decisions and their tally, read on one
-    /// connection.
-    pub async fn load_visible_decisions(
+    /// What the API shows of one request (its decisions, their tally and its notifications),
+    /// if this person may see it. From the store's read cache: for showing, never for deciding.
+    pub async fn load_visible_read(
         &self,
         person: &Person,
         id: &str,
-    ) -> Result<(Request, ApprovalTally, Vec<Approval>), LifecycleError> {
-        let (request, approvals) = self
+    ) -> Result<(Arc<RequestRead>, ApprovalTally), LifecycleError> {
+        let read = self
             .store
-            .request_with_approvals(id)
+            .request_read(id)
             .await?
-            .filter(|(request, _)| self.may_see(person, request))
+            .filter(|read| self.may_see(person, &read.request))
             .ok_or(LifecycleError::NotFound)?;
-        let tally = self.tally_of(&request, &approvals);
-        Ok((request, tally, approvals))
+        let tally = self.tally_of(&read.request, &read.approvals);
+        Ok((read, tally))
     }
 
     /// What the request page shows (with at most `events` of its newest events), if this
-    /// person may see the request, read on one connection.
+    /// person may see the request. From the store's read cache: for showing, never for
+    /// deciding.
     pub async fn load_visible_page(
         &self,
         person: &Person,
         id: &str,
         events: i64,
-    ) -> Result<(RequestPage, ApprovalTally), LifecycleError> {
+    ) -> Result<(Arc<RequestPage>, ApprovalTally), LifecycleError> {
         let page = self
             .store
             .request_page(id, events)

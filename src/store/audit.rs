@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, FromRow, Row};
 
-use super::{Result, Store, Tx};
+use super::{ExecuteWrite, Result, Store, Tx};
 use crate::clock::{Millis, rfc3339};
 use crate::domain::AuditAction;
 use crate::domain::chain::{self, Fields};
@@ -425,7 +425,7 @@ impl Store {
         .bind(&check.head_hash)
         .bind(check.first_bad_seq)
         .bind(check.problem.as_deref())
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use sqlx::Row;
 
-use super::{Result, Store};
+use super::{ExecuteWrite, Result, Store};
 use crate::clock::Millis;
 use crate::domain::unbrokered::Member;
 
@@ -37,7 +37,7 @@ impl Store {
         .bind(target)
         .bind(read_to)
         .bind(now)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(())
     }
@@ -109,7 +109,7 @@ impl Store {
             .bind(merged)
             .bind(&id)
             .bind(&text)
-            .execute(self.pool())
+            .execute_write(self)
             .await?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{AuditEvent, NewEvent, Result, Store};
+use super::{AuditEvent, ExecuteWrite, NewEvent, Result, Store};
 use crate::clock::{Millis, rfc3339};
 use crate::domain::unbrokered::{Known, Suspect};
 use crate::domain::{AuditAction, State};
@@ -260,7 +260,7 @@ impl Store {
                 .bind(now)
                 .bind(&members)
                 .bind(&id)
-                .execute(self.pool())
+                .execute_write(self)
                 .await?;
                 return Ok(None);
             }
@@ -396,7 +396,7 @@ impl Store {
                 sqlx::query("UPDATE findings SET gone_at = $1 WHERE id = $2 AND gone_at IS NULL")
                     .bind(now)
                     .bind(&id)
-                    .execute(self.pool())
+                    .execute_write(self)
                     .await?
                     .rows_affected();
         }

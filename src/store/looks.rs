@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Result, Store};
+use super::{ExecuteWrite, Result, Store};
 use crate::clock::Millis;
 
 impl Store {
@@ -22,7 +22,7 @@ impl Store {
         .bind(request_id)
         .bind(now)
         .bind(not_before)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -33,7 +33,7 @@ impl Store {
             .bind(request_id)
             .bind(taken_at)
             .bind(objects)
-            .execute(self.pool())
+            .execute_write(self)
             .await?;
         Ok(())
     }

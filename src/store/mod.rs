@@ -8,16 +8,21 @@ mod findings;
 mod looks;
 mod metrics;
 mod outbox;
+mod read_cache;
 mod request_page;
 mod requests;
 mod sessions;
 mod work;
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
+
+use read_cache::ReadCache;
 
 pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
@@ -27,7 +32,8 @@ pub use outbox::{
     DELIVERED, END_MOVED, ENDPOINT_DISABLED, ENDPOINT_MOVED, ENDPOINT_REMOVED, Message, NewMessage,
     REQUEST_ENDED_FIRST,
 };
-pub use request_page::RequestPage;
+pub use read_cache::TIME_TO_LIVE as READ_CACHE_TTL;
+pub use request_page::{RequestPage, RequestRead};
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,
 };
@@ -87,9 +93,57 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// What views read, kept for a moment; every write of this store makes it stale at once.
+    cache: Arc<ReadCache>,
 }
 
-pub type Tx = sqlx::Transaction<'static, Any>;
+/// A transaction. Committing it makes what views remember stale (see [`ReadCache`]), so
+/// nothing this replica wrote is ever hidden from a view that starts after the commit.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, Any>,
+    cache: Arc<ReadCache>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        let committed = self.inner.commit().await;
+        // Even when the answer was lost the commit may have happened: forget either way.
+        self.cache.changed();
+        Ok(committed?)
+    }
+}
+
+/// The transaction's connection, for the statements run in it (`&mut **tx`).
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
+
+/// A statement that may change rows, run on the pool outside a transaction:
+/// `sqlx::query(...).bind(...).execute_write(self)`. Like [`Tx::commit`], it makes what views
+/// remember stale when it changed a row. Writes on the pool go through this, never through
+/// `execute(self.pool())`.
+trait ExecuteWrite {
+    async fn execute_write(self, store: &Store) -> Result<AnyQueryResult>;
+}
+
+impl<'q> ExecuteWrite for sqlx::query::Query<'q, Any, AnyArguments> {
+    async fn execute_write(self, store: &Store) -> Result<AnyQueryResult> {
+        let done = self.execute(&store.pool).await?;
+        if done.rows_affected() > 0 {
+            store.cache.changed();
+        }
+        Ok(done)
+    }
+}
 
 /// Whether a connection may change the database.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -169,13 +223,19 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            cache: Arc::new(ReadCache::new()),
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
+    /// The pool, to read from; a write on it goes through `execute_write` (or a [`Tx`]) so
+    /// that the read cache learns of it.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -187,6 +247,9 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin().await?)
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            cache: self.cache.clone(),
+        })
     }
 }

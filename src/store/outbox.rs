@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Result, Store, Tx};
+use super::{ExecuteWrite, Result, Store, Tx};
 use crate::clock::Millis;
 
 /// A message about to be written.
@@ -183,7 +183,7 @@ impl Store {
             .bind(until)
             .bind(&id)
             .bind(now)
-            .execute(self.pool())
+            .execute_write(self)
             .await?;
             if claimed.rows_affected() == 1 {
                 let sql = format!("SELECT {COLUMNS} FROM outbox WHERE id = $1");
@@ -238,7 +238,7 @@ impl Store {
             .bind(endpoint)
             .bind(before)
             .bind(destination)
-            .execute(self.pool())
+            .execute_write(self)
             .await?;
         Ok(closed.rows_affected())
     }
@@ -264,7 +264,7 @@ impl Store {
         .bind(i64::from(error.is_some() || outcome == DELIVERED))
         .bind(id)
         .bind(owner)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -310,20 +310,14 @@ impl Store {
         .bind(due_at)
         .bind(id)
         .bind(owner)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(())
     }
 
     /// Every message about a request, in the order they were written.
     pub async fn messages_of(&self, request_id: &str) -> Result<Vec<Message>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM outbox WHERE request_id = $1 ORDER BY seq, created_at, endpoint"
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(request_id)
-            .fetch_all(self.pool())
-            .await?)
+        messages_of(self.pool(), request_id).await
     }
 
     /// Messages given up, refused, or not sent for want of an endpoint (disabled, removed,
@@ -386,4 +380,17 @@ impl Store {
                 .await?;
         Ok(row.map(|(h,)| h))
     }
+}
+
+pub(super) async fn messages_of<'e, E>(executor: E, request_id: &str) -> Result<Vec<Message>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = format!(
+        "SELECT {COLUMNS} FROM outbox WHERE request_id = $1 ORDER BY seq, created_at, endpoint"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(request_id)
+        .fetch_all(executor)
+        .await?)
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, FromRow, Row};
 
-use super::{Result, Store, Tx};
+use super::{ExecuteWrite, Result, Store, Tx};
 use crate::clock::Millis;
 use crate::domain::manifest::{Object, ObjectRef, Written};
 use crate::domain::person::Names;
@@ -700,7 +700,7 @@ impl Store {
             .bind(written.uid.as_deref())
             .bind(request_id)
             .bind(position)
-            .execute(self.pool())
+            .execute_write(self)
             .await?;
         Ok(())
     }

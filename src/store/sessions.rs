@@ -1,8 +1,10 @@
 //! Browser sessions, and the keys the replicas share.
 
+use std::sync::Arc;
+
 use sqlx::Row;
 
-use super::{Result, Store};
+use super::{ExecuteWrite, Result, Store};
 use crate::clock::Millis;
 
 #[derive(Clone, Debug)]
@@ -31,7 +33,7 @@ impl Store {
         )
         .bind(name)
         .bind(&encoded)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         let stored: String = sqlx::query("SELECT value FROM broker_keys WHERE name = $1")
             .bind(name)
@@ -63,38 +65,36 @@ impl Store {
         .bind(session.signed_in_at)
         .bind(now)
         .bind(session.expires_at)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(())
     }
 
+    /// The session, if it is still valid at `now`: read from the database, as everything that
+    /// changes something (a decision, a filing, signing out) must.
     pub async fn session(&self, id_hash: &str, now: Millis) -> Result<Option<Session>> {
-        let row = sqlx::query(
-            "SELECT issuer, subject, name, groups_json, csrf_token, signed_in_at, expires_at
-             FROM sessions
-             WHERE id_hash = $1 AND expires_at > $2",
-        )
-        .bind(id_hash)
-        .bind(now)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let groups: String = row.try_get("groups_json")?;
-        Ok(Some(Session {
-            issuer: row.try_get("issuer")?,
-            subject: row.try_get("subject")?,
-            name: row.try_get("name")?,
-            groups: serde_json::from_str(&groups).unwrap_or_default(),
-            csrf_token: row.try_get("csrf_token")?,
-            signed_in_at: row.try_get("signed_in_at")?,
-            expires_at: row.try_get("expires_at")?,
-        }))
+        session(self.pool(), id_hash, now).await
+    }
+
+    /// [`Store::session`] for showing a page: from the read cache, so a session another
+    /// replica ended may still show pages here for up to a second; one ended on this replica
+    /// is gone at once.
+    pub async fn session_for_view(&self, id_hash: &str, now: Millis) -> Result<Option<Session>> {
+        let found = self
+            .cache
+            .session(id_hash, async {
+                Ok(session(self.pool(), id_hash, now).await?.map(Arc::new))
+            })
+            .await?;
+        Ok(found
+            .filter(|session| session.expires_at > now)
+            .map(|session| Session::clone(&session)))
     }
 
     pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash)
-            .execute(self.pool())
+            .execute_write(self)
             .await?;
         Ok(())
     }
@@ -103,8 +103,34 @@ impl Store {
     pub async fn purge_sessions(&self, now: Millis) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(self.pool())
+            .execute_write(self)
             .await?;
         Ok(())
     }
+}
+
+async fn session<'e, E>(executor: E, id_hash: &str, now: Millis) -> Result<Option<Session>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query(
+        "SELECT issuer, subject, name, groups_json, csrf_token, signed_in_at, expires_at
+         FROM sessions
+         WHERE id_hash = $1 AND expires_at > $2",
+    )
+    .bind(id_hash)
+    .bind(now)
+    .fetch_optional(executor)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let groups: String = row.try_get("groups_json")?;
+    Ok(Some(Session {
+        issuer: row.try_get("issuer")?,
+        subject: row.try_get("subject")?,
+        name: row.try_get("name")?,
+        groups: serde_json::from_str(&groups).unwrap_or_default(),
+        csrf_token: row.try_get("csrf_token")?,
+        signed_in_at: row.try_get("signed_in_at")?,
+        expires_at: row.try_get("expires_at")?,
+    }))
 }

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Result, Store};
+use super::{ExecuteWrite, Result, Store};
 use crate::clock::Millis;
 use crate::domain::State;
 
@@ -86,7 +86,7 @@ impl Store {
         .bind(id)
         .bind(state.as_str())
         .bind(now)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -102,7 +102,7 @@ impl Store {
         .bind(id)
         .bind(state.as_str())
         .bind(owner)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -115,7 +115,7 @@ impl Store {
         )
         .bind(id)
         .bind(owner)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(())
     }
@@ -137,7 +137,7 @@ impl Store {
         .bind(next_attempt_at)
         .bind(id)
         .bind(owner)
-        .execute(self.pool())
+        .execute_write(self)
         .await?;
         Ok(())
     }

@@ -62,13 +62,17 @@ async fn show(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, AppError> {
-    let (request, tally, approvals) = state.lifecycle.load_visible_decisions(&caller, &id).await?;
-    let mut view = RequestView::new(request);
-    view.approvals = Some(approvals.into_iter().map(ApprovalView::from).collect());
+    let (read, tally) = state.lifecycle.load_visible_read(&caller, &id).await?;
+    let mut view = RequestView::new(read.request.clone());
+    view.approvals = Some(
+        read.approvals
+            .iter()
+            .cloned()
+            .map(ApprovalView::from)
+            .collect(),
+    );
     view.approval = Some(tally);
-    view.notifications = Some(super::notices::views(
-        &state.store.messages_of(&view.id).await?,
-    ));
+    view.notifications = Some(super::notices::views(&read.messages));
     Ok(Json(view))
 }
 

@@ -15,7 +15,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::routing::get;
-use tower_http::set_header::SetResponseHeaderLayer;
+use tower::ServiceBuilder;
+use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -32,8 +33,26 @@ use crate::config::BODY_LIMIT;
 /// How long a client may take to send a request's body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What every handler shares. Axum clones it for each request, so it is one `Arc`: one
+/// counter to move instead of one per field (a profile under load had several percent of the
+/// time in cloning and dropping the fields).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub store: Store,
     pub clock: Clock,
@@ -49,7 +68,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let router = Router::new()
+    let routes = Router::new()
         .nest(
             "/api/v1",
             api::router()
@@ -61,39 +80,68 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        // On each route: it labels what it counts with the route's template.
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,
         ))
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state);
+    let whole = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
         // A body that trickles in is cut off rather than holding a connection for ever.
-        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT));
-    with_security_headers(router).layer(TraceLayer::new_for_http())
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .service(secured(routes));
+    around(whole)
+}
+
+/// A router that sends every request to `service`: the layers in it wrap the whole router
+/// once. `Router::layer` wraps each route on its own, boxed, and each of those boxes is cloned
+/// and dropped for every request the route answers; once around the whole costs nothing per
+/// layer.
+fn around<S>(service: S) -> Router
+where
+    S: tower::Service<axum::extract::Request, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    Router::new().fallback_service(service)
 }
 
 /// Headers on every response: no inline script or style, no framing, no sniffing, no referrer
 /// leaking request ids to other sites.
 pub fn with_security_headers(router: Router) -> Router {
+    around(secured(router))
+}
+
+type Header<S> = SetResponseHeader<S, HeaderValue>;
+type Secured<S> = Header<Header<Header<Header<S>>>>;
+
+fn secured<S>(service: S) -> Secured<S> {
     let csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-    router
+    ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(csp),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        ))
+        .service(service)
 }
 
 /// The process is up.

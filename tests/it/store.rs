@@ -71,9 +71,13 @@ impl Drop for FreshPostgres {
     }
 }
 
+mod read_cache;
+
 /// A store on a fresh database, and what keeps that database alive.
 struct TestDb {
     store: Store,
+    /// For a second store on the same database: another replica.
+    url: String,
     _dir: Option<TempDir>,
     postgres: Option<FreshPostgres>,
 }
@@ -88,6 +92,7 @@ impl TestDb {
         let store = Store::connect(&url).await.expect("sqlite store");
         TestDb {
             store,
+            url,
             _dir: Some(dir),
             postgres: None,
         }
@@ -98,6 +103,7 @@ impl TestDb {
         let store = Store::connect(&database.url).await.expect("postgres store");
         TestDb {
             store,
+            url: database.url.clone(),
             _dir: None,
             postgres: Some(database),
         }

@@ -108,14 +108,14 @@ pub async fn take(state: &AppState, request: &Request) -> Result<bool, StoreErro
 /// looked yet (and only while the request awaits decisions).
 pub async fn first(state: &AppState, request: &Request) -> Result<Option<Look>, StoreError> {
     take(state, request).await?;
-    Ok(state.store.look(&request.id).await?.map(parse))
+    Ok(state.store.look(&request.id).await?.as_ref().map(parse))
 }
 
 /// A look as the store keeps it: when it was taken, and what it found as JSON.
-pub fn parse((taken_at, objects): (Millis, String)) -> Look {
+pub fn parse((taken_at, objects): &(Millis, String)) -> Look {
     Look {
-        taken_at,
-        objects: serde_json::from_str(&objects).unwrap_or_default(),
+        taken_at: *taken_at,
+        objects: serde_json::from_str(objects).unwrap_or_default(),
     }
 }
 

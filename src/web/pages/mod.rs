@@ -14,7 +14,7 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
@@ -107,7 +107,16 @@ impl FromRequestParts<AppState> for SignedIn {
         let found = match jar.get(cookie_name(state.secure_cookies)) {
             Some(cookie) => {
                 let id_hash = hash_id(cookie.value());
-                match state.store.session(&id_hash, state.clock.now()).await {
+                let now = state.clock.now();
+                // Showing a page may take the session from the read cache; anything that
+                // changes something reads it from the database, so a sign-out on another
+                // replica stops it at once.
+                let session = if parts.method == Method::GET || parts.method == Method::HEAD {
+                    state.store.session_for_view(&id_hash, now).await
+                } else {
+                    state.store.session(&id_hash, now).await
+                };
+                match session {
                     Ok(Some(session)) => Some(SignedIn {
                         person: Person {
                             issuer: session.issuer,
@@ -131,7 +140,7 @@ impl FromRequestParts<AppState> for SignedIn {
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
-            let target = if parts.method == axum::http::Method::GET {
+            let target = if parts.method == Method::GET {
                 next
             } else {
                 "/"

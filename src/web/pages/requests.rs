@@ -1,5 +1,8 @@
 //! The dashboard, the new-request form and the request page.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
@@ -214,7 +217,8 @@ pub struct ShowPage {
     rule: String,
     tally: ApprovalTally,
     decisions: Vec<DecisionView>,
-    objects: Vec<ObjectView>,
+    /// The objects, as HTML made from the template `requests/objects.html`.
+    objects: Arc<String>,
     timeline: Vec<EventView>,
     /// Who was notified, and whether it reached them.
     notices: Vec<crate::web::notices::NoticeView>,
@@ -276,13 +280,15 @@ pub async fn show(
         approvals,
         look: looked,
         events,
-    } = page;
+        messages,
+        ..
+    } = &*page;
     let now = state.clock.now();
     let rules = lifecycle.targets.rules(&request.target).unwrap_or_default();
     let decided = approvals
         .iter()
         .any(|a| a.approver_subject == person.subject);
-    let access = lifecycle.access(&request);
+    let access = lifecycle.access(request);
     let can_decide = awaits_decision_from(&access, person, decided, now);
     let can_cancel = request.state == RequestState::Pending && may_cancel(&access, person);
     let can_close = matches!(
@@ -297,13 +303,21 @@ pub async fn show(
     let can_review = matches!(request.state, RequestState::Expired | RequestState::Closed)
         && request.review.is_none()
         && request.requester_subject == person.subject;
-    let looked = match looked.map(look::parse) {
-        Some(looked) => Some(looked),
-        None => look::first(&state, &request).await?,
+    let (objects, look_age) = match looked {
+        Some((taken_at, _)) => (objects_of(&page)?, Some(look::age(now, *taken_at))),
+        None => {
+            let looked = look::first(&state, request).await?;
+            (
+                Arc::new(render_objects(&object_views(
+                    request,
+                    approvals,
+                    looked.as_ref(),
+                ))?),
+                looked.as_ref().map(|l| look::age(now, l.taken_at)),
+            )
+        }
     };
-    let objects = object_views(&request, &approvals, looked.as_ref());
-    let look_age = looked.as_ref().map(|l| look::age(now, l.taken_at));
-    let can_look = look::undecided(&request);
+    let can_look = look::undecided(request);
     let names = Names::new(
         std::iter::once((
             request.requester_name.as_str(),
@@ -334,11 +348,11 @@ pub async fn show(
         rule: describe(rules),
         tally,
         decisions: approvals
-            .into_iter()
+            .iter()
             .map(|a| DecisionView {
                 approver: names.show(&a.approver_name, &a.approver_subject),
-                decision: a.decision,
-                comment: a.comment,
+                decision: a.decision.clone(),
+                comment: a.comment.clone(),
                 at: view::when(a.at),
             })
             .collect(),
@@ -348,7 +362,7 @@ pub async fn show(
             .rev()
             .map(|e| event_view(e, &names, now))
             .collect(),
-        notices: crate::web::notices::views(&state.store.messages_of(&request.id).await?),
+        notices: crate::web::notices::views(messages),
         can_decide,
         can_cancel,
         can_close,
@@ -361,7 +375,7 @@ pub async fn show(
         look_age,
         can_look,
         resume: (!resume.resume.is_empty()).then_some(resume),
-        r: request,
+        r: request.clone(),
     })
 }
 
@@ -371,6 +385,40 @@ pub(super) fn event_view(e: &AuditEvent, names: &Names, now: Millis) -> EventVie
         action: e.action.clone(),
         sentence: timeline::sentence(&e.action, &names.show(&e.actor, e.subject()), &e.detail),
     }
+}
+
+/// The objects of a page whose data holds a look, as HTML: made at the first view of the data
+/// and kept with it ([`RequestPage::derived`]), since they depend on nothing else. They are
+/// most of the page, and stamping, marking and escaping them was most of its cost.
+fn objects_of(page: &RequestPage) -> Result<Arc<String>, PageError> {
+    if let Some(html) = page
+        .derived
+        .get()
+        .and_then(|made| Arc::clone(made).downcast::<String>().ok())
+    {
+        return Ok(html);
+    }
+    let looked = page.look.as_ref().map(look::parse);
+    let html = Arc::new(render_objects(&object_views(
+        &page.request,
+        &page.approvals,
+        looked.as_ref(),
+    ))?);
+    // A view at the same moment may have made it first: the same data makes the same HTML.
+    let _ = page.derived.set(html.clone() as Arc<dyn Any + Send + Sync>);
+    Ok(html)
+}
+
+#[derive(Template)]
+#[template(path = "requests/objects.html")]
+struct ObjectsPart<'a> {
+    objects: &'a [ObjectView],
+}
+
+fn render_objects(objects: &[ObjectView]) -> Result<String, PageError> {
+    ObjectsPart { objects }
+        .render()
+        .map_err(|e| PageError(AppError::Internal(anyhow::Error::new(e))))
 }
 
 /// What each object will look like once stamped and, from the last look at the cluster

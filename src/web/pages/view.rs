@@ -1,6 +1,7 @@
 //! Formatting for pages: times, durations, YAML with the broker's stamps marked and the live
 //! object's inline data masked, diffs.
 
+use chrono::{Datelike, Timelike};
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
@@ -11,19 +12,37 @@ use crate::domain::stamp::is_broker_key;
 use crate::domain::{BREAKGLASS_ANNOTATION, State};
 
 /// `2026-11-23 09:41 UTC`: minutes are what people act on at 3 a.m.
+///
+/// Written field by field: chrono's `format` parses its pattern at every call, and a page
+/// writes a time for each event it lists.
 pub fn when(at: Millis) -> String {
-    to_utc(at).format("%Y-%m-%d %H:%M UTC").to_string()
+    let t = to_utc(at);
+    if !(0..=9999).contains(&t.year()) {
+        return t.format("%Y-%m-%d %H:%M UTC").to_string();
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
 }
 
 /// `14:02 UTC (3 min ago)` on the day it is read; `2026-11-23 09:41 UTC (2 days ago)` before.
 pub fn when_ago(now: Millis, at: Millis) -> String {
-    let same_day = to_utc(now).date_naive() == to_utc(at).date_naive();
-    let time = if same_day {
-        to_utc(at).format("%H:%M UTC").to_string()
+    let then = to_utc(at);
+    if to_utc(now).date_naive() == then.date_naive() {
+        format!(
+            "{:02}:{:02} UTC ({})",
+            then.hour(),
+            then.minute(),
+            ago(now, at)
+        )
     } else {
-        when(at)
-    };
-    format!("{time} ({})", ago(now, at))
+        format!("{} ({})", when(at), ago(now, at))
+    }
 }
 
 /// `just now`, `3 min ago`, `5 h ago`, `2 days ago`, `in 4 min`.
@@ -520,6 +539,34 @@ pub fn comparable(mut live: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_read_as_chrono_would_write_them() {
+        let day = 86_400_000;
+        for at in [
+            0,
+            1_700_000_000_000,
+            1_700_000_000_000 + 59 * 60_000 + 59_999,
+            // The last day of year 9999, the first of year 0 and of year 10000.
+            253_402_214_400_000,
+            -62_167_219_200_000,
+            253_402_300_800_000,
+            -43_200_000,
+        ] {
+            let t = to_utc(at);
+            assert_eq!(when(at), t.format("%Y-%m-%d %H:%M UTC").to_string(), "{at}");
+            assert_eq!(
+                when_ago(at + 3 * 60_000, at),
+                format!("{} (3 min ago)", t.format("%H:%M UTC")),
+                "{at}"
+            );
+            assert_eq!(
+                when_ago(at + 2 * day, at),
+                format!("{} (2 days ago)", t.format("%Y-%m-%d %H:%M UTC")),
+                "{at}"
+            );
+        }
+    }
 
     #[test]
     fn time_left_reads_naturally() {

@@ -8,6 +8,7 @@ mod headers;
 mod images;
 mod notices;
 mod people;
+mod read_cache;
 mod rendering;
 mod request_page;
 mod timeline;
