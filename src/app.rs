@@ -140,6 +140,9 @@ impl Broker {
     /// Starts the worker; it first finishes whatever an earlier process left in flight.
     pub fn start_worker(&mut self) -> Option<tokio::task::JoinHandle<()>> {
         let queue = self.queue.take()?;
+        // Chains audit events a stopped replica or a failed pass left in the journal
+        // (src/store/journal.rs).
+        crate::store::spawn_chaining(self.state.store.clone());
         // Verifies the audit chain and logs its head every few minutes (src/audit/checkpoint.rs).
         crate::audit::checkpoint::spawn(self.state.store.clone(), self.state.clock.clone());
         if let Some(notifier) = &self.notifier {

@@ -15,7 +15,7 @@ use crate::domain::person::Names;
 use crate::domain::policy::images;
 use crate::domain::{ApprovalRule, AuditAction, State};
 use crate::store::{
-    AuditEvent, END_MOVED, Named, NewMessage, REQUEST_ENDED_FIRST, Request, Store, StoreError, Tx,
+    Journaled, END_MOVED, Named, NewMessage, REQUEST_ENDED_FIRST, Request, Store, StoreError, Tx,
 };
 
 /// The endpoints and what the messages need to say; shared by every change.
@@ -46,7 +46,7 @@ impl Announcer {
     pub(super) async fn announce(
         &self,
         tx: &mut Tx,
-        event: &AuditEvent,
+        event: &Journaled,
         action: AuditAction,
         detail: &Value,
     ) -> Result<(), StoreError> {
@@ -147,7 +147,7 @@ impl Announcer {
     pub async fn announce_finding(
         &self,
         tx: &mut Tx,
-        event: &AuditEvent,
+        event: &Journaled,
     ) -> Result<(), StoreError> {
         let target = event.target.as_deref().unwrap_or_default();
         let wanted: Vec<&NotificationConfig> = self
@@ -188,7 +188,7 @@ impl Announcer {
         tx: &mut Tx,
         endpoint: &NotificationConfig,
         kind: EventType,
-        event: &AuditEvent,
+        event: &Journaled,
         body: &str,
         due_at: Millis,
     ) -> Result<(), StoreError> {
@@ -199,7 +199,7 @@ impl Announcer {
                 id: &id,
                 endpoint: &endpoint.name,
                 event_type: kind.as_str(),
-                seq: event.seq,
+                seq: event.entry,
                 request_id: event.request_id.as_deref(),
                 body,
                 // A reminder's day of tries starts when it is due.
@@ -275,7 +275,7 @@ impl Announcer {
 /// What a message is made of.
 #[derive(Clone, Copy)]
 struct Said<'a> {
-    event: &'a AuditEvent,
+    event: &'a Journaled,
     action: AuditAction,
     request: &'a Request,
     named: &'a Named,

@@ -37,14 +37,13 @@ pub use images::{Workload, WorkloadRef};
 pub use read::{RequestHistory, TicketHistory};
 pub use work::{WorkQueue, queue};
 
-use crate::audit::log_event;
 use crate::clock::{Clock, Millis};
 use crate::config::RateLimits;
 use crate::domain::access::{self, RequestAccess};
 use crate::domain::policy::Finding;
 use crate::domain::stamp::Stamp;
 use crate::domain::{AuditAction, Person, Roles, State};
-use crate::store::{AuditEvent, Named, NewEvent, Request, Store, StoreError, Tx, Visibility};
+use crate::store::{Named, NewEvent, Request, Store, StoreError, Tx, Visibility};
 use crate::targets::Registry;
 
 /// The broker's own name in the audit history.
@@ -120,8 +119,6 @@ pub struct LifecycleEvent {
     pub state: Option<State>,
     pub actor: String,
     pub at: Millis,
-    /// The audit event's place in the chain.
-    pub seq: i64,
 }
 
 /// The request fields every audit event about it carries.
@@ -398,9 +395,9 @@ impl Change {
         Ok(())
     }
 
-    /// Appends the change's audit events to the chain and announces them, then commits; then
-    /// logs the events and publishes the lifecycle events: only what committed is logged or
-    /// announced.
+    /// Writes the change's audit events and announces them, then commits (the events are in
+    /// the chain when it returns); then publishes the lifecycle events: only what committed is
+    /// announced or published.
     pub async fn commit(mut self) -> Result<(), StoreError> {
         let new: Vec<NewEvent<'_>> = self.pending.iter().map(PendingEvent::as_new).collect();
         let written = Store::append_audits(&mut self.tx, &new).await?;
@@ -412,12 +409,9 @@ impl Change {
             }
         }
         self.tx.commit().await?;
-        for event in &written {
-            log_event(event);
-            if let Some(published) = published(event) {
-                // Nobody listening is fine: subscribers are optional.
-                let _ = self.events.send(published);
-            }
+        for event in &self.pending {
+            // Nobody listening is fine: subscribers are optional.
+            let _ = self.events.send(event.published());
         }
         Ok(())
     }
@@ -437,6 +431,20 @@ struct PendingEvent {
 }
 
 impl PendingEvent {
+    /// What subscribers hear of it once it committed.
+    fn published(&self) -> LifecycleEvent {
+        LifecycleEvent {
+            request_id: self.request_id.clone(),
+            ticket: self.ticket.clone(),
+            target: self.target.clone(),
+            namespace: self.namespace.clone(),
+            action: self.action,
+            state: self.action.resulting_state(),
+            actor: self.actor.clone(),
+            at: self.at,
+        }
+    }
+
     fn as_new(&self) -> NewEvent<'_> {
         NewEvent {
             at: self.at,
@@ -467,18 +475,3 @@ pub fn stamp_of<'a>(request: &'a Request, named: &'a Named, expires_at: &'a str)
     }
 }
 
-/// The lifecycle event for an audit event about a request.
-fn published(event: &AuditEvent) -> Option<LifecycleEvent> {
-    let action = AuditAction::parse(&event.action)?;
-    Some(LifecycleEvent {
-        request_id: event.request_id.clone()?,
-        ticket: event.ticket.clone().unwrap_or_default(),
-        target: event.target.clone().unwrap_or_default(),
-        namespace: event.namespace.clone().unwrap_or_default(),
-        action,
-        state: action.resulting_state(),
-        actor: event.actor.clone(),
-        at: event.at,
-        seq: event.seq,
-    })
-}

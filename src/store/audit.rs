@@ -181,7 +181,7 @@ impl StoredEvent {
 
 /// The person of a stored event: both halves, or none. (One half alone is not something the
 /// broker writes; hashing it as none makes such an edit show as a broken hash.)
-fn person<'a>(
+pub(super) fn person<'a>(
     issuer: &'a Option<String>,
     subject: &'a Option<String>,
 ) -> Option<(&'a str, &'a str)> {
@@ -226,144 +226,47 @@ pub struct AuditCheck {
     pub problem: Option<String>,
 }
 
+/// Rows per multi-row insert of chained events: 13 parameters each stays far below SQLite's
+/// 32,766 and PostgreSQL's 65,535 parameters per statement.
+pub(super) const INSERT_ROWS: usize = 500;
+
 impl Store {
-    /// Appends an event to the chain inside the caller's transaction, so the event and the
-    /// change it records commit together or not at all.
-    pub async fn append_audit(tx: &mut Tx, event: NewEvent<'_>) -> Result<AuditEvent> {
-        let mut written = Store::append_audits(tx, std::slice::from_ref(&event)).await?;
-        Ok(written.remove(0))
-    }
-
-    /// Appends `events`, in order, to the chain inside the caller's transaction.
-    ///
-    /// The chain's head is a single row that every writer must lock: whoever holds it holds
-    /// up every other writer until their transaction ends. So the head is taken here, by one
-    /// statement that moves it past all of `events` at once, and a caller appends only as
-    /// the last thing before it commits (see `lifecycle::Change`), so that nobody waits on
-    /// the head for longer than the end of one short transaction.
-    pub async fn append_audits(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<Vec<AuditEvent>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let head =
-            sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
-                .bind(count)
-                .fetch_one(&mut **tx)
-                .await?;
-        let last: i64 = head.try_get("seq")?;
-        let mut prev_hash: String = head.try_get("hash")?;
-        let mut written = Vec::with_capacity(events.len());
-        for (seq, event) in (last - count + 1..).zip(events) {
-            let detail = canonical_json(&event.detail);
-            let hash = chain::hash_text(&prev_hash, seq, &event.fields(), &detail);
-            sqlx::query(
-                "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
-                    request_id, ticket, target, namespace, detail, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(seq)
-            .bind(event.at)
-            .bind(event.actor)
-            .bind(event.person.map(|(issuer, _)| issuer))
-            .bind(event.person.map(|(_, subject)| subject))
-            .bind(event.action.as_str())
-            .bind(event.request_id)
-            .bind(event.ticket)
-            .bind(event.target)
-            .bind(event.namespace)
-            .bind(detail)
-            .bind(&prev_hash)
-            .bind(&hash)
-            .execute(&mut **tx)
-            .await?;
-            written.push(AuditEvent {
-                seq,
-                at: event.at,
-                actor: event.actor.to_owned(),
-                actor_issuer: event.person.map(|(issuer, _)| issuer.to_owned()),
-                actor_subject: event.person.map(|(_, subject)| subject.to_owned()),
-                action: event.action.as_str().to_owned(),
-                request_id: event.request_id.map(str::to_owned),
-                ticket: event.ticket.map(str::to_owned),
-                target: event.target.map(str::to_owned),
-                namespace: event.namespace.map(str::to_owned),
-                detail: event.detail.clone(),
-                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
-                hash,
-            });
-        }
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-            .bind(&prev_hash)
-            .execute(&mut **tx)
-            .await?;
-        Ok(written)
-    }
-
-    /// Appends many events at once, chained exactly as [`Store::append_audit`] chains them,
-    /// in multi-row inserts: for importing history and for loading benchmarks, where a
+    /// Appends many events straight to the chain, chained exactly as the journal's events
+    /// are, in multi-row inserts: for importing history and for loading benchmarks, where a
     /// million single appends would take far longer than the thing being measured. Returns
     /// the new head.
     pub async fn append_audit_many(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<ChainHead> {
-        /// Rows per statement: 13 parameters each stays far below SQLite's 32,766 and
-        /// PostgreSQL's 65,535 parameters per statement.
-        const ROWS: usize = 500;
-        const COLUMNS: usize = 13;
         // An update that changes nothing still takes the head's lock, on both databases, so
-        // that appends by others wait for this batch as they wait for a single append.
+        // that chaining by others waits for this batch as it waits for any other.
         let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
             .fetch_one(&mut **tx)
             .await?;
         let mut seq: i64 = head.try_get("seq")?;
         let mut hash: String = head.try_get("hash")?;
-        for chunk in events.chunks(ROWS) {
-            let mut sql = String::from(
-                "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
-                    request_id, ticket, target, namespace, detail, prev_hash, hash) VALUES ",
-            );
-            let mut rows = Vec::with_capacity(chunk.len());
-            for (i, event) in chunk.iter().enumerate() {
-                let base = i * COLUMNS;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                for column in 1..=COLUMNS {
-                    if column > 1 {
-                        sql.push(',');
-                    }
-                    sql.push_str(&format!("${}", base + column));
-                }
-                sql.push(')');
+        let mut chained = Vec::with_capacity(events.len().min(INSERT_ROWS));
+        for chunk in events.chunks(INSERT_ROWS) {
+            chained.clear();
+            for event in chunk {
                 seq += 1;
                 let detail = canonical_json(&event.detail);
                 let next = chain::hash_text(&hash, seq, &event.fields(), &detail);
-                rows.push((
+                chained.push(StoredEvent {
                     seq,
+                    at: event.at,
+                    actor: event.actor.to_owned(),
+                    actor_issuer: event.person.map(|(issuer, _)| issuer.to_owned()),
+                    actor_subject: event.person.map(|(_, subject)| subject.to_owned()),
+                    action: event.action.as_str().to_owned(),
+                    request_id: event.request_id.map(str::to_owned),
+                    ticket: event.ticket.map(str::to_owned),
+                    target: event.target.map(str::to_owned),
+                    namespace: event.namespace.map(str::to_owned),
                     detail,
-                    std::mem::replace(&mut hash, next.clone()),
-                    next,
-                ));
+                    prev_hash: std::mem::replace(&mut hash, next.clone()),
+                    hash: next,
+                });
             }
-            // Placeholders only: the values are all bound below.
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (event, (seq, detail, prev_hash, hash)) in chunk.iter().zip(rows) {
-                query = query
-                    .bind(seq)
-                    .bind(event.at)
-                    .bind(event.actor)
-                    .bind(event.person.map(|(issuer, _)| issuer))
-                    .bind(event.person.map(|(_, subject)| subject))
-                    .bind(event.action.as_str())
-                    .bind(event.request_id)
-                    .bind(event.ticket)
-                    .bind(event.target)
-                    .bind(event.namespace)
-                    .bind(detail)
-                    .bind(prev_hash)
-                    .bind(hash);
-            }
-            query.execute(&mut **tx).await?;
+            Store::insert_chained(&mut **tx, &chained).await?;
         }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)
@@ -371,6 +274,53 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         Ok(ChainHead { seq, hash })
+    }
+
+    /// Writes chained events (at most [`INSERT_ROWS`]) in one multi-row insert; the caller
+    /// holds the head and moves it past them.
+    pub(super) async fn insert_chained(
+        tx: &mut sqlx::AnyConnection,
+        events: &[StoredEvent],
+    ) -> Result<()> {
+        const COLUMNS: usize = 13;
+        let mut sql = String::from(
+            "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
+                request_id, ticket, target, namespace, detail, prev_hash, hash) VALUES ",
+        );
+        for i in 0..events.len() {
+            let base = i * COLUMNS;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for column in 1..=COLUMNS {
+                if column > 1 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("${}", base + column));
+            }
+            sql.push(')');
+        }
+        // Placeholders only: the values are all bound below.
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for event in events {
+            query = query
+                .bind(event.seq)
+                .bind(event.at)
+                .bind(&event.actor)
+                .bind(&event.actor_issuer)
+                .bind(&event.actor_subject)
+                .bind(&event.action)
+                .bind(&event.request_id)
+                .bind(&event.ticket)
+                .bind(&event.target)
+                .bind(&event.namespace)
+                .bind(&event.detail)
+                .bind(&event.prev_hash)
+                .bind(&event.hash);
+        }
+        query.execute(tx).await?;
+        Ok(())
     }
 
     /// The chain's head as the database records it.

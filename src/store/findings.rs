@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{AuditEvent, ExecuteWrite, NewEvent, Result, Store};
+use super::{ExecuteWrite, Journaled, NewEvent, Result, Store};
 use crate::clock::{Millis, rfc3339};
 use crate::domain::unbrokered::{Known, Suspect};
 use crate::domain::{AuditAction, State};
@@ -232,11 +232,11 @@ impl Store {
         suspect: &Suspect,
         now: Millis,
         announce: A,
-    ) -> Result<Option<(Finding, AuditEvent)>>
+    ) -> Result<Option<(Finding, Journaled)>>
     where
         A: for<'t> FnOnce(
             &'t mut super::Tx,
-            &'t AuditEvent,
+            &'t Journaled,
         ) -> futures_util::future::BoxFuture<'t, Result<()>>,
     {
         // Read outside the transaction: on SQLite a transaction that reads before it writes
@@ -280,11 +280,11 @@ impl Store {
         suspect: &Suspect,
         now: Millis,
         announce: A,
-    ) -> Result<Option<(Finding, AuditEvent)>>
+    ) -> Result<Option<(Finding, Journaled)>>
     where
         A: for<'t> FnOnce(
             &'t mut super::Tx,
-            &'t AuditEvent,
+            &'t Journaled,
         ) -> futures_util::future::BoxFuture<'t, Result<()>>,
     {
         self.insert_finding(target, suspect, 1, now, announce).await
@@ -298,11 +298,11 @@ impl Store {
         episode: i64,
         now: Millis,
         announce: A,
-    ) -> Result<Option<(Finding, AuditEvent)>>
+    ) -> Result<Option<(Finding, Journaled)>>
     where
         A: for<'t> FnOnce(
             &'t mut super::Tx,
-            &'t AuditEvent,
+            &'t Journaled,
         ) -> futures_util::future::BoxFuture<'t, Result<()>>,
     {
         let members = text(&suspect.members);
@@ -409,7 +409,7 @@ impl Store {
         finding: &Finding,
         removed: &Value,
         now: Millis,
-    ) -> Result<Option<AuditEvent>> {
+    ) -> Result<Option<Journaled>> {
         let mut tx = self.begin().await?;
         let done =
             sqlx::query("UPDATE findings SET removed = $1 WHERE id = $2 AND removed IS NULL")
@@ -497,7 +497,7 @@ impl Store {
         person: (&str, &str),
         comment: &str,
         now: Millis,
-    ) -> Result<Option<(Finding, AuditEvent)>> {
+    ) -> Result<Option<(Finding, Journaled)>> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE findings SET state = 'acknowledged', acknowledged_by = $1, acknowledged_at = $2,

@@ -5,6 +5,7 @@ mod audit;
 mod audit_logs;
 mod audit_search;
 mod findings;
+mod journal;
 mod looks;
 mod metrics;
 mod outbox;
@@ -28,6 +29,7 @@ pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
 pub use audit_search::AuditFilter;
 pub use findings::{Finding, FindingState};
+pub use journal::{Journaled, spawn_chaining};
 pub use outbox::{
     DELIVERED, END_MOVED, ENDPOINT_DISABLED, ENDPOINT_MOVED, ENDPOINT_REMOVED, Message, NewMessage,
     REQUEST_ENDED_FIRST,
@@ -95,21 +97,31 @@ pub struct Store {
     backend: Backend,
     /// What views read, kept for a moment; every write of this store makes it stale at once.
     cache: Arc<ReadCache>,
+    /// This replica's turns at moving committed audit events into the chain.
+    chainer: Arc<journal::Chainer>,
 }
 
 /// A transaction. Committing it makes what views remember stale (see [`ReadCache`]), so
 /// nothing this replica wrote is ever hidden from a view that starts after the commit.
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
-    cache: Arc<ReadCache>,
+    store: Store,
+    /// Audit events were written to the journal in this transaction.
+    journaled: bool,
 }
 
 impl Tx {
+    /// Commits; audit events written in the transaction are in the chain when this returns
+    /// (see [`Store::chain_committed`]).
     pub async fn commit(self) -> Result<()> {
         let committed = self.inner.commit().await;
         // Even when the answer was lost the commit may have happened: forget either way.
-        self.cache.changed();
-        Ok(committed?)
+        self.store.cache.changed();
+        committed?;
+        if self.journaled {
+            self.store.chain_committed().await;
+        }
+        Ok(())
     }
 }
 
@@ -227,6 +239,7 @@ impl Store {
             pool,
             backend,
             cache: Arc::new(ReadCache::new()),
+            chainer: journal::chainer(),
         })
     }
 
@@ -249,7 +262,8 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             inner: self.pool.begin().await?,
-            cache: self.cache.clone(),
+            store: self.clone(),
+            journaled: false,
         })
     }
 }

@@ -172,10 +172,7 @@ async fn acknowledge_as(
         )
         .await?;
     match done {
-        Some((finding, event)) => {
-            crate::audit::log_event(&event);
-            Ok(finding)
-        }
+        Some((finding, _)) => Ok(finding),
         None => Err(AppError::Conflict(
             "this alert was already acknowledged".into(),
         )),

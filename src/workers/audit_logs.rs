@@ -29,7 +29,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::detect::announce;
-use crate::audit::log_event;
 use crate::clock::{Clock, Millis, rfc3339};
 use crate::domain::unbrokered::{
     Found, LoggedWrite, judge, live_when_written, owner_of, stamped_requests,
@@ -301,13 +300,12 @@ impl AuditLogReader {
                 announce(self.announcer.clone()),
             )
             .await?;
-        let Some((finding, event)) = recorded else {
+        let Some((finding, _)) = recorded else {
             return Ok(Outcome::Unbrokered(None));
         };
         if let Some(notifier) = &self.notifier {
             notifier.wake();
         }
-        log_event(&event);
         tracing::warn!(
             target_name = %name, namespace = %suspect.namespace, kind = %suspect.kind,
             name = %suspect.name, uid = %suspect.uid, writer = %write.principal,

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::audit::log_event;
 use crate::clock::{Clock, Millis};
 use crate::config::{OnUnbrokered, TargetKind};
 use crate::domain::unbrokered::{
@@ -225,7 +224,7 @@ impl Detector {
             ..ScanReport::default()
         };
         for suspect in &suspects {
-            if let Some((finding, event)) = self
+            if let Some((finding, _)) = self
                 .store
                 .record_sighting(name, suspect, now, announce(self.announcer.clone()))
                 .await?
@@ -233,7 +232,6 @@ impl Detector {
                 if let Some(notifier) = &self.notifier {
                     notifier.wake();
                 }
-                log_event(&event);
                 tracing::warn!(
                     target_name = %name, namespace = %suspect.namespace, kind = %suspect.kind,
                     name = %suspect.name, uid = %suspect.uid, "breakglass the broker did not make"
@@ -289,13 +287,9 @@ impl Detector {
         }))
         .chain(suspect.members.iter().map(|m| json!(m)))
         .collect();
-        if let Some(event) = self
-            .store
+        self.store
             .record_removal(&finding, &Value::Array(removed), self.clock.now())
-            .await?
-        {
-            log_event(&event);
-        }
+            .await?;
         Ok(())
     }
 }
@@ -368,13 +362,9 @@ impl Detector {
             target_name = %entry.name(), name = %suspect.name, action = ?done,
             "took an unbrokered breakglass off a Cloud Run service"
         );
-        if let Some(event) = self
-            .store
+        self.store
             .record_removal(&finding, &json!([removed]), self.clock.now())
-            .await?
-        {
-            log_event(&event);
-        }
+            .await?;
         Ok(())
     }
 }
@@ -384,7 +374,7 @@ pub fn announce(
     announcer: Option<Arc<crate::lifecycle::Announcer>>,
 ) -> impl for<'t> FnOnce(
     &'t mut crate::store::Tx,
-    &'t crate::store::AuditEvent,
+    &'t crate::store::Journaled,
 ) -> futures_util::future::BoxFuture<'t, crate::store::Result<()>> {
     move |tx, event| {
         Box::pin(async move {

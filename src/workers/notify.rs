@@ -33,7 +33,6 @@ use tokio::sync::broadcast;
 
 use super::tasks::Tasks;
 
-use crate::audit::log_event;
 use crate::clock::{Clock, Millis, rfc3339};
 use crate::config::{NotificationConfig, NotificationKind};
 use crate::domain::notice::{self, EventType, GIVE_UP_AFTER_MS, MAX_RETRY_MS};
@@ -324,7 +323,7 @@ impl Notifier {
             Some(id) => Store::request_in(&mut tx, id).await?,
             None => None,
         };
-        let event = Store::append_audit(
+        Store::append_audit(
             &mut tx,
             NewEvent {
                 at: now,
@@ -345,7 +344,6 @@ impl Notifier {
         )
         .await?;
         tx.commit().await?;
-        log_event(&event);
         Ok(())
     }
 

@@ -318,10 +318,10 @@ async fn the_lifecycle_takes_a_request_from_filing_to_expiry_against_a_target_do
         })
         .await
         .expect("history");
-    let recorded: Vec<(&str, i64)> = history.iter().map(|e| (e.action.as_str(), e.seq)).collect();
+    let recorded: Vec<(&str, i64)> = history.iter().map(|e| (e.action.as_str(), e.at)).collect();
     let announced: Vec<(&str, i64)> = published
         .iter()
-        .map(|e| (e.action.as_str(), e.seq))
+        .map(|e| (e.action.as_str(), e.at))
         .collect();
     assert_eq!(
         recorded, announced,

@@ -143,6 +143,8 @@ on_both_databases!(
     due_work_and_next_deadline_agree_on_what_is_due_and_when,
     a_change_and_its_audit_event_commit_together,
     a_failing_audit_write_rolls_back_the_change_it_records,
+    events_that_cannot_take_their_place_wait_in_the_journal,
+    an_open_transaction_with_audit_events_holds_up_no_other_writer,
     two_deciders_on_one_request_take_turns_and_see_each_other,
     two_workers_racing_for_one_request_get_one_lease,
     an_extension_names_its_original_and_moves_only_a_running_end,
@@ -580,10 +582,11 @@ async fn a_change_and_its_audit_event_commit_together(store: Store) {
     let second = Store::append_audit(&mut tx, event(&id, AuditAction::Approved))
         .await
         .expect("audit");
+    assert!(first.entry < second.entry, "journaled in order");
     tx.commit().await.expect("commit");
 
-    assert_eq!((first.seq, second.seq), (before + 1, before + 2));
-    assert_eq!(second.prev_hash, first.hash, "chained");
+    // In the chain once the commit returns, in the order they were written.
+    assert_eq!(audit_head_seq(&store).await, before + 2);
     let events = store
         .audit_events(&breakglass_broker::store::AuditFilter {
             request_id: Some(id.clone()),
@@ -600,6 +603,9 @@ async fn a_change_and_its_audit_event_commit_together(store: Store) {
         ]
     );
     assert!(events.iter().all(|e| e.hash == e.expected_hash()));
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [before + 2, before + 1], "newest first");
+    assert_eq!(events[0].prev_hash, events[1].hash, "chained");
     let stored = store.request(&id).await.expect("read").expect("exists");
     assert_eq!(stored.state, State::Rejected);
 }
@@ -607,16 +613,11 @@ async fn a_change_and_its_audit_event_commit_together(store: Store) {
 async fn a_failing_audit_write_rolls_back_the_change_it_records(store: Store) {
     let id = request_in(&store, State::Pending, NOW + 60_000).await;
     let head = audit_head_seq(&store).await;
-    // Something takes the chain's next place behind the store's back: the append collides.
-    sqlx::query(
-        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
-         VALUES ($1, $2, 'mallory', 'squat', '{}', 'x', 'y')",
-    )
-    .bind(head + 1)
-    .bind(NOW)
-    .execute(store.pool())
-    .await
-    .expect("squat");
+    // The journal is gone behind the store's back: no audit event can be written.
+    sqlx::query("ALTER TABLE audit_journal RENAME TO audit_journal_gone")
+        .execute(store.pool())
+        .await
+        .expect("hide the journal");
 
     let mut tx = store.begin().await.expect("begin");
     Store::lock_request(&mut tx, &id).await.expect("lock");
@@ -635,6 +636,103 @@ async fn a_failing_audit_write_rolls_back_the_change_it_records(store: Store) {
     );
     assert_eq!(audit_head_seq(&store).await, head, "the chain did not move");
     assert!(store.due_work(NOW, 10).await.expect("due").is_empty());
+}
+
+async fn events_that_cannot_take_their_place_wait_in_the_journal(store: Store) {
+    let id = request_in(&store, State::Pending, NOW + 60_000).await;
+    let head = audit_head_seq(&store).await;
+    // Something takes the chain's next place behind the store's back: chaining collides.
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
+         VALUES ($1, $2, 'mallory', 'squat', '{}', 'x', 'y')",
+    )
+    .bind(head + 1)
+    .bind(NOW)
+    .execute(store.pool())
+    .await
+    .expect("squat");
+
+    let mut tx = store.begin().await.expect("begin");
+    Store::lock_request(&mut tx, &id).await.expect("lock");
+    Store::set_state(&mut tx, &id, State::Rejected, NOW)
+        .await
+        .expect("reject");
+    Store::append_audit(&mut tx, event(&id, AuditAction::Rejected))
+        .await
+        .expect("journaled");
+    tx.commit().await.expect("the change commits with its event");
+
+    assert_eq!(audit_head_seq(&store).await, head, "the head did not move");
+    let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_journal")
+        .fetch_one(store.pool())
+        .await
+        .expect("journal")
+        .try_get("n")
+        .expect("n");
+    assert_eq!(waiting, 1, "the event waits in the journal");
+
+    // Once the place is free again, the next pass chains it.
+    sqlx::query("DELETE FROM audit_events WHERE actor = 'mallory'")
+        .execute(store.pool())
+        .await
+        .expect("unsquat");
+    assert_eq!(store.chain_journal().await.expect("chain"), 1);
+    assert_eq!(audit_head_seq(&store).await, head + 1);
+    let events = store
+        .audit_events(&breakglass_broker::store::AuditFilter {
+            request_id: Some(id.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].action, AuditAction::Rejected.as_str());
+    assert_eq!(events[0].hash, events[0].expected_hash());
+}
+
+async fn an_open_transaction_with_audit_events_holds_up_no_other_writer(store: Store) {
+    let slow = request_in(&store, State::Pending, NOW + 60_000).await;
+    let quick = request_in(&store, State::Pending, NOW + 60_000).await;
+    let head = audit_head_seq(&store).await;
+    let mut open = store.begin().await.expect("begin");
+    Store::append_audit(&mut open, event(&slow, AuditAction::Approved))
+        .await
+        .expect("journaled");
+
+    // Another writer's change commits and is chained while the first is still open. (On
+    // SQLite, one writer at a time: the open transaction holds the database, not the head.)
+    if store.backend() == breakglass_broker::store::Backend::Postgres {
+        let mut tx = store.begin().await.expect("begin");
+        Store::append_audit(&mut tx, event(&quick, AuditAction::Rejected))
+            .await
+            .expect("journaled");
+        tokio::time::timeout(std::time::Duration::from_secs(5), tx.commit())
+            .await
+            .expect("the commit and its chaining do not wait for the open transaction")
+            .expect("commit");
+        assert_eq!(audit_head_seq(&store).await, head + 1);
+    }
+    open.commit().await.expect("commit");
+    let events = store
+        .audit_events(&breakglass_broker::store::AuditFilter {
+            oldest_first: true,
+            after_seq: Some(head),
+            ..Default::default()
+        })
+        .await
+        .expect("events");
+    let chained: Vec<(&str, i64)> = events
+        .iter()
+        .map(|e| (e.request_id.as_deref().unwrap_or_default(), e.seq))
+        .collect();
+    let expected: Vec<(&str, i64)> = match store.backend() {
+        breakglass_broker::store::Backend::Postgres => {
+            vec![(quick.as_str(), head + 1), (slow.as_str(), head + 2)]
+        }
+        breakglass_broker::store::Backend::Sqlite => vec![(slow.as_str(), head + 1)],
+    };
+    assert_eq!(chained, expected, "chained in the order they committed");
+    assert!(events.iter().all(|e| e.hash == e.expected_hash()));
 }
 
 async fn two_deciders_on_one_request_take_turns_and_see_each_other(store: Store) {

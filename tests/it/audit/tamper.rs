@@ -99,13 +99,13 @@ fn assert_broken_at(verdict: &Verdict, seq: i64, words: &str) {
     assert!(verdict.stderr.contains(words), "{}", verdict.stderr);
 }
 
-/// Appends `EVENTS` events, each in its own transaction as the broker writes them.
+/// Appends `EVENTS` events, each in its own transaction as the broker writes them, and
+/// returns them as the chain holds them.
 async fn populate(store: &Store) -> Vec<AuditEvent> {
-    let mut written = Vec::new();
     for i in 1..=EVENTS {
         let mut tx = store.begin().await.expect("begin");
         let actor = ["alice", "bob", "carol"][(i % 3) as usize];
-        let event = Store::append_audit(
+        Store::append_audit(
             &mut tx,
             NewEvent {
                 at: NOW + i * 1000,
@@ -122,8 +122,13 @@ async fn populate(store: &Store) -> Vec<AuditEvent> {
         .await
         .expect("append");
         tx.commit().await.expect("commit");
-        written.push(event);
     }
+    let mut written = store
+        .audit_events(&AuditFilter::default())
+        .await
+        .expect("events");
+    written.sort_by_key(|e| e.seq);
+    assert_eq!(written.len(), EVENTS as usize, "every event is in the chain");
     written
 }
 

@@ -1,0 +1,263 @@
+//! How audit events reach the chain. A change writes its events to the journal
+//! (`audit_journal`) in its own transaction, so the change and its events commit together or
+//! not at all; just after it commits, the events take their place in the chain, a batch at a
+//! time, by whoever holds the chain's head for that one short transaction.
+//!
+//! Before, each change locked the head itself and held it through its commit, so every
+//! writer of every replica queued behind every other one for the length of a commit. Now the
+//! commits run side by side, and one chaining transaction places the events of all the
+//! changes that committed meanwhile.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::audit::{AuditEvent, NewEvent, StoredEvent};
+use super::{Result, Store, Tx};
+use crate::audit::log_event;
+use crate::clock::Millis;
+use crate::domain::digest::canonical_json;
+
+/// Journal entries chained per transaction, so that one holding of the head stays short.
+const BATCH: usize = super::audit::INSERT_ROWS;
+
+/// An audit event written in a change's transaction; it is in the chain once the change's
+/// commit returns (see [`Tx::commit`]).
+#[derive(Clone, Debug)]
+pub struct Journaled {
+    /// The event's entry in the journal: increasing in the order events of one request are
+    /// written, and above every place in the chain taken before the journal existed. The
+    /// notifications that announce the event are delivered in this order.
+    pub entry: i64,
+    pub at: Millis,
+    pub actor: String,
+    /// Who acted: the issuer and subject of their sign-in (None when the broker did).
+    pub actor_issuer: Option<String>,
+    pub actor_subject: Option<String>,
+    pub action: String,
+    pub request_id: Option<String>,
+    pub ticket: Option<String>,
+    pub target: Option<String>,
+    pub namespace: Option<String>,
+    pub detail: Value,
+}
+
+impl Journaled {
+    /// The subject of who acted; empty for the broker.
+    pub fn subject(&self) -> &str {
+        self.actor_subject.as_deref().unwrap_or_default()
+    }
+}
+
+/// This replica's turns at chaining. Whoever commits events waits for a chaining pass that
+/// began after its commit: a pass under way may have looked at the journal before the commit.
+/// Those who arrive during a pass queue here, not on the database's head row, and the first of
+/// them runs the next pass for all of them.
+#[derive(Default)]
+pub(super) struct Chainer {
+    turn: tokio::sync::Mutex<()>,
+    /// Passes begun and finished, counted from the start of this process.
+    begun: AtomicU64,
+    finished: AtomicU64,
+}
+
+impl Store {
+    /// Writes an event to the journal inside the caller's transaction, so the event and the
+    /// change it records commit together or not at all. It is in the chain when the commit
+    /// returns.
+    pub async fn append_audit(tx: &mut Tx, event: NewEvent<'_>) -> Result<Journaled> {
+        let detail = canonical_json(&event.detail);
+        let row = sqlx::query(
+            "INSERT INTO audit_journal (at, actor, actor_issuer, actor_subject, action,
+                request_id, ticket, target, namespace, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(event.at)
+        .bind(event.actor)
+        .bind(event.person.map(|(issuer, _)| issuer))
+        .bind(event.person.map(|(_, subject)| subject))
+        .bind(event.action.as_str())
+        .bind(event.request_id)
+        .bind(event.ticket)
+        .bind(event.target)
+        .bind(event.namespace)
+        .bind(detail)
+        .fetch_one(&mut **tx)
+        .await?;
+        tx.journaled = true;
+        Ok(Journaled {
+            entry: row.try_get("id")?,
+            at: event.at,
+            actor: event.actor.to_owned(),
+            actor_issuer: event.person.map(|(issuer, _)| issuer.to_owned()),
+            actor_subject: event.person.map(|(_, subject)| subject.to_owned()),
+            action: event.action.as_str().to_owned(),
+            request_id: event.request_id.map(str::to_owned),
+            ticket: event.ticket.map(str::to_owned),
+            target: event.target.map(str::to_owned),
+            namespace: event.namespace.map(str::to_owned),
+            detail: event.detail,
+        })
+    }
+
+    /// Writes `events`, in order, to the journal inside the caller's transaction.
+    pub async fn append_audits(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<Vec<Journaled>> {
+        let mut written = Vec::with_capacity(events.len());
+        for event in events {
+            written.push(Store::append_audit(tx, event.clone()).await?);
+        }
+        Ok(written)
+    }
+
+    /// Returns once a chaining pass that began after now has finished: every event committed
+    /// before this call is then in the chain. A pass that fails leaves its events in the
+    /// journal for the next one ([`Store::chain_journal`] runs every second as well); the
+    /// failure is logged, not returned, for the change that wrote them has committed.
+    pub async fn chain_committed(&self) {
+        let chainer = &self.chainer;
+        let wanted = chainer.begun.load(Ordering::SeqCst) + 1;
+        let _turn = chainer.turn.lock().await;
+        if chainer.finished.load(Ordering::SeqCst) >= wanted {
+            return;
+        }
+        let pass = chainer.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Err(e) = self.chain_journal().await {
+            tracing::warn!(error = %e, "audit events are waiting in the journal for their place in the chain; the next pass retries");
+        }
+        chainer.finished.store(pass, Ordering::SeqCst);
+    }
+
+    /// Moves every journal entry committed so far into the chain, a batch per transaction, and
+    /// writes each chained event to the structured log. Returns how many it chained.
+    pub async fn chain_journal(&self) -> Result<usize> {
+        let mut chained = 0;
+        loop {
+            let events = self.chain_batch().await?;
+            chained += events.len();
+            for event in &events {
+                log_event(event);
+            }
+            if events.len() < BATCH {
+                return Ok(chained);
+            }
+        }
+    }
+
+    /// One transaction: takes the head, chains up to [`BATCH`] entries after it in the order
+    /// they were written, and moves the head past them.
+    async fn chain_batch(&self) -> Result<Vec<AuditEvent>> {
+        // Most passes find the work done by an earlier one, here or on another replica: that
+        // costs one read, not a turn on the head.
+        let waiting = sqlx::query("SELECT id FROM audit_journal LIMIT 1")
+            .fetch_optional(self.pool())
+            .await?;
+        if waiting.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut hash: String = head.try_get("hash")?;
+        let rows = sqlx::query(
+            "SELECT id, at, actor, actor_issuer, actor_subject, action, request_id, ticket,
+                target, namespace, detail
+             FROM audit_journal ORDER BY id LIMIT $1",
+        )
+        .bind(BATCH as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            entries.push(row.try_get::<i64, _>("id")?);
+            seq += 1;
+            let mut event = StoredEvent {
+                seq,
+                at: row.try_get("at")?,
+                actor: row.try_get("actor")?,
+                actor_issuer: row.try_get("actor_issuer")?,
+                actor_subject: row.try_get("actor_subject")?,
+                action: row.try_get("action")?,
+                request_id: row.try_get("request_id")?,
+                ticket: row.try_get("ticket")?,
+                target: row.try_get("target")?,
+                namespace: row.try_get("namespace")?,
+                detail: row.try_get("detail")?,
+                prev_hash: std::mem::take(&mut hash),
+                hash: String::new(),
+            };
+            event.hash = event.recomputed_hash();
+            hash.clone_from(&event.hash);
+            events.push(event);
+        }
+        Store::insert_chained(&mut *tx, &events).await?;
+        let placeholders: Vec<String> = (1..=entries.len()).map(|i| format!("${i}")).collect();
+        // Placeholders only: the entries are all bound below.
+        let sql = format!(
+            "DELETE FROM audit_journal WHERE id IN ({})",
+            placeholders.join(",")
+        );
+        let mut delete = sqlx::query(AssertSqlSafe(sql));
+        for entry in &entries {
+            delete = delete.bind(entry);
+        }
+        delete.execute(&mut *tx).await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.cache.changed();
+        Ok(events.into_iter().map(AuditEvent::from).collect())
+    }
+}
+
+impl From<StoredEvent> for AuditEvent {
+    /// The broker wrote `detail` as canonical JSON; text that is not JSON (which only an edit
+    /// of the database leaves) reads as a string.
+    fn from(stored: StoredEvent) -> AuditEvent {
+        let detail = serde_json::from_str(&stored.detail)
+            .unwrap_or_else(|_| Value::String(stored.detail.clone()));
+        AuditEvent {
+            seq: stored.seq,
+            at: stored.at,
+            actor: stored.actor,
+            actor_issuer: stored.actor_issuer,
+            actor_subject: stored.actor_subject,
+            action: stored.action,
+            request_id: stored.request_id,
+            ticket: stored.ticket,
+            target: stored.target,
+            namespace: stored.namespace,
+            detail,
+            prev_hash: stored.prev_hash,
+            hash: stored.hash,
+        }
+    }
+}
+
+/// Chains what is left in the journal every second: events whose writer's own pass failed,
+/// or whose replica stopped between its commit and its pass.
+pub fn spawn_chaining(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            store.chain_committed().await;
+        }
+    })
+}
+
+/// One per store: see [`Chainer`].
+pub(super) fn chainer() -> Arc<Chainer> {
+    Arc::new(Chainer::default())
+}
