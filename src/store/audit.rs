@@ -230,6 +230,56 @@ pub struct AuditCheck {
 /// 32,766 and PostgreSQL's 65,535 parameters per statement.
 pub(super) const INSERT_ROWS: usize = 500;
 
+/// The columns of a chained event, in the order [`bind_event`] binds them.
+pub(super) const INSERT_COLUMN_NAMES: &str = "seq, at, actor, actor_issuer, actor_subject, action, \
+    request_id, ticket, target, namespace, detail, prev_hash, hash";
+pub(super) const INSERT_COLUMNS: usize = 13;
+
+/// `rows` groups of `columns` placeholders, `($n,...),(...)`, numbered after `after`; or, for
+/// one column, a plain list `$n,$m,...`.
+pub(super) fn placeholders(after: usize, rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        if columns > 1 {
+            sql.push('(');
+        }
+        for column in 0..columns {
+            if column > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", after + row * columns + column + 1));
+        }
+        if columns > 1 {
+            sql.push(')');
+        }
+    }
+    sql
+}
+
+/// Binds a chained event's [`INSERT_COLUMN_NAMES`].
+pub(super) fn bind_event<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    event: &'q StoredEvent,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(event.seq)
+        .bind(event.at)
+        .bind(&event.actor)
+        .bind(&event.actor_issuer)
+        .bind(&event.actor_subject)
+        .bind(&event.action)
+        .bind(&event.request_id)
+        .bind(&event.ticket)
+        .bind(&event.target)
+        .bind(&event.namespace)
+        .bind(&event.detail)
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
+}
+
 impl Store {
     /// Appends many events straight to the chain, chained exactly as the journal's events
     /// are, in multi-row inserts: for importing history and for loading benchmarks, where a
@@ -282,42 +332,14 @@ impl Store {
         tx: &mut sqlx::AnyConnection,
         events: &[StoredEvent],
     ) -> Result<()> {
-        const COLUMNS: usize = 13;
-        let mut sql = String::from(
-            "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
-                request_id, ticket, target, namespace, detail, prev_hash, hash) VALUES ",
-        );
-        for i in 0..events.len() {
-            let base = i * COLUMNS;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for column in 1..=COLUMNS {
-                if column > 1 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("${}", base + column));
-            }
-            sql.push(')');
-        }
         // Placeholders only: the values are all bound below.
+        let sql = format!(
+            "INSERT INTO audit_events ({INSERT_COLUMN_NAMES}) VALUES {}",
+            placeholders(0, events.len(), INSERT_COLUMNS)
+        );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for event in events {
-            query = query
-                .bind(event.seq)
-                .bind(event.at)
-                .bind(&event.actor)
-                .bind(&event.actor_issuer)
-                .bind(&event.actor_subject)
-                .bind(&event.action)
-                .bind(&event.request_id)
-                .bind(&event.ticket)
-                .bind(&event.target)
-                .bind(&event.namespace)
-                .bind(&event.detail)
-                .bind(&event.prev_hash)
-                .bind(&event.hash);
+            query = bind_event(query, event);
         }
         query.execute(tx).await?;
         Ok(())

@@ -12,10 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
+use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::audit::{AuditEvent, NewEvent, StoredEvent};
-use super::{Result, Store, Tx};
+use super::audit::{
+    AuditEvent, ChainHead, INSERT_COLUMN_NAMES, INSERT_COLUMNS, NewEvent, StoredEvent, bind_event,
+    placeholders,
+};
+use super::{Backend, Result, Store, Tx};
 use crate::audit::log_event;
 use crate::clock::Millis;
 use crate::domain::digest::canonical_json;
@@ -145,8 +149,8 @@ impl Store {
         }
     }
 
-    /// One transaction: takes the head, chains up to [`BATCH`] entries after it in the order
-    /// they were written, and moves the head past them.
+    /// Chains up to [`BATCH`] entries after the head, in the order they were written, and
+    /// moves the head past them.
     async fn chain_batch(&self) -> Result<Vec<AuditEvent>> {
         // Most passes find the work done by an earlier one, here or on another replica: that
         // costs one read, not a turn on the head.
@@ -156,12 +160,95 @@ impl Store {
         if waiting.is_none() {
             return Ok(Vec::new());
         }
+        let events = match self.backend {
+            Backend::Postgres => loop {
+                if let Some(events) = self.chain_at_once().await? {
+                    break events;
+                }
+            },
+            Backend::Sqlite => self.chain_in_turn().await?,
+        };
+        if !events.is_empty() {
+            self.cache.changed();
+        }
+        Ok(events.into_iter().map(AuditEvent::from).collect())
+    }
+
+    /// PostgreSQL, where replicas chain side by side: the head and the entries are read
+    /// without a lock, the events chained here, and one statement moves the head only if it
+    /// is still where it was read, writing the events and taking their entries from the
+    /// journal with it. The head is locked for that statement alone, never across a round
+    /// trip to a replica that may be busy. None when another pass moved the head first: read
+    /// again.
+    async fn chain_at_once(&self) -> Result<Option<Vec<StoredEvent>>> {
+        let rows = sqlx::query(
+            "SELECT h.seq AS head_seq, h.hash AS head_hash, j.id, j.at, j.actor, j.actor_issuer,
+                j.actor_subject, j.action, j.request_id, j.ticket, j.target, j.namespace, j.detail
+             FROM audit_head h
+             LEFT JOIN (SELECT * FROM audit_journal ORDER BY id LIMIT $1) j ON TRUE
+             WHERE h.id = 1
+             ORDER BY j.id",
+        )
+        .bind(BATCH as i64)
+        .fetch_all(self.pool())
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(Some(Vec::new()));
+        };
+        let head = ChainHead {
+            seq: first.try_get("head_seq")?,
+            hash: first.try_get("head_hash")?,
+        };
+        if first.try_get::<Option<i64>, _>("id")?.is_none() {
+            return Ok(Some(Vec::new()));
+        }
+        let (entries, events) = chained(&head, &rows)?;
+        let Some(last) = events.last() else {
+            return Ok(Some(Vec::new()));
+        };
+        let values = placeholders(4, events.len(), INSERT_COLUMNS);
+        let taken = placeholders(4 + events.len() * INSERT_COLUMNS, entries.len(), 1);
+        // Placeholders only: the values are all bound below.
+        let sql = format!(
+            "WITH head AS (
+                UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4
+                RETURNING seq
+             ), placed AS (
+                INSERT INTO audit_events ({INSERT_COLUMN_NAMES})
+                SELECT * FROM (VALUES {values}) AS v ({INSERT_COLUMN_NAMES})
+                WHERE EXISTS (SELECT 1 FROM head)
+             ), taken AS (
+                DELETE FROM audit_journal
+                WHERE id IN ({taken}) AND EXISTS (SELECT 1 FROM head)
+             )
+             SELECT COUNT(*) AS moved FROM head"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(last.seq)
+            .bind(&last.hash)
+            .bind(head.seq)
+            .bind(&head.hash);
+        for event in &events {
+            query = bind_event(query, event);
+        }
+        for entry in &entries {
+            query = query.bind(entry);
+        }
+        let moved: i64 = query.fetch_one(self.pool()).await?.try_get("moved")?;
+        Ok((moved == 1).then_some(events))
+    }
+
+    /// SQLite, one writer at a time anyway: a transaction that takes the head, chains the
+    /// entries, and moves the head past them.
+    async fn chain_in_turn(&self) -> Result<Vec<StoredEvent>> {
         let mut tx = self.pool.begin().await?;
-        let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
             .fetch_one(&mut *tx)
             .await?;
-        let mut seq: i64 = head.try_get("seq")?;
-        let mut hash: String = head.try_get("hash")?;
+        let head = ChainHead {
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+        };
         let rows = sqlx::query(
             "SELECT id, at, actor, actor_issuer, actor_subject, action, request_id, ticket,
                 target, namespace, detail
@@ -170,39 +257,15 @@ impl Store {
         .bind(BATCH as i64)
         .fetch_all(&mut *tx)
         .await?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut entries = Vec::with_capacity(rows.len());
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            entries.push(row.try_get::<i64, _>("id")?);
-            seq += 1;
-            let mut event = StoredEvent {
-                seq,
-                at: row.try_get("at")?,
-                actor: row.try_get("actor")?,
-                actor_issuer: row.try_get("actor_issuer")?,
-                actor_subject: row.try_get("actor_subject")?,
-                action: row.try_get("action")?,
-                request_id: row.try_get("request_id")?,
-                ticket: row.try_get("ticket")?,
-                target: row.try_get("target")?,
-                namespace: row.try_get("namespace")?,
-                detail: row.try_get("detail")?,
-                prev_hash: std::mem::take(&mut hash),
-                hash: String::new(),
-            };
-            event.hash = event.recomputed_hash();
-            hash.clone_from(&event.hash);
-            events.push(event);
-        }
+        let (entries, events) = chained(&head, &rows)?;
+        let Some(last) = events.last() else {
+            return Ok(events);
+        };
         Store::insert_chained(&mut *tx, &events).await?;
-        let placeholders: Vec<String> = (1..=entries.len()).map(|i| format!("${i}")).collect();
         // Placeholders only: the entries are all bound below.
         let sql = format!(
             "DELETE FROM audit_journal WHERE id IN ({})",
-            placeholders.join(",")
+            placeholders(0, entries.len(), 1)
         );
         let mut delete = sqlx::query(AssertSqlSafe(sql));
         for entry in &entries {
@@ -210,14 +273,40 @@ impl Store {
         }
         delete.execute(&mut *tx).await?;
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&hash)
+            .bind(last.seq)
+            .bind(&last.hash)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.cache.changed();
-        Ok(events.into_iter().map(AuditEvent::from).collect())
+        Ok(events)
     }
+}
+
+/// The journal's `rows` chained after `head`, with their entries.
+fn chained(head: &ChainHead, rows: &[AnyRow]) -> Result<(Vec<i64>, Vec<StoredEvent>)> {
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut events: Vec<StoredEvent> = Vec::with_capacity(rows.len());
+    for (seq, row) in (head.seq + 1..).zip(rows) {
+        entries.push(row.try_get::<i64, _>("id")?);
+        let mut event = StoredEvent {
+            seq,
+            at: row.try_get("at")?,
+            actor: row.try_get("actor")?,
+            actor_issuer: row.try_get("actor_issuer")?,
+            actor_subject: row.try_get("actor_subject")?,
+            action: row.try_get("action")?,
+            request_id: row.try_get("request_id")?,
+            ticket: row.try_get("ticket")?,
+            target: row.try_get("target")?,
+            namespace: row.try_get("namespace")?,
+            detail: row.try_get("detail")?,
+            prev_hash: events.last().map_or_else(|| head.hash.clone(), |e| e.hash.clone()),
+            hash: String::new(),
+        };
+        event.hash = event.recomputed_hash();
+        events.push(event);
+    }
+    Ok((entries, events))
 }
 
 impl From<StoredEvent> for AuditEvent {
