@@ -15,7 +15,7 @@ use crate::domain::person::Names;
 use crate::domain::policy::images;
 use crate::domain::{ApprovalRule, AuditAction, State};
 use crate::store::{
-    Journaled, END_MOVED, Named, NewMessage, REQUEST_ENDED_FIRST, Request, Store, StoreError, Tx,
+    END_MOVED, Journaled, Named, NewMessage, REQUEST_ENDED_FIRST, Request, Store, StoreError, Tx,
 };
 
 /// The endpoints and what the messages need to say; shared by every change.
@@ -144,11 +144,7 @@ impl Announcer {
 
     /// Writes what a detector's first sighting announces (`breakglass.unbrokered`), in the
     /// finding's transaction: where, what, who wrote it, and the alerts page.
-    pub async fn announce_finding(
-        &self,
-        tx: &mut Tx,
-        event: &Journaled,
-    ) -> Result<(), StoreError> {
+    pub async fn announce_finding(&self, tx: &mut Tx, event: &Journaled) -> Result<(), StoreError> {
         let target = event.target.as_deref().unwrap_or_default();
         let wanted: Vec<&NotificationConfig> = self
             .endpoints

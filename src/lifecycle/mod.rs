@@ -474,4 +474,3 @@ pub fn stamp_of<'a>(request: &'a Request, named: &'a Named, expires_at: &'a str)
         expires_at,
     }
 }
-

@@ -300,7 +300,9 @@ fn chained(head: &ChainHead, rows: &[AnyRow]) -> Result<(Vec<i64>, Vec<StoredEve
             target: row.try_get("target")?,
             namespace: row.try_get("namespace")?,
             detail: row.try_get("detail")?,
-            prev_hash: events.last().map_or_else(|| head.hash.clone(), |e| e.hash.clone()),
+            prev_hash: events
+                .last()
+                .map_or_else(|| head.hash.clone(), |e| e.hash.clone()),
             hash: String::new(),
         };
         event.hash = event.recomputed_hash();

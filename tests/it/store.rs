@@ -660,7 +660,9 @@ async fn events_that_cannot_take_their_place_wait_in_the_journal(store: Store) {
     Store::append_audit(&mut tx, event(&id, AuditAction::Rejected))
         .await
         .expect("journaled");
-    tx.commit().await.expect("the change commits with its event");
+    tx.commit()
+        .await
+        .expect("the change commits with its event");
 
     assert_eq!(audit_head_seq(&store).await, head, "the head did not move");
     let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_journal")

@@ -128,7 +128,11 @@ async fn populate(store: &Store) -> Vec<AuditEvent> {
         .await
         .expect("events");
     written.sort_by_key(|e| e.seq);
-    assert_eq!(written.len(), EVENTS as usize, "every event is in the chain");
+    assert_eq!(
+        written.len(),
+        EVENTS as usize,
+        "every event is in the chain"
+    );
     written
 }
 
