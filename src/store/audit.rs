@@ -316,7 +316,7 @@ impl Store {
                     hash: next,
                 });
             }
-            Store::insert_chained(&mut **tx, &chained).await?;
+            Store::insert_chained(tx, &chained).await?;
         }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)

@@ -261,7 +261,7 @@ impl Store {
         let Some(last) = events.last() else {
             return Ok(events);
         };
-        Store::insert_chained(&mut *tx, &events).await?;
+        Store::insert_chained(&mut tx, &events).await?;
         // Placeholders only: the entries are all bound below.
         let sql = format!(
             "DELETE FROM audit_journal WHERE id IN ({})",
