@@ -190,6 +190,8 @@ pub async fn run(store: Store, clock: Clock) {
             anchor.clone()
         };
         round = round.wrapping_add(1);
+        // Everything committed so far is checked, not only what was chained by now.
+        store.chain_committed().await;
         match verify_from(&store, from.as_ref(), &[]).await {
             Ok(report) => {
                 // Another replica's full walk found a problem behind this replica's anchor,

@@ -125,7 +125,12 @@ macro_rules! bind_all {
 impl Store {
     /// Events matching the filter, newest first unless it asks for oldest first; at most
     /// `filter.limit` of them (0 means 100; never more than 1000).
+    ///
+    /// Every change committed before the call is in the answer, whichever replica made it: a
+    /// change is visible from its commit on, but its events take their place in the chain just
+    /// after, so whatever waits in the journal is chained first.
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        self.chain_committed().await;
         audit_events(self.pool(), filter).await
     }
 

@@ -68,23 +68,37 @@ impl Worker {
 
     /// Runs until the queue closes: work pushed to it at once, deadlines when they come.
     ///
-    /// The first sweep finishes what an earlier process left in flight. A database that
-    /// cannot be reached makes the loop wait and try again; it never ends it.
+    /// The first sweep finishes what an earlier process left in flight. After that the store
+    /// is swept only when a deadline comes: a pushed request starts at once without a look at
+    /// the store, and a task that ends only makes the loop read the next deadline again (it
+    /// may have left an earlier one). So a burst of approvals costs no query per approval
+    /// here, and a replica never sweeps up the approvals another replica is about to apply.
+    /// A database that cannot be reached makes the loop wait and try again; it never ends it.
     pub async fn run(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<String>) {
+        let mut sweep = true;
         loop {
-            let next = match self.sweep().await {
-                Ok(()) => self.store.next_deadline().await,
-                Err(e) => Err(e),
+            let next = self.look(sweep).await;
+            let pause = self.pause(next);
+            tokio::pin!(pause);
+            sweep = loop {
+                tokio::select! {
+                    pushed = queue.recv() => match pushed {
+                        Some(id) => self.start(id),
+                        None => return,
+                    },
+                    () = &mut pause => break true,
+                    () = self.tasks.finished() => break false,
+                }
             };
-            tokio::select! {
-                pushed = queue.recv() => match pushed {
-                    Some(id) => self.start(id),
-                    None => return,
-                },
-                () = self.pause(next) => {}
-                () = self.tasks.finished() => {}
-            }
         }
+    }
+
+    /// Starts what is due (when `sweep`), then reads when work is next due.
+    async fn look(self: &Arc<Self>, sweep: bool) -> Result<Option<Millis>, StoreError> {
+        if sweep {
+            self.sweep().await?;
+        }
+        self.store.next_deadline().await
     }
 
     /// Waits until the next deadline, never longer than [`IDLE_MS`].
