@@ -41,7 +41,7 @@ impl Broker {
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Broker> {
         install_crypto();
         config.validate()?;
-        let store = Store::connect(&config.database_url)
+        let store = Store::connect_with(&config.database_url, config.database_connections.get())
             .await
             .with_context(|| "opening the database")?;
         Self::with_store(config, clock, store).await
@@ -92,7 +92,7 @@ impl Broker {
             config.limits,
         )
         .announcing(lifecycle::Announcer::of(&config));
-        let worker = Worker::new(lifecycle.clone());
+        let worker = Worker::new(lifecycle.clone(), config.limits.applies_at_once.get());
         let notifier = Notifier::new(lifecycle.clone(), &config.notifications);
         let callback = format!(
             "{}/auth/callback",

@@ -41,6 +41,12 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `sqlite://path` or `postgres://...`; `DATABASE_URL` overrides it.
     pub database_url: String,
+    /// How many connections to PostgreSQL this replica keeps at most (default 8). Every
+    /// replica opens its own, so size it to the database's cores across all of them: past a
+    /// few busy connections per core the server spends its time switching, and every
+    /// decision waits longer. (SQLite, in the process, keeps 8.)
+    #[serde(default = "default_database_connections")]
+    pub database_connections: std::num::NonZeroU32,
     pub oidc: OidcConfig,
     #[serde(default)]
     pub roles: Roles,
@@ -54,8 +60,9 @@ pub struct Config {
     pub notifications: Vec<NotificationConfig>,
 }
 
-/// `[limits]`: how much one person may do per minute. Generous, so that an incident never
-/// hits them; they bound a script or a stolen token. Reads are not limited.
+/// `[limits]`: how much one person may do per minute, generous, so that an incident never
+/// hits them (they bound a script or a stolen token; reads are not limited); and how much
+/// cluster work one replica does at once.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {
@@ -63,6 +70,11 @@ pub struct RateLimits {
     pub filings_per_minute: std::num::NonZeroU32,
     #[serde(default = "default_decisions_per_minute")]
     pub decisions_per_minute: std::num::NonZeroU32,
+    /// How many applies one replica runs at once (default 2); the rest wait their turn. A
+    /// burst of approvals then finds the database and the CPU free to answer the approvers,
+    /// and the cluster's API server is not hit by all the applies at the same moment.
+    #[serde(default = "default_applies_at_once")]
+    pub applies_at_once: std::num::NonZeroU32,
 }
 
 impl Default for RateLimits {
@@ -70,6 +82,7 @@ impl Default for RateLimits {
         RateLimits {
             filings_per_minute: default_filings_per_minute(),
             decisions_per_minute: default_decisions_per_minute(),
+            applies_at_once: default_applies_at_once(),
         }
     }
 }
@@ -80,6 +93,14 @@ fn default_filings_per_minute() -> std::num::NonZeroU32 {
 
 fn default_decisions_per_minute() -> std::num::NonZeroU32 {
     std::num::NonZeroU32::MIN.saturating_add(299)
+}
+
+fn default_applies_at_once() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::MIN.saturating_add(1)
+}
+
+pub(crate) fn default_database_connections() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::MIN.saturating_add(crate::store::POSTGRES_CONNECTIONS - 1)
 }
 
 fn default_listen() -> SocketAddr {

@@ -266,6 +266,7 @@ fn dev_config(
         listen: base_url.trim_start_matches("http://").parse()?,
         metrics_listen: None,
         database_url: format!("sqlite://{}?mode=rwc", database.display()),
+        database_connections: crate::config::default_database_connections(),
         oidc: OidcConfig {
             issuer: issuer.to_owned(),
             client_id: idp::CLIENT_ID.to_owned(),

@@ -128,6 +128,8 @@ impl Lifecycle {
         let actor = Actor::Person(caller);
         let detail = json!({ "comment": comment, "digest": request.digest });
         let mut ready = false;
+        // Whether the decision moved the request to another state.
+        let mut moved = true;
         // The breakglass an approved extension moved the end of.
         let mut extended = None;
         match decision {
@@ -146,6 +148,7 @@ impl Lifecycle {
                 change
                     .record(reference, actor, AuditAction::Approved, detail)
                     .await?;
+                moved = tally.satisfied;
                 if tally.satisfied {
                     // An extension holds nothing: the breakglass it extends holds its objects.
                     if request.extends.is_none() {
@@ -175,6 +178,15 @@ impl Lifecycle {
                 }
             }
         }
+        // The request as the decision leaves it, read before the commit (the worker may move
+        // it on the moment it commits).
+        let decided = if moved {
+            Store::request_in(change.tx(), id)
+                .await?
+                .ok_or(LifecycleError::NotFound)?
+        } else {
+            request
+        };
         change.commit().await?;
         if ready {
             self.wake(id);
@@ -183,7 +195,7 @@ impl Lifecycle {
             // Its end moved: the worker sleeps towards a new deadline.
             self.wake(&original);
         }
-        self.reload(id).await
+        Ok(decided)
     }
 
     /// The requester withdraws a request nobody has fully approved yet.

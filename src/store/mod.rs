@@ -157,12 +157,18 @@ impl<'q> ExecuteWrite for sqlx::query::Query<'q, Any, AnyArguments> {
     }
 }
 
-/// Whether a connection may change the database.
+/// Whether a connection may change the database; for a PostgreSQL pool that may, how many
+/// connections it keeps at most.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
-    ReadWrite,
+    ReadWrite(u32),
     ReadOnly,
 }
+
+/// PostgreSQL connections per replica unless `database_connections` says otherwise: on a
+/// two-core database with three replicas, 200 approvals at once were answered in about half
+/// the time with 8 as with 16, and faster still with 4 (`cargo bench --bench decide`).
+pub const POSTGRES_CONNECTIONS: u32 = 8;
 
 impl Backend {
     /// Which database a URL names.
@@ -180,7 +186,13 @@ impl Backend {
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        let store = Self::open(url, Access::ReadWrite).await?;
+        Self::connect_with(url, POSTGRES_CONNECTIONS).await
+    }
+
+    /// Connects with at most `connections` to PostgreSQL (`database_connections`); SQLite,
+    /// a file in this process, keeps its own number.
+    pub async fn connect_with(url: &str, connections: u32) -> anyhow::Result<Store> {
+        let store = Self::open(url, Access::ReadWrite(connections)).await?;
         match store.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&store.pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&store.pool).await?,
@@ -200,21 +212,23 @@ impl Store {
         let backend = Backend::of(url)?;
         let options = AnyConnectOptions::from_str(url)?;
         let setup = match (backend, access) {
-            (Backend::Sqlite, Access::ReadWrite) => {
+            (Backend::Sqlite, Access::ReadWrite(_)) => {
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
             }
             (Backend::Sqlite, Access::ReadOnly) => {
                 "PRAGMA query_only = ON; PRAGMA busy_timeout = 10000;"
             }
-            (Backend::Postgres, Access::ReadWrite) => "",
+            (Backend::Postgres, Access::ReadWrite(_)) => "",
             (Backend::Postgres, Access::ReadOnly) => {
                 "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
             }
         };
         let (connections, acquire_timeout) = match (backend, access) {
             (_, Access::ReadOnly) => (2, Duration::from_secs(10)),
-            (Backend::Sqlite, Access::ReadWrite) => (8, Duration::from_secs(3)),
-            (Backend::Postgres, Access::ReadWrite) => (16, Duration::from_secs(3)),
+            (Backend::Sqlite, Access::ReadWrite(_)) => (8, Duration::from_secs(3)),
+            (Backend::Postgres, Access::ReadWrite(connections)) => {
+                (connections, Duration::from_secs(3))
+            }
         };
         let pool = AnyPoolOptions::new()
             .max_connections(connections)

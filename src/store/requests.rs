@@ -580,29 +580,55 @@ impl Store {
 
     /// Takes hold of the request's objects for its breakglass. Returns the request already
     /// holding one of them, if any, and then takes nothing: one breakglass per object.
+    ///
+    /// One statement takes every object nobody holds. Only when some were held already (by
+    /// this request, from its approval, or by another) does a second look say by whom; a
+    /// holder that committed between the two shows up there too.
     pub async fn hold_objects(
         tx: &mut Tx,
         request: &Request,
         objects: &[ObjectRef],
     ) -> Result<Option<String>> {
-        if let Some(holder) = Self::holder_in(tx, request, objects).await? {
-            return Ok(Some(holder));
+        if objects.is_empty() {
+            return Ok(None);
         }
+        // Placeholders only: the objects are all bound below.
+        let sql = format!(
+            "INSERT INTO object_holds (target, namespace, kind, name, request_id) VALUES {}
+             ON CONFLICT DO NOTHING RETURNING namespace, kind, name",
+            super::audit::placeholders(0, objects.len(), 5)
+        );
+        let mut insert = sqlx::query(AssertSqlSafe(sql));
         for object in objects {
+            insert = insert
+                .bind(&request.target)
+                .bind(&object.namespace)
+                .bind(&object.kind)
+                .bind(&object.name)
+                .bind(&request.id);
+        }
+        let taken = insert.fetch_all(&mut **tx).await?;
+        if taken.len() == objects.len() {
+            return Ok(None);
+        }
+        let Some(holder) = Self::holder_in(tx, request, objects).await? else {
+            return Ok(None);
+        };
+        // Give back what this call took.
+        for row in &taken {
             sqlx::query(
-                "INSERT INTO object_holds (target, namespace, kind, name, request_id)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "DELETE FROM object_holds
+                 WHERE target = $1 AND namespace = $2 AND kind = $3 AND name = $4 AND request_id = $5",
             )
             .bind(&request.target)
-            .bind(&object.namespace)
-            .bind(&object.kind)
-            .bind(&object.name)
+            .bind(row.try_get::<String, _>("namespace")?)
+            .bind(row.try_get::<String, _>("kind")?)
+            .bind(row.try_get::<String, _>("name")?)
             .bind(&request.id)
             .execute(&mut **tx)
             .await?;
         }
-        // A concurrent holder that committed between the look and the insert shows up here.
-        Self::holder_in(tx, request, objects).await
+        Ok(Some(holder))
     }
 
     /// The breakglass's objects are free again.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use tasks::Tasks;
 
@@ -53,11 +53,18 @@ pub struct Worker {
     /// one ending wakes the loop: the deadlines it leaves may be earlier than the one the loop
     /// sleeps towards.
     tasks: Arc<Tasks>,
+    /// Turns at applying (`applies_at_once`): a burst of approvals is applied a few at a time,
+    /// and undoes never wait behind it.
+    applies: Arc<Semaphore>,
 }
 
 impl Worker {
-    pub fn new(lifecycle: Lifecycle) -> Arc<Self> {
+    pub fn new(lifecycle: Lifecycle, applies_at_once: u32) -> Arc<Self> {
+        let applies_at_once = usize::try_from(applies_at_once).unwrap_or(usize::MAX);
         Arc::new(Self {
+            applies: Arc::new(Semaphore::new(
+                applies_at_once.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             store: lifecycle.store.clone(),
             clock: lifecycle.clock.clone(),
             lifecycle,
@@ -134,7 +141,7 @@ impl Worker {
     pub async fn process(&self, id: &str) {
         let result = match self.store.request(id).await {
             Ok(Some(request)) => match request.state {
-                State::Approved => self.apply(id).await,
+                State::Approved => self.apply_in_turn(id).await,
                 State::Active => self.undo(&request).await,
                 State::NeedsAttention if request.end_requested.is_some() => {
                     self.undo(&request).await
@@ -148,6 +155,15 @@ impl Worker {
         if let Err(e) = result {
             tracing::warn!(request_id = %id, error = %e, "work on request failed; it will be retried");
         }
+    }
+
+    /// Applies once a turn is free; the request may have moved on meanwhile, which the apply
+    /// finds when it claims its lease.
+    async fn apply_in_turn(&self, id: &str) -> Result<(), StoreError> {
+        let Ok(_turn) = self.applies.acquire().await else {
+            return Ok(());
+        };
+        self.apply(id).await
     }
 
     /// The target's client. A target this replica does not know may be known to another (a

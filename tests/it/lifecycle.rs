@@ -184,7 +184,7 @@ async fn harness(targets: &[&str]) -> Harness {
     let (work, _queue) = lifecycle::queue();
     let lifecycle = Lifecycle::new(store, clock.clone(), Registry::new(entries), roles(), work);
     Harness {
-        worker: Worker::new(lifecycle.clone()),
+        worker: Worker::new(lifecycle.clone(), 2),
         lifecycle,
         double,
         clock,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use breakglass_broker::clock::Millis;
+use breakglass_broker::domain::manifest::ObjectRef;
 use breakglass_broker::domain::{AuditAction, State};
 use breakglass_broker::store::{Approval, NewEvent, NewRequest, Store};
 use serde_json::json;
@@ -151,6 +152,7 @@ on_both_databases!(
     a_breakglass_that_ended_waits_for_its_review_until_one_is_written,
     replicas_sighting_one_breakglass_at_once_record_one_finding_and_one_event,
     a_finding_ends_with_its_episode_and_is_acknowledged_once,
+    a_request_meeting_a_held_object_takes_none_of_its_objects,
 );
 
 const NOW: Millis = 1_700_000_000_000;
@@ -1083,4 +1085,77 @@ async fn a_finding_ends_with_its_episode_and_is_acknowledged_once(store: Store) 
             .expect("records")
             .is_none()
     );
+}
+
+fn deployment_ref(name: &str) -> ObjectRef {
+    ObjectRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        namespace: "prod".into(),
+        name: name.into(),
+    }
+}
+
+/// Who holds each of the objects named, in order (None: nobody).
+async fn holders(store: &Store, names: &[&str]) -> Vec<Option<String>> {
+    let mut found = Vec::new();
+    for name in names {
+        let row = sqlx::query(
+            "SELECT request_id FROM object_holds WHERE target = 'dev-cluster' AND name = $1",
+        )
+        .bind(*name)
+        .fetch_optional(store.pool())
+        .await
+        .expect("holds");
+        found.push(row.map(|r| r.try_get("request_id").expect("request_id")));
+    }
+    found
+}
+
+/// One breakglass per object: a request that meets one object held by another takes none of
+/// its objects (not even those listed before or after it), and holding again what it already
+/// holds is no conflict with itself.
+async fn a_request_meeting_a_held_object_takes_none_of_its_objects(store: Store) {
+    let first = request_in(&store, State::Pending, NOW + 60_000).await;
+    let second = request_in(&store, State::Pending, NOW + 60_000).await;
+    let read = |id: String| {
+        let store = store.clone();
+        async move { store.request(&id).await.expect("read").expect("exists") }
+    };
+    let (first, second) = (read(first).await, read(second).await);
+
+    let mut tx = store.begin().await.expect("begin");
+    let holder = Store::hold_objects(&mut tx, &first, &[deployment_ref("api")])
+        .await
+        .expect("hold");
+    assert_eq!(holder, None, "nobody held it");
+    tx.commit().await.expect("commit");
+
+    let mut tx = store.begin().await.expect("begin");
+    let wanted = [
+        deployment_ref("web"),
+        deployment_ref("api"),
+        deployment_ref("db"),
+    ];
+    let holder = Store::hold_objects(&mut tx, &second, &wanted)
+        .await
+        .expect("hold");
+    assert_eq!(
+        holder.as_deref(),
+        Some(first.id.as_str()),
+        "names the holder"
+    );
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        holders(&store, &["web", "api", "db"]).await,
+        vec![None, Some(first.id.clone()), None],
+        "the second request took nothing"
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    let holder = Store::hold_objects(&mut tx, &first, &[deployment_ref("api")])
+        .await
+        .expect("hold again");
+    assert_eq!(holder, None, "its own hold is no conflict");
+    tx.commit().await.expect("commit");
 }
