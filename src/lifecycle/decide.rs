@@ -69,6 +69,7 @@ impl Lifecycle {
     ) -> Result<Request, LifecycleError> {
         let verb = decision.verb();
         self.count(caller, Limit::Decision)?;
+        let _answering = self.answering.begin();
         if comment.len() > MAX_COMMENT {
             return Err(LifecycleError::Invalid(format!(
                 "comment must be at most {MAX_COMMENT} characters"

@@ -10,6 +10,7 @@
 //! edge.
 
 mod announce;
+mod answering;
 mod decide;
 mod extend;
 mod file;
@@ -154,6 +155,8 @@ pub struct Lifecycle {
     limits: Arc<Limiters>,
     /// Writes each change's notifications into its transaction; None: nothing configured.
     announcer: Option<Arc<Announcer>>,
+    /// The decisions being answered now, which applies let go first.
+    pub(crate) answering: Arc<answering::Answering>,
 }
 
 /// Per-person rate limits, per replica (each replica allows the quota on its own), on the
@@ -233,16 +236,17 @@ impl Lifecycle {
             events,
             limits,
             announcer: None,
+            answering: Arc::default(),
         }
     }
 
-    /// The same lifecycle, announcing its changes to the configured endpoints.
-    #[must_use]
     /// What announces changes to the notification endpoints, if any are configured.
     pub fn announcer(&self) -> Option<Arc<Announcer>> {
         self.announcer.clone()
     }
 
+    /// The same lifecycle, announcing its changes to the configured endpoints.
+    #[must_use]
     pub fn announcing(mut self, announcer: Option<Arc<Announcer>>) -> Self {
         self.announcer = announcer;
         self

@@ -157,9 +157,11 @@ impl Worker {
         }
     }
 
-    /// Applies once a turn is free; the request may have moved on meanwhile, which the apply
-    /// finds when it claims its lease.
+    /// Applies once the decisions being answered here are answered (a second at most) and a
+    /// turn is free; the request may have moved on meanwhile, which the apply finds when it
+    /// claims its lease.
     async fn apply_in_turn(&self, id: &str) -> Result<(), StoreError> {
+        self.lifecycle.answering.wait_quiet().await;
         let Ok(_turn) = self.applies.acquire().await else {
             return Ok(());
         };
