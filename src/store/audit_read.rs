@@ -32,9 +32,15 @@ use super::audit::StoredEvent;
 use super::{Backend, Result, Store, StoreError};
 use crate::domain::chain::{self, Fields};
 
-/// Seqs per range: big enough that a range's query costs little beside its rows, small
-/// enough that the few ranges in flight hold little memory.
-pub const RANGE_ROWS: i64 = 1024;
+/// Seqs per range: big enough that a range's query costs little beside its rows (a few
+/// microseconds against a few hundred), small enough that the few ranges in flight (an
+/// export's encoded ranges are about 90 KB each) hold little memory.
+pub const RANGE_ROWS: i64 = 256;
+
+/// The page cache of a reader's own SQLite connection, in KiB. The ranges are read once, in
+/// order, so a cache beyond the index's upper levels buys nothing, and SQLite's default
+/// (2 MiB a connection) would only add to the memory an export holds.
+const READER_CACHE_KIB: i64 = 512;
 
 /// The stored events with `$1 < seq <= $2`, in order. Both drivers number placeholders so.
 const RANGE_SQL: &str = "SELECT seq, at, actor, actor_issuer, actor_subject, action, request_id, \
@@ -188,19 +194,11 @@ impl Store {
         through: i64,
         sinks: Vec<S>,
     ) -> Result<InOrder<S::Made>> {
-        use sqlx::Row;
         let span = i128::from(through) - i128::from(after);
         let range_rows = if span <= 0 {
             1
         } else {
-            let held: i64 = sqlx::query(
-                "SELECT COUNT(*) AS held FROM audit_events WHERE seq > $1 AND seq <= $2",
-            )
-            .bind(after)
-            .bind(through)
-            .fetch_one(self.pool())
-            .await?
-            .try_get("held")?;
+            let held = self.audit_count(after, through).await?;
             let slack = i128::from(RANGE_ROWS) * sinks.len() as i128;
             if span <= i128::from(held) + slack {
                 RANGE_ROWS
@@ -209,6 +207,34 @@ impl Store {
             }
         };
         Ok(self.read_ranges(after, through, range_rows, sinks))
+    }
+
+    /// How many events `after < seq <= through` holds. From an SQLite file, counted on a
+    /// reader's connection: counting walks the whole seq index, and the pool's connections
+    /// would keep what it read in their larger page caches for good.
+    async fn audit_count(&self, after: i64, through: i64) -> Result<i64> {
+        const SQL: &str = "SELECT COUNT(*) AS held FROM audit_events WHERE seq > $1 AND seq <= $2";
+        match (self.backend(), &self.sqlite_file) {
+            (Backend::Sqlite, Some(file)) => {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    open_sqlite(&file)?
+                        .query_row(SQL, (after, through), |row| row.get(0))
+                        .map_err(sqlite_error)
+                })
+                .await
+                .map_err(|_| StoreError::Other(sqlx::Error::WorkerCrashed))?
+            }
+            _ => {
+                use sqlx::Row;
+                let row = sqlx::query(SQL)
+                    .bind(after)
+                    .bind(through)
+                    .fetch_one(self.pool())
+                    .await?;
+                Ok(row.try_get("held")?)
+            }
+        }
     }
 
     fn read_ranges<S: RangeSink>(
@@ -299,6 +325,9 @@ fn open_sqlite(file: &Path) -> Result<rusqlite::Connection> {
     // As the pool's connections wait for a writer's lock.
     connection
         .busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sqlite_error)?;
+    connection
+        .pragma_update(None, "cache_size", -READER_CACHE_KIB)
         .map_err(sqlite_error)?;
     Ok(connection)
 }
