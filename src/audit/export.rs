@@ -379,7 +379,7 @@ async fn export_matches(
 ) -> Result<(), EncodeError> {
     use futures_util::StreamExt;
     let mut encoder = Encoder::continuing(format);
-    let mut events = store.audit_stream_stored(filter);
+    let mut events = store.audit_stream(filter);
     while let Some(event) = events.next().await {
         encoder.push(&event.map_err(store_failed)?.view())?;
         if encoder.pending() >= CHUNK_BYTES && out.send(Ok(encoder.take()?)).await.is_err() {

@@ -18,8 +18,8 @@
 //! as a [`StoredEvent`].
 //!
 //! A row whose values are not of the types the schema gives (SQLite keeps whatever type a
-//! statement writes) reaches the sink as [`RowRef::Unreadable`], at its place, as it does from
-//! [`Store::audit_chain`].
+//! statement writes) reaches the sink as [`RowRef::Unreadable`], at its place, so that
+//! verification names it as an edit rather than stopping.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

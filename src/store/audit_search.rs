@@ -130,20 +130,10 @@ impl Store {
     }
 
     /// Every event matching the filter, in order, as a stream: memory stays constant however
-    /// many there are, which is what lets an export of the whole history run on a small
-    /// replica.
-    pub fn audit_stream(&self, filter: &AuditFilter) -> BoxStream<'_, Result<AuditEvent>> {
-        let (sql, args) = select_events(filter, None);
-        let query = bind_all!(sqlx::query_as(AssertSqlSafe(sql)), args);
-        query
-            .fetch(self.pool())
-            .map(|row| row.map_err(StoreError::from))
-            .boxed()
-    }
-
-    /// [`Store::audit_stream`] with each event as the database holds it, `detail` still
-    /// text: what an export writes out, without parsing every detail only to write it again.
-    pub fn audit_stream_stored(&self, filter: &AuditFilter) -> BoxStream<'_, Result<StoredEvent>> {
+    /// many there are, which is what lets an export run on a small replica. Each event comes
+    /// as the database holds it, `detail` still text: an export writes it out without parsing
+    /// every detail only to write it again.
+    pub fn audit_stream(&self, filter: &AuditFilter) -> BoxStream<'_, Result<StoredEvent>> {
         let (sql, args) = select_events(filter, None);
         let query = bind_all!(sqlx::query_as(AssertSqlSafe(sql)), args);
         query
