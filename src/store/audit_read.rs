@@ -432,15 +432,27 @@ fn kind(value: rusqlite::types::ValueRef<'_>) -> &'static str {
     }
 }
 
-/// A worker on the async runtime, reading its ranges through the pool.
+/// A worker on the async runtime, reading its ranges through one connection of the pool,
+/// held from the first range to the last rather than taken (and, on PostgreSQL, pinged) again
+/// for each.
 async fn read_pool_ranges<S: RangeSink>(
     pool: sqlx::AnyPool,
-    ranges: impl Iterator<Item = (i64, i64)>,
+    mut ranges: impl Iterator<Item = (i64, i64)>,
     mut sink: S,
     tx: mpsc::Sender<Result<S::Made>>,
 ) {
-    for (after, through) in ranges {
-        let made = read_pool_range(&pool, after, through, &mut sink)
+    let Some(first) = ranges.next() else {
+        return;
+    };
+    let mut connection = match pool.acquire().await {
+        Ok(connection) => connection,
+        Err(e) => {
+            let _ = tx.send(Err(e.into())).await;
+            return;
+        }
+    };
+    for (after, through) in std::iter::once(first).chain(ranges) {
+        let made = read_pool_range(&mut connection, after, through, &mut sink)
             .await
             .map(|()| sink.finish());
         let failed = made.is_err();
@@ -451,13 +463,16 @@ async fn read_pool_ranges<S: RangeSink>(
 }
 
 async fn read_pool_range<S: RangeSink>(
-    pool: &sqlx::AnyPool,
+    connection: &mut sqlx::AnyConnection,
     after: i64,
     through: i64,
     sink: &mut S,
 ) -> Result<()> {
     use sqlx::Row;
-    let mut rows = sqlx::query(RANGE_SQL).bind(after).bind(through).fetch(pool);
+    let mut rows = sqlx::query(RANGE_SQL)
+        .bind(after)
+        .bind(through)
+        .fetch(connection);
     while let Some(row) = rows.next().await {
         let row = row?;
         match StoredEvent::from_row(&row) {
