@@ -19,11 +19,12 @@
 
 use std::fmt;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::clock::Millis;
-use crate::store::{AuditCheck, ChainHead, ChainRow, GENESIS_HASH, Store, StoreError};
+use crate::store::{
+    AuditCheck, ChainHead, ChainRow, GENESIS_HASH, RangeSink, RowRef, Store, StoreError,
+};
 
 /// A point of the chain as the log recorded it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,6 +196,35 @@ impl Report {
     }
 }
 
+/// What the walk needs of one row: its place and links, and whether its content still
+/// matches its own hash.
+#[derive(Clone, Debug)]
+pub enum Link {
+    Event(EventLink),
+    Unreadable { seq: Option<i64>, why: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct EventLink {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+    /// The hash recomputed from the content is the stored one.
+    pub consistent: bool,
+}
+
+impl Link {
+    /// The link of a stored event, its hash recomputed.
+    pub fn of(event: &crate::store::EventRef<'_>) -> Link {
+        Link::Event(EventLink {
+            seq: event.seq,
+            prev_hash: event.prev_hash.to_owned(),
+            hash: event.hash.to_owned(),
+            consistent: event.recomputed_hash() == event.hash,
+        })
+    }
+}
+
 /// The walk's state: the place and hash of the last event checked, and the checkpoints not
 /// yet reached. Pure, so the rules are tested without a database.
 pub struct ChainWalk<'c> {
@@ -227,9 +257,22 @@ impl<'c> ChainWalk<'c> {
 
     /// Checks the next row; the first problem ends the walk.
     pub fn push(&mut self, row: &ChainRow) -> Result<(), Problem> {
-        let event = match row {
-            ChainRow::Event(event) => event,
-            ChainRow::Unreadable { seq, why } => {
+        let link = match row {
+            ChainRow::Event(event) => Link::of(&event.view()),
+            ChainRow::Unreadable { seq, why } => Link::Unreadable {
+                seq: *seq,
+                why: why.clone(),
+            },
+        };
+        self.push_link(&link)
+    }
+
+    /// Checks the next row, its hash already recomputed (by whoever read it, so that the
+    /// hashing spreads over the readers).
+    pub fn push_link(&mut self, link: &Link) -> Result<(), Problem> {
+        let event = match link {
+            Link::Event(event) => event,
+            Link::Unreadable { seq, why } => {
                 let expected = self.last.seq + 1;
                 let seq = seq.unwrap_or(expected);
                 if seq > expected {
@@ -257,7 +300,7 @@ impl<'c> ChainWalk<'c> {
             return Err(Problem::OutOfPlace { seq: event.seq });
         }
         let linked = event.prev_hash == self.last.hash;
-        let consistent = event.recomputed_hash() == event.hash;
+        let consistent = event.consistent;
         match (linked, consistent) {
             (true, true) => {}
             (true, false) => return Err(Problem::Edited { seq: event.seq }),
@@ -327,15 +370,27 @@ impl<'c> ChainWalk<'c> {
     }
 }
 
-/// Rows read ahead and handed over at once.
-const BATCH: usize = 1024;
+/// Readers (and cores) a verification reads and hashes on.
+const WORKERS: usize = 2;
 
-/// Ends the reading task when the walk ends first (a problem found, or the caller gone).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Recomputes the hashes of the rows one reader reads, a range at a time.
+#[derive(Default)]
+struct Hasher {
+    links: Vec<Link>,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl RangeSink for Hasher {
+    type Made = Vec<Link>;
+
+    fn row(&mut self, row: RowRef<'_>) {
+        self.links.push(match row {
+            RowRef::Event(event) => Link::of(&event),
+            RowRef::Unreadable { seq, why } => Link::Unreadable { seq, why },
+        });
+    }
+
+    fn finish(&mut self) -> Vec<Link> {
+        std::mem::take(&mut self.links)
     }
 }
 
@@ -362,46 +417,15 @@ pub async fn verify_from(
         };
         return Ok(walk.report(head, Some(problem)));
     }
-    // Reading and decoding the rows runs as a task of its own, a batch at a time, while this
-    // one recomputes each batch's hashes and walks it: the two halves of the work overlap.
-    // Dropping the receiver (a problem found) ends the reader at its next send.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<ChainRow>, StoreError>>(2);
-    let reader = {
-        let store = store.clone();
-        let through = head.seq;
-        tokio::spawn(async move {
-            let mut rows = store.audit_chain(start, through);
-            let mut batch = Vec::with_capacity(BATCH);
-            while let Some(row) = rows.next().await {
-                match row {
-                    Ok(row) => batch.push(row),
-                    Err(e) => {
-                        if !batch.is_empty() {
-                            let _ = tx.send(Ok(std::mem::take(&mut batch))).await;
-                        }
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-                if batch.len() == BATCH
-                    && tx
-                        .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(Ok(batch)).await;
-            }
-        })
-    };
-    let _reader = AbortOnDrop(reader);
-    while let Some(batch) = rx.recv().await {
-        let batch = batch?;
-        for row in &batch {
-            if let Err(problem) = walk.push(row) {
+    // Readers on connections of their own read ranges of the chain side by side and
+    // recompute each row's hash as they read it; the walk takes the ranges back in order, so
+    // it sees the rows exactly as one ordered read would give them, and names the first
+    // problem in seq order. Dropping the ranges (a problem found) ends the readers.
+    let sinks = (0..WORKERS).map(|_| Hasher::default()).collect();
+    let mut ranges = store.audit_ranges(start, head.seq, sinks).await?;
+    while let Some(links) = ranges.next().await {
+        for link in &links? {
+            if let Err(problem) = walk.push_link(link) {
                 return Ok(walk.report(head, Some(problem)));
             }
         }

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod action;
 pub mod approval;
+pub mod canonical_text;
 pub mod chain;
 pub mod cloud_run;
 pub mod digest;

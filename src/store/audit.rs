@@ -1,7 +1,5 @@
 //! The audit history: append-only, each event chained to the one before by its hash.
 
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -354,29 +352,6 @@ impl Store {
             seq: row.try_get("seq")?,
             hash: row.try_get("hash")?,
         })
-    }
-
-    /// The stored events with `after < seq <= through`, in sequence order, as the database
-    /// holds them: what verification walks.
-    pub fn audit_chain(&self, after: i64, through: i64) -> BoxStream<'_, Result<ChainRow>> {
-        const SQL: &str = "SELECT seq, at, actor, actor_issuer, actor_subject, action, request_id, \
-                           ticket, target, namespace, detail, prev_hash, hash FROM audit_events \
-                           WHERE seq > $1 AND seq <= $2 ORDER BY seq";
-        sqlx::query(SQL)
-            .bind(after)
-            .bind(through)
-            .fetch(self.pool())
-            .map(|row| {
-                let row = row?;
-                Ok(match StoredEvent::from_row(&row) {
-                    Ok(event) => ChainRow::Event(Box::new(event)),
-                    Err(e) => ChainRow::Unreadable {
-                        seq: row.try_get("seq").ok(),
-                        why: e.to_string(),
-                    },
-                })
-            })
-            .boxed()
     }
 
     /// Records the outcome of a verification, replacing the one before: what the audit page

@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_logs;
+mod audit_read;
 mod audit_search;
 mod findings;
 mod journal;
@@ -27,6 +28,7 @@ use read_cache::ReadCache;
 
 pub use crate::domain::chain::GENESIS_HASH;
 pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
+pub use audit_read::{EventRef, InOrder, RANGE_ROWS, RangeSink, RowRef};
 pub use audit_search::AuditFilter;
 pub use findings::{Finding, FindingState};
 pub use journal::{Journaled, spawn_chaining};
@@ -99,6 +101,9 @@ pub struct Store {
     cache: Arc<ReadCache>,
     /// This replica's turns at moving committed audit events into the chain.
     chainer: Arc<journal::Chainer>,
+    /// The SQLite file, for reading long stretches of the audit chain on connections of
+    /// their own (see `audit_read`); `None` for PostgreSQL and in-memory SQLite.
+    sqlite_file: Option<Arc<std::path::Path>>,
 }
 
 /// A transaction. Committing it makes what views remember stale (see [`ReadCache`]), so
@@ -254,6 +259,10 @@ impl Store {
             backend,
             cache: Arc::new(ReadCache::new()),
             chainer: journal::chainer(),
+            sqlite_file: match backend {
+                Backend::Sqlite => audit_read::sqlite_file(url),
+                Backend::Postgres => None,
+            },
         })
     }
 

@@ -4,11 +4,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use breakglass_broker::audit::export::{self, Format};
 use breakglass_broker::audit::{log_checkpoint, log_event};
 use breakglass_broker::domain::AuditAction;
 use breakglass_broker::domain::digest::canonical_json;
 use breakglass_broker::logging::CloudLogging;
-use breakglass_broker::store::{AuditEvent, AuditFilter, NewEvent, Store};
+use breakglass_broker::store::{AuditEvent, AuditFilter, NewEvent, RANGE_ROWS, Store};
 use serde_json::json;
 use sqlx::Row;
 use tempfile::TempDir;
@@ -245,7 +246,210 @@ on_both_databases!(
     a_consistent_rewrite_passes_alone_but_not_against_the_logged_checkpoints,
     a_truncated_history_with_its_head_moved_back_fails_against_a_checkpoint,
     replicas_appending_at_once_never_fork_the_chain,
+    tampering_where_the_readers_ranges_meet_is_named_at_its_place,
+    an_export_read_in_ranges_is_byte_for_byte_the_export_read_as_one_stream,
 );
+
+/// Events in a long history: the verification and the export read it in ranges of
+/// `RANGE_ROWS` on two connections, so this spans several ranges of each.
+const LONG: i64 = 4 * RANGE_ROWS + 10;
+
+/// Appends `LONG` events in bulk: some with a person, some with no request or target, details
+/// of several shapes.
+async fn populate_long(store: &Store) {
+    let events: Vec<NewEvent<'_>> = (1..=LONG)
+        .map(|i| NewEvent {
+            at: NOW + i * 1000,
+            actor: ["alice", "=bob", "carol, \"c\""][(i % 3) as usize],
+            person: (i % 4 == 0).then_some(("https://issuer.example", "subject-1")),
+            action: AuditAction::Approved,
+            request_id: (i % 5 != 0).then_some("r-1"),
+            ticket: Some("INC-1"),
+            target: (i % 7 != 0).then_some("dev-cluster"),
+            namespace: Some("prod"),
+            detail: match i % 3 {
+                0 => json!({ "n": i, "comment": "line\nbreak é", "ratio": 0.5 }),
+                1 => json!({ "z": [i, -i, null, true], "a": { "nested": "x" } }),
+                _ => json!({}),
+            },
+        })
+        .collect();
+    let mut tx = store.begin().await.expect("begin");
+    Store::append_audit_many(&mut tx, &events)
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+}
+
+/// A stored event's hash and actor, to put back after tampering with it.
+async fn hash_and_actor(db: &Db, seq: i64) -> (String, String) {
+    let row = sqlx::query("SELECT hash, actor FROM audit_events WHERE seq = $1")
+        .bind(seq)
+        .fetch_one(db.store.pool())
+        .await
+        .expect("event");
+    (row.get("hash"), row.get("actor"))
+}
+
+async fn set_actor_and_hash(db: &Db, seq: i64, actor: &str, hash: &str) {
+    sqlx::query("UPDATE audit_events SET actor = $1, hash = $2 WHERE seq = $3")
+        .bind(actor)
+        .bind(hash)
+        .bind(seq)
+        .execute(db.store.pool())
+        .await
+        .expect("tamper");
+}
+
+async fn tampering_where_the_readers_ranges_meet_is_named_at_its_place(db: &Db) {
+    populate_long(&db.store).await;
+    let verdict = verify(&db.url, None).await;
+    assert_eq!(verdict.code, 0, "{}", verdict.stderr);
+    assert!(
+        verdict.stdout.starts_with(&format!(
+            "audit chain intact: {LONG} events verified through seq {LONG},"
+        )),
+        "{}",
+        verdict.stdout
+    );
+
+    // The first event of the second range, which the second reader reads.
+    let first_of_second = RANGE_ROWS + 1;
+    let (hash, actor) = hash_and_actor(db, first_of_second).await;
+    set_actor_and_hash(db, first_of_second, "mallory", &hash).await;
+    let verdict = verify(&db.url, None).await;
+    assert_broken_at(
+        &verdict,
+        first_of_second,
+        &format!("event {first_of_second} was edited"),
+    );
+    set_actor_and_hash(db, first_of_second, &actor, &hash).await;
+
+    // The last event of the first range, edited and its hash recomputed: only the first
+    // event of the next range, read by the other reader, still names its old hash.
+    let last_of_first = RANGE_ROWS;
+    let (hash, actor) = hash_and_actor(db, last_of_first).await;
+    let mut event = db
+        .store
+        .audit_events(&AuditFilter {
+            after_seq: Some(last_of_first - 1),
+            before_seq: Some(last_of_first + 1),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("read")
+        .remove(0);
+    event.actor = "mallory".into();
+    set_actor_and_hash(db, last_of_first, "mallory", &event.expected_hash()).await;
+    let verdict = verify(&db.url, None).await;
+    assert_broken_at(
+        &verdict,
+        last_of_first,
+        &format!("event {last_of_first} was rewritten"),
+    );
+    set_actor_and_hash(db, last_of_first, &actor, &hash).await;
+
+    // Two edits, the later one in a range the first reader reads and the earlier one in a
+    // range the second reader reads: the earlier is named, whichever reader gets there first.
+    let (earlier, later) = (RANGE_ROWS + 40, 2 * RANGE_ROWS + 40);
+    let mut originals = Vec::new();
+    for seq in [later, earlier] {
+        let (hash, actor) = hash_and_actor(db, seq).await;
+        set_actor_and_hash(db, seq, "mallory", &hash).await;
+        originals.push((seq, actor, hash));
+    }
+    let verdict = verify(&db.url, None).await;
+    assert_broken_at(&verdict, earlier, &format!("event {earlier} was edited"));
+    for (seq, actor, hash) in originals {
+        set_actor_and_hash(db, seq, &actor, &hash).await;
+    }
+
+    // Events deleted across the end of the third range and the start of the fourth.
+    let (from, to) = (3 * RANGE_ROWS, 3 * RANGE_ROWS + 1);
+    sqlx::query("DELETE FROM audit_events WHERE seq >= $1 AND seq <= $2")
+        .bind(from)
+        .bind(to)
+        .execute(db.store.pool())
+        .await
+        .expect("delete");
+    let verdict = verify(&db.url, None).await;
+    assert_broken_at(
+        &verdict,
+        from,
+        &format!("events {from} to {to} were deleted"),
+    );
+}
+
+/// Everything the export writes for `filter`, or the error it ended with.
+async fn exported(db: &Db, filter: &AuditFilter, format: Format) -> Result<String, String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let export = async move {
+        // The channel closes when the export is done with it.
+        export::export(&db.store, filter, format, &tx).await
+    };
+    let collect = async {
+        let mut out = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            out.extend(chunk.expect("no error chunk"));
+        }
+        out
+    };
+    let (result, out) = tokio::join!(export, collect);
+    result.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8(out).expect("UTF-8"))
+}
+
+async fn an_export_read_in_ranges_is_byte_for_byte_the_export_read_as_one_stream(db: &Db) {
+    populate_long(&db.store).await;
+    // A detail someone rewrote, still JSON but not in canonical form: the export writes its
+    // canonical form either way.
+    db.exec(r#"UPDATE audit_events SET detail = '{"b": 1, "a": [1.0, 2]}' WHERE seq = 300"#)
+        .await;
+    let everything = AuditFilter {
+        oldest_first: true,
+        ..AuditFilter::default()
+    };
+    // A time window that holds every event: read as one ordered stream of matches.
+    let one_stream = AuditFilter {
+        since: Some(0),
+        ..everything.clone()
+    };
+    for format in [Format::Jsonl, Format::Csv] {
+        let ranged = exported(db, &everything, format).await.expect("exports");
+        let streamed = exported(db, &one_stream, format).await.expect("exports");
+        assert_eq!(ranged, streamed, "{format:?}");
+        let rows = if format == Format::Csv {
+            csv::Reader::from_reader(ranged.as_bytes())
+                .records()
+                .count()
+        } else {
+            ranged.lines().count()
+        };
+        assert_eq!(rows, LONG as usize, "{format:?}");
+    }
+    let line_300 = exported(db, &everything, Format::Jsonl)
+        .await
+        .expect("exports")
+        .lines()
+        .nth(299)
+        .map(str::to_owned)
+        .expect("line 300");
+    assert!(
+        line_300.contains(r#""detail":{"a":[1.0,2],"b":1}"#),
+        "{line_300}"
+    );
+
+    // A detail that is no longer JSON ends the export with an error, in ranges or not.
+    db.exec("UPDATE audit_events SET detail = 'redacted' WHERE seq = 600")
+        .await;
+    for filter in [&everything, &one_stream] {
+        let failed = exported(db, filter, Format::Jsonl).await;
+        assert!(
+            failed.as_ref().is_err_and(|e| e.contains("event 600")),
+            "{failed:?}"
+        );
+    }
+}
 
 async fn an_untouched_history_verifies_with_its_count_and_head(db: &Db) {
     let written = populate(&db.store).await;
