@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
 
 use super::audit::{
     AuditEvent, ChainHead, INSERT_COLUMN_NAMES, INSERT_COLUMNS, NewEvent, StoredEvent, bind_event,
@@ -152,21 +152,27 @@ impl Store {
     /// Chains up to [`BATCH`] entries after the head, in the order they were written, and
     /// moves the head past them.
     async fn chain_batch(&self) -> Result<Vec<AuditEvent>> {
-        // Most passes find the work done by an earlier one, here or on another replica: that
-        // costs one read, not a turn on the head.
-        let waiting = sqlx::query("SELECT id FROM audit_journal LIMIT 1")
-            .fetch_optional(self.pool())
-            .await?;
-        if waiting.is_none() {
-            return Ok(Vec::new());
-        }
+        // One connection for the whole pass: taking one from the pool costs a round trip of
+        // its own (the pool checks it is alive).
+        let mut conn = self.pool.acquire().await?;
         let events = match self.backend {
+            // Its first read finds out whether there is anything to chain.
             Backend::Postgres => loop {
-                if let Some(events) = self.chain_at_once().await? {
+                if let Some(events) = Self::chain_at_once(&mut conn).await? {
                     break events;
                 }
             },
-            Backend::Sqlite => self.chain_in_turn().await?,
+            Backend::Sqlite => {
+                // Most passes find the work done by an earlier one: that costs one read, not
+                // the database's one writer.
+                let waiting = sqlx::query("SELECT id FROM audit_journal LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if waiting.is_none() {
+                    return Ok(Vec::new());
+                }
+                Self::chain_in_turn(&mut conn).await?
+            }
         };
         if !events.is_empty() {
             self.cache.changed();
@@ -180,7 +186,7 @@ impl Store {
     /// journal with it. The head is locked for that statement alone, never across a round
     /// trip to a replica that may be busy. None when another pass moved the head first: read
     /// again.
-    async fn chain_at_once(&self) -> Result<Option<Vec<StoredEvent>>> {
+    async fn chain_at_once(conn: &mut AnyConnection) -> Result<Option<Vec<StoredEvent>>> {
         let rows = sqlx::query(
             "SELECT h.seq AS head_seq, h.hash AS head_hash, j.id, j.at, j.actor, j.actor_issuer,
                 j.actor_subject, j.action, j.request_id, j.ticket, j.target, j.namespace, j.detail
@@ -190,7 +196,7 @@ impl Store {
              ORDER BY j.id",
         )
         .bind(BATCH as i64)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *conn)
         .await?;
         let Some(first) = rows.first() else {
             return Ok(Some(Vec::new()));
@@ -234,14 +240,14 @@ impl Store {
         for entry in &entries {
             query = query.bind(entry);
         }
-        let moved: i64 = query.fetch_one(self.pool()).await?.try_get("moved")?;
+        let moved: i64 = query.fetch_one(&mut *conn).await?.try_get("moved")?;
         Ok((moved == 1).then_some(events))
     }
 
     /// SQLite, one writer at a time anyway: a transaction that takes the head, chains the
     /// entries, and moves the head past them.
-    async fn chain_in_turn(&self) -> Result<Vec<StoredEvent>> {
-        let mut tx = self.pool.begin().await?;
+    async fn chain_in_turn(conn: &mut AnyConnection) -> Result<Vec<StoredEvent>> {
+        let mut tx = conn.begin().await?;
         let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
             .fetch_one(&mut *tx)
             .await?;
