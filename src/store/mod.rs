@@ -58,6 +58,10 @@ pub enum StoreError {
     /// The database cannot be reached: the API answers 503 and nothing changes.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The caller's text holds a character the database cannot store or compare (PostgreSQL
+    /// text has no NUL): the API answers 400 and nothing changes.
+    #[error("text must not contain NUL characters")]
+    Unstorable(#[source] sqlx::Error),
     #[error(transparent)]
     Other(sqlx::Error),
 }
@@ -66,10 +70,19 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if is_unavailable(&e) {
             StoreError::Unavailable(e)
+        } else if is_unstorable(&e) {
+            StoreError::Unstorable(e)
         } else {
             StoreError::Other(e)
         }
     }
+}
+
+/// PostgreSQL refuses a NUL in text as an invalid byte sequence (22021) or as a character
+/// with no equivalent (22P05), whichever statement it comes in: a filter, an id in a path, a
+/// comment in a body. SQLite stores it, so only PostgreSQL needs telling.
+fn is_unstorable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|code| code == "22021" || code == "22P05"))
 }
 
 /// Whether the error says "the database is not there right now" rather than "this statement is

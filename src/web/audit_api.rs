@@ -135,6 +135,10 @@ fn text_param(name: &str, value: Option<&str>) -> Result<Option<String>, AppErro
         Some(text) if text.len() > MAX_FILTER_LEN => Err(AppError::BadRequest(format!(
             "{name} is longer than {MAX_FILTER_LEN} characters"
         ))),
+        // Refused here, before an export's headers go out, not by the database midway.
+        Some(text) if text.contains('\0') => Err(AppError::BadRequest(format!(
+            "{name} holds a NUL character (%00), which no event holds"
+        ))),
         other => Ok(other.map(str::to_owned)),
     }
 }

@@ -83,6 +83,9 @@ impl From<StoreError> for AppError {
                     "the database is unavailable; nothing was changed, try again shortly".into(),
                 )
             }
+            StoreError::Unstorable(_) => AppError::BadRequest(
+                "text in this request holds a NUL character (\\u0000 or %00), which the broker does not store".into(),
+            ),
             StoreError::Other(e) => AppError::Internal(e.into()),
         }
     }

@@ -11,6 +11,7 @@ mod notifications;
 mod outages;
 mod postgres;
 mod racing;
+mod text;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
