@@ -60,6 +60,10 @@ pub enum Problem {
     /// The log holds a checkpoint at `seq`, but the chain ends at `end`: events were removed
     /// and the head record moved back.
     CheckpointBeyondEnd { seq: i64, end: i64, line: usize },
+    /// An event lies past the chain's head record: the broker never chained it there. It
+    /// was put into the database, and it takes the place the next events need, so they wait
+    /// in the journal until it is gone.
+    PastHead { seq: i64 },
 }
 
 impl Problem {
@@ -71,7 +75,8 @@ impl Problem {
             | Problem::Unreadable { seq, .. }
             | Problem::Rewritten { seq }
             | Problem::OutOfPlace { seq }
-            | Problem::Head { seq } => *seq,
+            | Problem::Head { seq }
+            | Problem::PastHead { seq } => *seq,
             Problem::Missing { from, .. } => *from,
             Problem::Checkpoint { agreed, .. } => agreed + 1,
             Problem::CheckpointBeyondEnd { end, .. } => end + 1,
@@ -109,6 +114,10 @@ impl fmt::Display for Problem {
                 f,
                 "event {seq} was reordered or replaced: it does not follow event {} and does not match its hash",
                 seq - 1
+            ),
+            Problem::PastHead { seq } => write!(
+                f,
+                "event {seq} was added: it lies past the chain's head record, where the broker never wrote it, and holds up the events waiting to be chained"
             ),
             Problem::Head { seq } => write!(
                 f,
@@ -430,7 +439,12 @@ pub async fn verify_from(
             }
         }
     }
-    let problem = walk.finish(&head).err();
+    let mut problem = walk.finish(&head).err();
+    if problem.is_none()
+        && let Some(seq) = store.first_event_past(head.seq).await?
+    {
+        problem = Some(Problem::PastHead { seq });
+    }
     Ok(walk.report(head, problem))
 }
 

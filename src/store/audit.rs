@@ -354,6 +354,15 @@ impl Store {
         })
     }
 
+    /// The first event stored past `seq`, the head: none, unless someone put one there.
+    pub async fn first_event_past(&self, seq: i64) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(seq) AS seq FROM audit_events WHERE seq > $1")
+            .bind(seq)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("seq")?)
+    }
+
     /// Records the outcome of a verification, replacing the one before: what the audit page
     /// shows without walking the whole history each time.
     pub async fn record_audit_check(&self, check: &AuditCheck) -> Result<()> {

@@ -128,7 +128,7 @@ impl Store {
         }
         let pass = chainer.begun.fetch_add(1, Ordering::SeqCst) + 1;
         if let Err(e) = self.chain_journal().await {
-            tracing::warn!(error = %e, "audit events are waiting in the journal for their place in the chain; the next pass retries");
+            tracing::error!(error = %e, "audit events are waiting in the journal for their place in the chain; the next pass retries");
         }
         chainer.finished.store(pass, Ordering::SeqCst);
     }

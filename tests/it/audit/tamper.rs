@@ -248,6 +248,7 @@ on_both_databases!(
     replicas_appending_at_once_never_fork_the_chain,
     tampering_where_the_readers_ranges_meet_is_named_at_its_place,
     an_export_read_in_ranges_is_byte_for_byte_the_export_read_as_one_stream,
+    an_event_added_past_the_head_is_named,
 );
 
 /// Events in a long history: the verification and the export read it in ranges of
@@ -512,6 +513,21 @@ async fn a_deleted_last_event_is_named(db: &Db) {
     db.exec("DELETE FROM audit_events WHERE seq = 12").await;
     let verdict = verify(&db.url, None).await;
     assert_broken_at(&verdict, 12, "event 12 was deleted");
+}
+
+/// A row put past the head takes the place the next event needs: the broker cannot chain
+/// anything after it, so the verification must not call the history intact.
+async fn an_event_added_past_the_head_is_named(db: &Db) {
+    populate(&db.store).await;
+    db.exec(
+        "INSERT INTO audit_events (seq, at, actor, actor_issuer, actor_subject, action,
+            request_id, ticket, target, namespace, detail, prev_hash, hash)
+         SELECT 13, at, 'bob', actor_issuer, 'bob', action, request_id, ticket, target,
+            namespace, '{\"forged\":true}', hash, hash FROM audit_events WHERE seq = 12",
+    )
+    .await;
+    let verdict = verify(&db.url, None).await;
+    assert_broken_at(&verdict, 13, "event 13 was added");
 }
 
 async fn reordered_events_are_named_at_the_first_place_they_swapped(db: &Db) {
