@@ -184,8 +184,8 @@ enum Access {
 }
 
 /// PostgreSQL connections per replica unless `database_connections` says otherwise: on a
-/// two-core database with three replicas, 200 approvals at once were answered in about half
-/// the time with 8 as with 16, and faster still with 4 (`cargo bench --bench decide`).
+/// two-core database with three replicas, 200 approvals at once were answered faster with 8
+/// each than with 16, and faster still with 4 (`cargo bench --bench decide`; README).
 pub const POSTGRES_CONNECTIONS: u32 = 8;
 
 impl Backend {
