@@ -68,6 +68,8 @@ pub struct Metrics {
     worker_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pool: Family<PoolLabels, Gauge>,
     audit_verified_seq: Gauge,
+    audit_waiting: Gauge,
+    audit_waiting_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// When each request in flight became due to apply or to end, by the broker's clock.
     due_since: Mutex<HashMap<String, Millis>>,
 }
@@ -152,6 +154,18 @@ impl Metrics {
             "The last audit event a verification of the whole chain found intact",
             audit_verified_seq.clone(),
         );
+        let audit_waiting = Gauge::default();
+        registry.register(
+            "audit_journal_waiting",
+            "Audit events committed but not yet in the chain (any replica's)",
+            audit_waiting.clone(),
+        );
+        let audit_waiting_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "audit_journal_oldest_seconds",
+            "How long the oldest audit event waiting for its place in the chain has waited (0 when none does)",
+            audit_waiting_seconds.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -164,6 +178,8 @@ impl Metrics {
             worker_lag_seconds,
             pool,
             audit_verified_seq,
+            audit_waiting,
+            audit_waiting_seconds,
             due_since: Mutex::new(HashMap::new()),
         }
     }
@@ -269,6 +285,10 @@ impl Metrics {
                 connections: "idle",
             })
             .set(idle);
+        let (waiting, oldest) = store.journal_backlog().await?;
+        self.audit_waiting.set(waiting);
+        self.audit_waiting_seconds
+            .set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0));
         if let Some(check) = store.last_audit_check().await? {
             self.audit_verified_seq.set(check.verified_through);
         }

@@ -22,6 +22,16 @@ impl Store {
         Ok(counts)
     }
 
+    /// How many audit events have committed but wait for their place in the chain, and when
+    /// the oldest of them happened: a number that stays up means the chain is not being
+    /// written (see `journal.rs`).
+    pub async fn journal_backlog(&self) -> Result<(i64, Option<Millis>)> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM audit_journal")
+            .fetch_one(self.pool())
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
     /// When the oldest piece of work that is due now and free to take became due: an approved
     /// request since its last approval, an active one since its expiry, a pending one since
     /// its approval window closed. Work that a lease or a retry's backoff holds back is not

@@ -143,6 +143,14 @@ async fn the_metrics_parse_as_prometheus_reads_them_and_move_when_a_request_is_f
                 1.0
             );
             assert_eq!(value(&samples, "breakglass_worker_lag_seconds", &[]), 0.0);
+            assert_eq!(
+                value(&samples, "breakglass_audit_journal_waiting", &[]),
+                0.0
+            );
+            assert_eq!(
+                value(&samples, "breakglass_audit_journal_oldest_seconds", &[]),
+                0.0
+            );
             assert!(
                 value(
                     &samples,

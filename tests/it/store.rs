@@ -667,13 +667,11 @@ async fn events_that_cannot_take_their_place_wait_in_the_journal(store: Store) {
         .expect("the change commits with its event");
 
     assert_eq!(audit_head_seq(&store).await, head, "the head did not move");
-    let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_journal")
-        .fetch_one(store.pool())
-        .await
-        .expect("journal")
-        .try_get("n")
-        .expect("n");
-    assert_eq!(waiting, 1, "the event waits in the journal");
+    assert_eq!(
+        store.journal_backlog().await.expect("backlog"),
+        (1, Some(NOW)),
+        "the event waits in the journal, and the metrics say since when"
+    );
 
     // Once the place is free again, the next pass chains it.
     sqlx::query("DELETE FROM audit_events WHERE actor = 'mallory'")
@@ -682,6 +680,7 @@ async fn events_that_cannot_take_their_place_wait_in_the_journal(store: Store) {
         .expect("unsquat");
     assert_eq!(store.chain_journal().await.expect("chain"), 1);
     assert_eq!(audit_head_seq(&store).await, head + 1);
+    assert_eq!(store.journal_backlog().await.expect("backlog"), (0, None));
     let events = store
         .audit_events(&breakglass_broker::store::AuditFilter {
             request_id: Some(id.clone()),
