@@ -68,6 +68,7 @@ impl Lifecycle {
         comment: &str,
     ) -> Result<Request, LifecycleError> {
         let verb = decision.verb();
+        self.require_recording()?;
         self.count(caller, Limit::Decision)?;
         let _answering = self.answering.begin();
         if comment.len() > MAX_COMMENT {

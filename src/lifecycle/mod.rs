@@ -253,6 +253,18 @@ impl Lifecycle {
     }
 
     /// Counts one action of this person against its limit, or says when they may again.
+    /// Nothing that starts or widens a breakglass may go unrecorded: while the audit chain is
+    /// not being written, filings, extensions and decisions wait (fail closed). Ending one
+    /// never waits: it takes rights away.
+    pub(crate) fn require_recording(&self) -> Result<(), LifecycleError> {
+        if self.store.chaining_fails() {
+            return Err(LifecycleError::Unavailable(
+                "the audit history cannot be written right now, so nothing can be filed, extended or decided; nothing was changed, try again shortly (auditors: see `audit verify`)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn count(&self, person: &Person, limit: Limit) -> Result<(), LifecycleError> {
         let (limiter, what) = match limit {
             Limit::Filing => (&self.limits.filings, "too many filings in the last minute"),

@@ -9,7 +9,7 @@
 //! changes that committed meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -65,6 +65,8 @@ pub(super) struct Chainer {
     /// Passes begun and finished, counted from the start of this process.
     begun: AtomicU64,
     finished: AtomicU64,
+    /// Whether the last pass failed: the chain is not being written.
+    failing: AtomicBool,
 }
 
 impl Store {
@@ -136,6 +138,21 @@ impl Store {
     /// Moves every journal entry committed so far into the chain, a batch per transaction, and
     /// writes each chained event to the structured log. Returns how many it chained.
     pub async fn chain_journal(&self) -> Result<usize> {
+        let chained = self.chain_all().await;
+        self.chainer
+            .failing
+            .store(chained.is_err(), Ordering::SeqCst);
+        chained
+    }
+
+    /// Whether this replica's last chaining pass failed, so that the events committed now
+    /// would wait in the journal: people's new filings and decisions are refused meanwhile
+    /// (the worker's own changes, an undo above all, go on).
+    pub fn chaining_fails(&self) -> bool {
+        self.chainer.failing.load(Ordering::SeqCst)
+    }
+
+    async fn chain_all(&self) -> Result<usize> {
         let mut chained = 0;
         loop {
             let events = self.chain_batch().await?;

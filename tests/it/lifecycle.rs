@@ -419,3 +419,86 @@ async fn a_request_whose_target_is_no_longer_configured_cannot_be_decided_and_sa
         .expect("tally");
     assert!(!tally.satisfied);
 }
+
+/// Nothing that starts a breakglass goes unrecorded: while the audit chain cannot be written
+/// (here a row squats on the chain's next place), filings and decisions are refused with
+/// "unavailable" and change nothing; once the chain is written again they go through.
+#[tokio::test]
+async fn while_the_audit_chain_cannot_be_written_nobody_files_or_decides() {
+    let h = harness(&["prod"]).await;
+    let store = h.lifecycle.store.clone();
+    let (alice, bob) = (person("alice", &["oncall"]), person("bob", &["approvers"]));
+    let filed = h.lifecycle.file(&alice, form("prod")).await.expect("filed");
+    let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(store.pool())
+        .await
+        .expect("head");
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
+         VALUES ($1, 0, 'mallory', 'squat', '{}', 'x', 'y')",
+    )
+    .bind(head + 1)
+    .execute(store.pool())
+    .await
+    .expect("squat");
+    // A cancel commits (it takes nothing away from anyone's safety) and finds the chain blocked.
+    let mut second = form("prod");
+    second.ticket = "INC-8".into();
+    second.manifest = deployment("web", HOTFIX_IMAGE);
+    let other = h.lifecycle.file(&alice, second).await.expect("filed");
+    h.lifecycle
+        .cancel(&alice, &other.id)
+        .await
+        .expect("cancelled");
+    assert!(store.chaining_fails(), "the pass after the cancel failed");
+
+    let refused = h
+        .lifecycle
+        .decide(
+            &bob,
+            &filed.id,
+            Decision::Approve,
+            Some(&filed.digest),
+            "ok",
+        )
+        .await
+        .expect_err("no decision while the chain is blocked");
+    assert!(
+        matches!(refused, LifecycleError::Unavailable(ref why) if why.contains("audit history")),
+        "{refused:?}"
+    );
+    let refused = h
+        .lifecycle
+        .file(&alice, form("prod"))
+        .await
+        .expect_err("no filing while the chain is blocked");
+    assert!(
+        matches!(refused, LifecycleError::Unavailable(_)),
+        "{refused:?}"
+    );
+    let approvals = store.approvals(&filed.id).await.expect("approvals");
+    assert!(
+        approvals.is_empty(),
+        "the refused decision recorded nothing"
+    );
+
+    sqlx::query("DELETE FROM audit_events WHERE actor = 'mallory'")
+        .execute(store.pool())
+        .await
+        .expect("unsquat");
+    store
+        .chain_journal()
+        .await
+        .expect("the chain is written again");
+    assert!(!store.chaining_fails());
+    h.lifecycle
+        .decide(
+            &bob,
+            &filed.id,
+            Decision::Approve,
+            Some(&filed.digest),
+            "ok",
+        )
+        .await
+        .expect("decisions go through again");
+}
