@@ -68,7 +68,7 @@ impl Lifecycle {
         comment: &str,
     ) -> Result<Request, LifecycleError> {
         let verb = decision.verb();
-        self.require_recording()?;
+        self.require_recording().await?;
         self.count(caller, Limit::Decision)?;
         let _answering = self.answering.begin();
         if comment.len() > MAX_COMMENT {

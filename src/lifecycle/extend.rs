@@ -36,7 +36,7 @@ impl Lifecycle {
         form: ExtendForm,
     ) -> Result<Request, LifecycleError> {
         self.require_requester(caller)?;
-        self.require_recording()?;
+        self.require_recording().await?;
         self.count(caller, Limit::Filing)?;
         let (mut change, original) = self.lock_visible(caller, id).await?;
         if original.requester_subject != caller.subject {

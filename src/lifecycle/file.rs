@@ -147,7 +147,7 @@ impl Lifecycle {
         form: RequestForm,
     ) -> Result<Request, LifecycleError> {
         self.require_requester(caller)?;
-        self.require_recording()?;
+        self.require_recording().await?;
         self.count(caller, Limit::Filing)?;
         self.check_reviewed(caller, &form.target).await?;
         let form = self.resolve(caller, form).await?;

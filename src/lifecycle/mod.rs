@@ -44,7 +44,7 @@ use crate::domain::access::{self, RequestAccess};
 use crate::domain::policy::Finding;
 use crate::domain::stamp::Stamp;
 use crate::domain::{AuditAction, Person, Roles, State};
-use crate::store::{Named, NewEvent, Request, Store, StoreError, Tx, Visibility};
+use crate::store::{ChainingFailure, Named, NewEvent, Request, Store, StoreError, Tx, Visibility};
 use crate::targets::Registry;
 
 /// The broker's own name in the audit history.
@@ -256,13 +256,20 @@ impl Lifecycle {
     /// Nothing that starts or widens a breakglass may go unrecorded: while the audit chain is
     /// not being written, filings, extensions and decisions wait (fail closed). Ending one
     /// never waits: it takes rights away.
-    pub(crate) fn require_recording(&self) -> Result<(), LifecycleError> {
-        if self.store.chaining_fails() {
-            return Err(LifecycleError::Unavailable(
-                "the audit history cannot be written right now, so nothing can be filed, extended or decided; nothing was changed, try again shortly (auditors: see `audit verify`)".into(),
-            ));
+    /// A database that could not be reached is no reason to refuse here: the change itself
+    /// then fails with the database's own 503, or commits and chains if it is back.
+    pub(crate) async fn require_recording(&self) -> Result<(), LifecycleError> {
+        if self.store.chaining_failure() != Some(ChainingFailure::Blocked) {
+            return Ok(());
         }
-        Ok(())
+        // The block may be gone: try once before refusing.
+        self.store.chain_committed().await;
+        match self.store.chaining_failure() {
+            Some(ChainingFailure::Blocked) => Err(LifecycleError::Unavailable(
+                "the audit history cannot be written right now, so nothing can be filed, extended or decided; nothing was changed, try again shortly (auditors: see `audit verify`)".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn count(&self, person: &Person, limit: Limit) -> Result<(), LifecycleError> {

@@ -9,7 +9,7 @@
 //! changes that committed meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -19,7 +19,7 @@ use super::audit::{
     AuditEvent, ChainHead, INSERT_COLUMN_NAMES, INSERT_COLUMNS, NewEvent, StoredEvent, bind_event,
     placeholders,
 };
-use super::{Backend, Result, Store, Tx};
+use super::{Backend, Result, Store, StoreError, Tx};
 use crate::audit::log_event;
 use crate::clock::Millis;
 use crate::domain::digest::canonical_json;
@@ -65,8 +65,21 @@ pub(super) struct Chainer {
     /// Passes begun and finished, counted from the start of this process.
     begun: AtomicU64,
     finished: AtomicU64,
-    /// Whether the last pass failed: the chain is not being written.
-    failing: AtomicBool,
+    /// How the last pass ended: [`CHAINED`], or why the chain is not being written.
+    last: AtomicU8,
+}
+
+const CHAINED: u8 = 0;
+const UNAVAILABLE: u8 = 1;
+const BLOCKED: u8 = 2;
+
+/// Why this replica's last chaining pass failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainingFailure {
+    /// The database could not be reached.
+    Unavailable,
+    /// The database refused the chained events (a row in the chain's next place, say).
+    Blocked,
 }
 
 impl Store {
@@ -139,17 +152,24 @@ impl Store {
     /// writes each chained event to the structured log. Returns how many it chained.
     pub async fn chain_journal(&self) -> Result<usize> {
         let chained = self.chain_all().await;
-        self.chainer
-            .failing
-            .store(chained.is_err(), Ordering::SeqCst);
+        let last = match &chained {
+            Ok(_) => CHAINED,
+            Err(StoreError::Unavailable(_)) => UNAVAILABLE,
+            Err(_) => BLOCKED,
+        };
+        self.chainer.last.store(last, Ordering::SeqCst);
         chained
     }
 
-    /// Whether this replica's last chaining pass failed, so that the events committed now
-    /// would wait in the journal: people's new filings and decisions are refused meanwhile
-    /// (the worker's own changes, an undo above all, go on).
-    pub fn chaining_fails(&self) -> bool {
-        self.chainer.failing.load(Ordering::SeqCst)
+    /// Why this replica's last chaining pass failed, if it did: events committed now would
+    /// wait in the journal, so people's new filings and decisions are refused meanwhile (the
+    /// worker's own changes, an undo above all, go on).
+    pub fn chaining_failure(&self) -> Option<ChainingFailure> {
+        match self.chainer.last.load(Ordering::SeqCst) {
+            CHAINED => None,
+            UNAVAILABLE => Some(ChainingFailure::Unavailable),
+            _ => Some(ChainingFailure::Blocked),
+        }
     }
 
     async fn chain_all(&self) -> Result<usize> {
