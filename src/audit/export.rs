@@ -17,25 +17,12 @@ use serde_json::Value;
 
 use crate::clock::write_rfc3339;
 use crate::domain::canonical_text::is_canonical;
+use crate::domain::chain::{json_optional, json_text};
 use crate::domain::digest::canonical_json;
 use crate::store::{AuditFilter, EventRef, RangeSink, RowRef, Store};
 
 /// The columns of the CSV export, in order.
-pub const CSV_COLUMNS: [&str; 13] = [
-    "seq",
-    "at",
-    "actor",
-    "actor_issuer",
-    "actor_subject",
-    "action",
-    "request_id",
-    "ticket",
-    "target",
-    "namespace",
-    "detail",
-    "prev_hash",
-    "hash",
-];
+pub const CSV_COLUMNS: [&str; 13] = crate::store::AUDIT_COLUMNS;
 
 /// How much encoded output to gather before handing it on as one chunk.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -245,44 +232,34 @@ impl Encoder {
 /// `at` as RFC 3339), `detail` given as its JSON text. Written field by field rather than
 /// through a derived `Serialize` so the stored detail text goes in as it is.
 fn write_jsonl(out: &mut Vec<u8>, event: &EventRef<'_>, detail: &str) {
-    fn text(out: &mut Vec<u8>, value: &str) {
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, value);
-    }
-    fn optional(out: &mut Vec<u8>, value: Option<&str>) {
-        match value {
-            Some(value) => text(out, value),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
     let _ = write!(out, "{{\"seq\":{},\"at\":\"", event.seq);
     write_rfc3339(out, event.at);
     out.extend_from_slice(b"\",\"actor\":");
-    text(out, event.actor);
+    json_text(out, event.actor);
     if let Some(issuer) = event.actor_issuer {
         out.extend_from_slice(b",\"actor_issuer\":");
-        text(out, issuer);
+        json_text(out, issuer);
     }
     if let Some(subject) = event.actor_subject {
         out.extend_from_slice(b",\"actor_subject\":");
-        text(out, subject);
+        json_text(out, subject);
     }
     out.extend_from_slice(b",\"action\":");
-    text(out, event.action);
+    json_text(out, event.action);
     out.extend_from_slice(b",\"request_id\":");
-    optional(out, event.request_id);
+    json_optional(out, event.request_id);
     out.extend_from_slice(b",\"ticket\":");
-    optional(out, event.ticket);
+    json_optional(out, event.ticket);
     out.extend_from_slice(b",\"target\":");
-    optional(out, event.target);
+    json_optional(out, event.target);
     out.extend_from_slice(b",\"namespace\":");
-    optional(out, event.namespace);
+    json_optional(out, event.namespace);
     out.extend_from_slice(b",\"detail\":");
     out.extend_from_slice(detail.as_bytes());
     out.extend_from_slice(b",\"prev_hash\":");
-    text(out, event.prev_hash);
+    json_text(out, event.prev_hash);
     out.extend_from_slice(b",\"hash\":");
-    text(out, event.hash);
+    json_text(out, event.hash);
     out.extend_from_slice(b"}\n");
 }
 

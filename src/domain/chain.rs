@@ -43,41 +43,45 @@ pub fn hash(prev_hash: &str, seq: i64, fields: &Fields<'_>, detail: &Value) -> S
 /// (re-formatted, or no longer JSON) cannot hash as the original did. Strings are escaped by
 /// serde_json, exactly as [`canonical_json`] escapes them; a test holds the two forms equal.
 pub fn hash_text(prev_hash: &str, seq: i64, fields: &Fields<'_>, detail: &str) -> String {
-    fn text(out: &mut Vec<u8>, value: &str) {
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, value);
-    }
-    fn optional(out: &mut Vec<u8>, value: Option<&str>) {
-        match value {
-            Some(value) => text(out, value),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
     let mut out = Vec::with_capacity(prev_hash.len() + 256 + detail.len());
     out.extend_from_slice(prev_hash.as_bytes());
     out.extend_from_slice(b"\n{\"action\":");
-    text(&mut out, fields.action);
+    json_text(&mut out, fields.action);
     out.extend_from_slice(b",\"actor\":");
-    text(&mut out, fields.actor);
+    json_text(&mut out, fields.actor);
     if let Some((issuer, subject)) = fields.person {
         out.extend_from_slice(b",\"actor_issuer\":");
-        text(&mut out, issuer);
+        json_text(&mut out, issuer);
         out.extend_from_slice(b",\"actor_subject\":");
-        text(&mut out, subject);
+        json_text(&mut out, subject);
     }
     // Writing into a Vec cannot fail.
     let _ = write!(out, ",\"at\":{},\"detail\":", fields.at);
     out.extend_from_slice(detail.as_bytes());
     out.extend_from_slice(b",\"namespace\":");
-    optional(&mut out, fields.namespace);
+    json_optional(&mut out, fields.namespace);
     out.extend_from_slice(b",\"request_id\":");
-    optional(&mut out, fields.request_id);
+    json_optional(&mut out, fields.request_id);
     let _ = write!(out, ",\"seq\":{seq},\"target\":");
-    optional(&mut out, fields.target);
+    json_optional(&mut out, fields.target);
     out.extend_from_slice(b",\"ticket\":");
-    optional(&mut out, fields.ticket);
+    json_optional(&mut out, fields.ticket);
     out.push(b'}');
     sha256_hex(&out)
+}
+
+/// `value` as a JSON string, escaped as serde_json escapes it.
+pub(crate) fn json_text(out: &mut Vec<u8>, value: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// `value` as a JSON string, or `null`.
+pub(crate) fn json_optional(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => json_text(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,23 @@ use crate::domain::AuditAction;
 use crate::domain::chain::{self, Fields};
 use crate::domain::digest::canonical_json;
 
+/// The columns of an audit event, in the order the chain's readers and exports give them.
+pub const AUDIT_COLUMNS: [&str; 13] = [
+    "seq",
+    "at",
+    "actor",
+    "actor_issuer",
+    "actor_subject",
+    "action",
+    "request_id",
+    "ticket",
+    "target",
+    "namespace",
+    "detail",
+    "prev_hash",
+    "hash",
+];
+
 /// An event about to be written; the store gives it its place in the chain.
 #[derive(Clone, Debug)]
 pub struct NewEvent<'a> {

@@ -366,21 +366,7 @@ fn read_sqlite_range<S: RangeSink>(
 /// the column's (sqlx's decoding, which the pool path uses, refuses the same ones).
 fn event_of<'r>(row: &'r rusqlite::Row<'_>) -> std::result::Result<EventRef<'r>, String> {
     use rusqlite::types::ValueRef;
-    const NAMES: [&str; 13] = [
-        "seq",
-        "at",
-        "actor",
-        "actor_issuer",
-        "actor_subject",
-        "action",
-        "request_id",
-        "ticket",
-        "target",
-        "namespace",
-        "detail",
-        "prev_hash",
-        "hash",
-    ];
+    const NAMES: [&str; 13] = super::AUDIT_COLUMNS;
     let value = |i: usize| row.get_ref(i).map_err(|e| format!("{}: {e}", NAMES[i]));
     let integer = |i: usize| match value(i)? {
         ValueRef::Integer(n) => Ok(n),

@@ -27,7 +27,9 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use read_cache::ReadCache;
 
 pub use crate::domain::chain::GENESIS_HASH;
-pub use audit::{AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash};
+pub use audit::{
+    AUDIT_COLUMNS, AuditCheck, AuditEvent, ChainHead, ChainRow, NewEvent, StoredEvent, content_hash,
+};
 pub use audit_read::{EventRef, InOrder, RANGE_ROWS, RangeSink, RowRef};
 pub use audit_search::AuditFilter;
 pub use findings::{Finding, FindingState};

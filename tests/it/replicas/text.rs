@@ -46,21 +46,9 @@ async fn a_nul_in_any_text_is_a_400_on_postgres_and_nothing_is_stored() {
 
     let shown = infra.show(url, &id).await;
     assert_eq!(shown["state"], "pending", "the approval did not count");
-    let (status, events) = infra
-        .call(
-            url,
-            Method::GET,
-            "dave",
-            &format!("/api/v1/audit?request={id}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{events}");
-    let actions: Vec<&str> = events
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["action"].as_str())
-        .collect();
-    assert_eq!(actions, ["request.created"], "nothing else was recorded");
+    assert_eq!(
+        infra.audit_actions(url, &id).await,
+        ["request.created"],
+        "nothing else was recorded"
+    );
 }
