@@ -77,28 +77,34 @@ impl Proc {
 /// A database of its own on the server, dropped at the end.
 struct Database {
     server: String,
+    /// The query of `PGURL` (`?sslmode=...`), for every connection to the server.
+    query: String,
     name: String,
 }
 
 impl Database {
-    async fn create(server: &str) -> anyhow::Result<Database> {
+    async fn create(url: &str) -> anyhow::Result<Database> {
+        let (server, query) = url.split_at(url.find('?').unwrap_or(url.len()));
         let name = format!("bench_decide_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::AnyConnection::connect(&format!("{server}/postgres")).await?;
+        let mut conn = sqlx::AnyConnection::connect(&format!("{server}/postgres{query}")).await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await?;
         Ok(Database {
             server: server.to_owned(),
+            query: query.to_owned(),
             name,
         })
     }
 
     fn url(&self) -> String {
-        format!("{}/{}", self.server, self.name)
+        format!("{}/{}{}", self.server, self.name, self.query)
     }
 
     async fn drop_it(self) -> anyhow::Result<()> {
-        let mut conn = sqlx::AnyConnection::connect(&format!("{}/postgres", self.server)).await?;
+        let mut conn =
+            sqlx::AnyConnection::connect(&format!("{}/postgres{}", self.server, self.query))
+                .await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name

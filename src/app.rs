@@ -17,7 +17,7 @@ use crate::auth::login::Login;
 use crate::auth::{Admission, Verifier};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::lifecycle::{self, Lifecycle};
+use crate::lifecycle::{self, Lifecycle, Work};
 use crate::store::Store;
 use crate::targets::Registry;
 use crate::web::{self, AppState, AppStateInner};
@@ -34,7 +34,7 @@ pub struct Broker {
     pub worker: Arc<Worker>,
     /// Delivers notifications; None when none are configured.
     pub notifier: Option<Arc<Notifier>>,
-    queue: Option<mpsc::UnboundedReceiver<String>>,
+    queue: Option<mpsc::UnboundedReceiver<Work>>,
 }
 
 impl Broker {

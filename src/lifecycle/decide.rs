@@ -130,13 +130,14 @@ impl Lifecycle {
         let actor = Actor::Person(caller);
         let detail = json!({ "comment": comment, "digest": request.digest });
         let mut ready = false;
-        // Whether the decision moved the request to another state.
-        let mut moved = true;
+        // The request as a decision that moved it left it, read in the transaction (the worker
+        // may move it on the moment it commits).
+        let mut moved = None;
         // The breakglass an approved extension moved the end of.
         let mut extended = None;
         match decision {
             Decision::Reject => {
-                change
+                moved = change
                     .transition(reference, actor, AuditAction::Rejected, detail)
                     .await?
             }
@@ -150,7 +151,6 @@ impl Lifecycle {
                 change
                     .record(reference, actor, AuditAction::Approved, detail)
                     .await?;
-                moved = tally.satisfied;
                 if tally.satisfied {
                     // An extension holds nothing: the breakglass it extends holds its objects.
                     if request.extends.is_none() {
@@ -165,14 +165,14 @@ impl Lifecycle {
                         tally.rules.iter().flat_map(|r| &r.counted).collect();
                     let detail =
                         json!({ "counted": counted, "rule": approval::describe(target.rules()) });
-                    change
+                    moved = change
                         .transition(reference, actor, AuditAction::FullyApproved, detail)
                         .await?;
                     match &request.extends {
                         // Granted in this transaction: never `approved` once committed, so the
                         // apply worker never sees it.
                         Some(original) => {
-                            self.grant(&mut change, &request, original, actor).await?;
+                            moved = self.grant(&mut change, &request, original, actor).await?;
                             extended = Some(original.clone());
                         }
                         None => ready = true,
@@ -180,18 +180,10 @@ impl Lifecycle {
                 }
             }
         }
-        // The request as the decision leaves it, read before the commit (the worker may move
-        // it on the moment it commits).
-        let decided = if moved {
-            Store::request_in(change.tx(), id)
-                .await?
-                .ok_or(LifecycleError::NotFound)?
-        } else {
-            request
-        };
+        let decided = moved.unwrap_or(request);
         change.commit().await?;
         if ready {
-            self.wake(id);
+            self.hand_to_apply(id);
         }
         if let Some(original) = extended {
             // Its end moved: the worker sleeps towards a new deadline.
@@ -207,16 +199,17 @@ impl Lifecycle {
             return Err(only_the_requester(&request, "cancel"));
         }
         check_cancellable(request.state).map_err(LifecycleError::Conflict)?;
-        change
+        let cancelled = change
             .transition(
                 RequestRef::from(&request),
                 Actor::Person(caller),
                 AuditAction::Cancelled,
                 json!({}),
             )
-            .await?;
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
         change.commit().await?;
-        self.reload(id).await
+        Ok(cancelled)
     }
 
     /// Ends a breakglass now: the requester, early; an approver of the target, too, and also

@@ -157,13 +157,14 @@ impl Lifecycle {
     /// In the approval that completes an extension's rule: moves the end of the breakglass it
     /// extends and ends the extension as `granted`, in the same transaction. Refused when that
     /// breakglass no longer runs (or is ending), so an extension never starts a new one.
+    /// Returns the extension as it now is.
     pub(super) async fn grant(
         &self,
         change: &mut Change,
         extension: &Request,
         original_id: &str,
         actor: Actor<'_>,
-    ) -> Result<(), LifecycleError> {
+    ) -> Result<Option<Request>, LifecycleError> {
         let original = Store::lock_request(change.tx(), original_id)
             .await?
             .ok_or(LifecycleError::NotFound)?;
@@ -177,7 +178,7 @@ impl Lifecycle {
         };
         let new_end = ends.saturating_add(extension.duration_seconds.saturating_mul(1000));
         Store::move_expiry(change.tx(), original_id, new_end).await?;
-        change
+        let granted = change
             .transition(
                 RequestRef::from(extension),
                 actor,
@@ -197,6 +198,6 @@ impl Lifecycle {
                 }),
             )
             .await?;
-        Ok(())
+        Ok(granted)
     }
 }

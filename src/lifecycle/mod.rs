@@ -36,7 +36,7 @@ pub use extend::ExtendForm;
 pub use file::{Checked, RequestForm};
 pub use images::{Workload, WorkloadRef};
 pub use read::{RequestHistory, TicketHistory};
-pub use work::{WorkQueue, queue};
+pub use work::{Work, WorkQueue, queue};
 
 use crate::clock::{Clock, Millis};
 use crate::config::RateLimits;
@@ -349,7 +349,12 @@ impl Lifecycle {
 
     /// Hands a request to the workers now, rather than at their next look at the store.
     fn wake(&self, id: &str) {
-        self.work.push(id);
+        self.work.push(Work::Look(id.to_owned()));
+    }
+
+    /// Hands a request that was fully approved just now to the workers to apply.
+    fn hand_to_apply(&self, id: &str) {
+        self.work.push(Work::Apply(id.to_owned()));
     }
 }
 
@@ -371,30 +376,30 @@ impl Change {
     }
 
     /// Moves the request to `action`'s resulting state (when it has one) and records the audit
-    /// event, in this change.
+    /// event, in this change. Returns the request as the move left it (None when the action
+    /// moves no state).
     pub async fn transition(
         &mut self,
         request: RequestRef<'_>,
         actor: Actor<'_>,
         action: AuditAction,
         detail: Value,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Request>, StoreError> {
+        let mut moved = None;
         if let Some(state) = action.resulting_state() {
-            Store::set_state(&mut self.tx, request.id, state, self.clock.now()).await?;
+            moved = Store::set_state(&mut self.tx, request.id, state, self.clock.now()).await?;
             if state.is_final() || state == State::NeedsAttention {
                 // What would extend a breakglass that has ended lapses with it.
                 Store::close_extension_windows(&mut self.tx, request.id, self.clock.now()).await?;
             }
         }
-        self.record(request, actor, action, detail).await
+        self.record(request, actor, action, detail).await?;
+        Ok(moved)
     }
 
     /// Records the audit event alone: for transitions whose state change the caller made with
     /// a store call of its own (an apply sets the expiry with it), and for events that change
-    /// no state.
-    ///
-    /// The event takes its place in the chain when the change commits: the chain's head is
-    /// locked from then until the commit, not for the whole change.
+    /// no state. The event is written to the audit journal when the change commits.
     pub async fn record(
         &mut self,
         request: RequestRef<'_>,
@@ -418,9 +423,9 @@ impl Change {
         Ok(())
     }
 
-    /// Writes the change's audit events and announces them, then commits (the events are in
-    /// the chain when it returns); then publishes the lifecycle events: only what committed is
-    /// announced or published.
+    /// Writes the change's audit events and announces them, then commits (the events take
+    /// their place in the chain just after); then publishes the lifecycle events: only what
+    /// committed is announced or published.
     pub async fn commit(mut self) -> Result<(), StoreError> {
         let new: Vec<NewEvent<'_>> = self.pending.iter().map(PendingEvent::as_new).collect();
         let written = Store::append_audits(&mut self.tx, &new).await?;

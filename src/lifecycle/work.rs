@@ -3,18 +3,36 @@
 
 use tokio::sync::mpsc;
 
-/// Hands request ids to the worker.
-#[derive(Clone)]
-pub struct WorkQueue(mpsc::UnboundedSender<String>);
+/// What a transition hands the workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Fully approved just now: the worker applies it without reading it first (the apply
+    /// claims it only while it is still `approved`).
+    Apply(String),
+    /// The worker reads the request and does what its state calls for.
+    Look(String),
+}
 
-impl WorkQueue {
-    pub fn push(&self, request_id: &str) {
-        // A closed queue means the process is shutting down; the next start picks the work up.
-        let _ = self.0.send(request_id.to_owned());
+impl Work {
+    pub fn request_id(&self) -> &str {
+        match self {
+            Work::Apply(id) | Work::Look(id) => id,
+        }
     }
 }
 
-pub fn queue() -> (WorkQueue, mpsc::UnboundedReceiver<String>) {
+/// Hands work to the worker.
+#[derive(Clone)]
+pub struct WorkQueue(mpsc::UnboundedSender<Work>);
+
+impl WorkQueue {
+    pub fn push(&self, work: Work) {
+        // A closed queue means the process is shutting down; the next start picks the work up.
+        let _ = self.0.send(work);
+    }
+}
+
+pub fn queue() -> (WorkQueue, mpsc::UnboundedReceiver<Work>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (WorkQueue(tx), rx)
 }

@@ -9,7 +9,7 @@
 //! changes that committed meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -26,6 +26,9 @@ use crate::domain::digest::canonical_json;
 
 /// Journal entries chained per transaction, so that one holding of the head stays short.
 const BATCH: usize = super::audit::INSERT_ROWS;
+
+/// The columns a journal entry is written with.
+const JOURNAL_COLUMNS: usize = 10;
 
 /// An audit event written in a change's transaction; it is in the chain once the change's
 /// commit returns (see [`Tx::commit`]).
@@ -55,13 +58,16 @@ impl Journaled {
     }
 }
 
-/// This replica's turns at chaining. Whoever commits events waits for a chaining pass that
-/// began after its commit: a pass under way may have looked at the journal before the commit.
-/// Those who arrive during a pass queue here, not on the database's head row, and the first of
-/// them runs the next pass for all of them.
+/// This replica's turns at chaining. A commit that wrote events has a pass run for them soon
+/// after, without waiting for it; whoever reads the chain waits for a pass that began after
+/// its read was asked for: a pass under way may have looked at the journal before then. Those
+/// who arrive during a pass queue here, not on the database's head row, and the first of them
+/// runs the next pass for all of them.
 #[derive(Default)]
 pub(super) struct Chainer {
     turn: tokio::sync::Mutex<()>,
+    /// A pass is on its way for events committed since the last one began.
+    scheduled: AtomicBool,
     /// Passes begun and finished, counted from the start of this process.
     begun: AtomicU64,
     finished: AtomicU64,
@@ -84,50 +90,70 @@ pub enum ChainingFailure {
 
 impl Store {
     /// Writes an event to the journal inside the caller's transaction, so the event and the
-    /// change it records commit together or not at all. It is in the chain when the commit
-    /// returns.
+    /// change it records commit together or not at all. A pass chains it just after the
+    /// commit; a read of the chain waits for that pass ([`Store::chain_committed`]).
     pub async fn append_audit(tx: &mut Tx, event: NewEvent<'_>) -> Result<Journaled> {
-        let detail = canonical_json(&event.detail);
-        let row = sqlx::query(
-            "INSERT INTO audit_journal (at, actor, actor_issuer, actor_subject, action,
-                request_id, ticket, target, namespace, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-        )
-        .bind(event.at)
-        .bind(event.actor)
-        .bind(event.person.map(|(issuer, _)| issuer))
-        .bind(event.person.map(|(_, subject)| subject))
-        .bind(event.action.as_str())
-        .bind(event.request_id)
-        .bind(event.ticket)
-        .bind(event.target)
-        .bind(event.namespace)
-        .bind(detail)
-        .fetch_one(&mut **tx)
-        .await?;
-        tx.journaled = true;
-        Ok(Journaled {
-            entry: row.try_get("id")?,
-            at: event.at,
-            actor: event.actor.to_owned(),
-            actor_issuer: event.person.map(|(issuer, _)| issuer.to_owned()),
-            actor_subject: event.person.map(|(_, subject)| subject.to_owned()),
-            action: event.action.as_str().to_owned(),
-            request_id: event.request_id.map(str::to_owned),
-            ticket: event.ticket.map(str::to_owned),
-            target: event.target.map(str::to_owned),
-            namespace: event.namespace.map(str::to_owned),
-            detail: event.detail,
-        })
+        let mut written = Store::append_audits(tx, std::slice::from_ref(&event)).await?;
+        Ok(written.pop().ok_or(sqlx::Error::RowNotFound)?)
     }
 
-    /// Writes `events`, in order, to the journal inside the caller's transaction.
+    /// Writes `events`, in order, to the journal inside the caller's transaction, in one
+    /// statement.
     pub async fn append_audits(tx: &mut Tx, events: &[NewEvent<'_>]) -> Result<Vec<Journaled>> {
-        let mut written = Vec::with_capacity(events.len());
-        for event in events {
-            written.push(Store::append_audit(tx, event.clone()).await?);
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(written)
+        let details: Vec<String> = events.iter().map(|e| canonical_json(&e.detail)).collect();
+        // Placeholders only: the values are all bound below.
+        let sql = format!(
+            "INSERT INTO audit_journal (at, actor, actor_issuer, actor_subject, action,
+                request_id, ticket, target, namespace, detail)
+             VALUES {} RETURNING id",
+            placeholders(0, events.len(), JOURNAL_COLUMNS)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (event, detail) in events.iter().zip(&details) {
+            query = query
+                .bind(event.at)
+                .bind(event.actor)
+                .bind(event.person.map(|(issuer, _)| issuer))
+                .bind(event.person.map(|(_, subject)| subject))
+                .bind(event.action.as_str())
+                .bind(event.request_id)
+                .bind(event.ticket)
+                .bind(event.target)
+                .bind(event.namespace)
+                .bind(detail);
+        }
+        let rows = query.fetch_all(&mut **tx).await?;
+        // Entries are numbered in the order the rows are written; the order RETURNING gives
+        // them back in is not promised.
+        let mut entries = rows
+            .iter()
+            .map(|row| row.try_get::<i64, _>("id"))
+            .collect::<sqlx::Result<Vec<i64>>>()?;
+        entries.sort_unstable();
+        if entries.len() != events.len() {
+            return Err(StoreError::Other(sqlx::Error::RowNotFound));
+        }
+        tx.journaled = true;
+        Ok(entries
+            .into_iter()
+            .zip(events)
+            .map(|(entry, event)| Journaled {
+                entry,
+                at: event.at,
+                actor: event.actor.to_owned(),
+                actor_issuer: event.person.map(|(issuer, _)| issuer.to_owned()),
+                actor_subject: event.person.map(|(_, subject)| subject.to_owned()),
+                action: event.action.as_str().to_owned(),
+                request_id: event.request_id.map(str::to_owned),
+                ticket: event.ticket.map(str::to_owned),
+                target: event.target.map(str::to_owned),
+                namespace: event.namespace.map(str::to_owned),
+                detail: event.detail.clone(),
+            })
+            .collect())
     }
 
     /// Returns once a chaining pass that began after now has finished: every event committed
@@ -141,6 +167,29 @@ impl Store {
         if chainer.finished.load(Ordering::SeqCst) >= wanted {
             return;
         }
+        self.chain_pass().await;
+    }
+
+    /// Has a pass chain what was just committed, soon, without waiting for it. While one is
+    /// on its way, further commits need none of their own: it begins after them. So a burst
+    /// of changes costs a few passes, each chaining many events, and nobody's answer waits on
+    /// the chain.
+    pub(super) fn chain_soon(&self) {
+        if self.chainer.scheduled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let _turn = store.chainer.turn.lock().await;
+            // Commits from here on schedule a pass of their own.
+            store.chainer.scheduled.store(false, Ordering::SeqCst);
+            store.chain_pass().await;
+        });
+    }
+
+    /// One pass, run while holding the turn.
+    async fn chain_pass(&self) {
+        let chainer = &self.chainer;
         let pass = chainer.begun.fetch_add(1, Ordering::SeqCst) + 1;
         if let Err(e) = self.chain_journal().await {
             tracing::error!(error = %e, "audit events are waiting in the journal for their place in the chain; the next pass retries");

@@ -131,15 +131,15 @@ pub struct Tx {
 }
 
 impl Tx {
-    /// Commits; audit events written in the transaction are in the chain when this returns
-    /// (see [`Store::chain_committed`]).
+    /// Commits; audit events written in the transaction take their place in the chain just
+    /// after, without the commit waiting for it (see [`Store::chain_committed`]).
     pub async fn commit(self) -> Result<()> {
         let committed = self.inner.commit().await;
         // Even when the answer was lost the commit may have happened: forget either way.
         self.store.cache.changed();
         committed?;
         if self.journaled {
-            self.store.chain_committed().await;
+            self.store.chain_soon();
         }
         Ok(())
     }
@@ -189,6 +189,12 @@ enum Access {
 /// two-core database with three replicas, 200 approvals at once were answered faster with 8
 /// each than with 16, and faster still with 4 (`cargo bench --bench decide`; README).
 pub const POSTGRES_CONNECTIONS: u32 = 8;
+
+/// How long a PostgreSQL connection may sit in the pool before it is pinged on its way out
+/// (the bypass window of common connection pools, HikariCP's among them). A server that drops
+/// connections within this window of their last use fails the one statement each meets; the
+/// pool then replaces the connection.
+pub const PING_AFTER_IDLE: Duration = Duration::from_millis(500);
 
 impl Backend {
     /// Which database a URL names.
@@ -255,10 +261,20 @@ impl Store {
             // With the database gone, callers get a 503 within seconds instead of hanging.
             .acquire_timeout(acquire_timeout)
             // Connections a restarted or failed-over server dropped are found and replaced
-            // before use: this is how the broker carries on without a restart. An SQLite
-            // connection is a file in this process that nothing can drop under us, so it is
-            // not pinged before every query.
-            .test_before_acquire(backend == Backend::Postgres)
+            // before use: this is how the broker carries on without a restart. A connection
+            // back in the pool answered a ping as it came back, so one used again within
+            // `PING_AFTER_IDLE` is not pinged again: under load that round trip would be a
+            // tenth of a decision's. An SQLite connection is a file in this process that
+            // nothing can drop under us, so it is never pinged.
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if backend == Backend::Postgres && meta.idle_for >= PING_AFTER_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if !setup.is_empty() {

@@ -68,6 +68,9 @@ impl Store {
     pub async fn request_page(&self, id: &str, events: i64) -> Result<Option<Arc<RequestPage>>> {
         self.cache
             .request_page(id, events, async {
+                // Its timeline shows every change committed before the view, whichever
+                // replica made it: what waits in the journal is chained first.
+                self.chain_committed().await;
                 let mut conn = self.pool().acquire().await?;
                 let Some(request) = request(&mut *conn, id).await? else {
                     return Ok(None);

@@ -536,19 +536,26 @@ impl Store {
     }
 
     /// Moves a request to `state`; `ended_at` is set for final states.
-    pub async fn set_state(tx: &mut Tx, id: &str, state: State, now: Millis) -> Result<()> {
-        sqlx::query(
+    /// Moves the request to `state`; returns it as it now is, or None when there is none.
+    pub async fn set_state(
+        tx: &mut Tx,
+        id: &str,
+        state: State,
+        now: Millis,
+    ) -> Result<Option<Request>> {
+        let sql = concat!(
             "UPDATE requests SET state = $1, ended_at = CASE WHEN $2 THEN $3 ELSE ended_at END,
                 lease_owner = NULL, lease_until = NULL, next_attempt_at = NULL, attempts = 0
-             WHERE id = $4",
-        )
-        .bind(state.as_str())
-        .bind(state.is_final() || state == State::NeedsAttention)
-        .bind(now)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+             WHERE id = $4 RETURNING ",
+            columns!()
+        );
+        Ok(sqlx::query_as(sql)
+            .bind(state.as_str())
+            .bind(state.is_final() || state == State::NeedsAttention)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?)
     }
 
     pub async fn set_end_requested(tx: &mut Tx, id: &str, reason: &str) -> Result<()> {

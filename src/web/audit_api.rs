@@ -240,6 +240,8 @@ async fn export(
     }
     let mut filter = q.filter()?;
     filter.oldest_first = true;
+    // Every change committed before the ask is in the file, whichever replica made it.
+    state.store.chain_committed().await;
     let name = format!(
         "attachment; filename=\"audit-{}.{}\"",
         rfc3339(state.clock.now()).replace(':', ""),

@@ -25,7 +25,7 @@ use tasks::Tasks;
 
 use crate::clock::{Clock, Millis};
 use crate::domain::{AuditAction, State};
-use crate::lifecycle::{Actor, Lifecycle, RequestRef};
+use crate::lifecycle::{Actor, Lifecycle, RequestRef, Work};
 use crate::store::{Store, StoreError};
 use crate::targets::Target;
 use lease::Lease;
@@ -81,7 +81,7 @@ impl Worker {
     /// may have left an earlier one). So a burst of approvals costs no query per approval
     /// here, and a replica never sweeps up the approvals another replica is about to apply.
     /// A database that cannot be reached makes the loop wait and try again; it never ends it.
-    pub async fn run(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<String>) {
+    pub async fn run(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Work>) {
         let mut sweep = true;
         loop {
             let next = self.look(sweep).await;
@@ -90,7 +90,7 @@ impl Worker {
             sweep = loop {
                 tokio::select! {
                     pushed = queue.recv() => match pushed {
-                        Some(id) => self.start(id),
+                        Some(work) => self.start(work),
                         None => return,
                     },
                     () = &mut pause => break true,
@@ -125,16 +125,27 @@ impl Worker {
     /// Starts everything that is due now.
     async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
         for (id, _) in self.store.due_work(self.clock.now(), SWEEP_LIMIT).await? {
-            self.start(id);
+            self.start(Work::Look(id));
         }
         Ok(())
     }
 
     /// Starts a task for the request unless one of this process already works on it.
-    fn start(self: &Arc<Self>, id: String) {
+    fn start(self: &Arc<Self>, work: Work) {
         let worker = self.clone();
-        self.tasks
-            .start(id.clone(), async move { worker.process(&id).await });
+        self.tasks.start(work.request_id().to_owned(), async move {
+            match work {
+                Work::Apply(id) => worker.apply_now(&id).await,
+                Work::Look(id) => worker.process(&id).await,
+            }
+        });
+    }
+
+    /// Applies a request approved just now.
+    async fn apply_now(&self, id: &str) {
+        if let Err(e) = self.apply_in_turn(id).await {
+            tracing::warn!(request_id = %id, error = %e, "work on request failed; it will be retried");
+        }
     }
 
     /// Does whatever the request's state calls for, if it is due.

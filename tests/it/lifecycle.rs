@@ -357,6 +357,7 @@ async fn a_refused_transition_publishes_nothing_and_records_nothing() {
     );
 
     assert!(drain(&mut events).is_empty());
+    h.lifecycle.store.chain_committed().await;
     let head = h.lifecycle.store.audit_head().await.expect("head");
     assert_eq!(head.seq, 1, "only the filing is in the history");
 }
@@ -429,6 +430,7 @@ async fn while_the_audit_chain_cannot_be_written_nobody_files_or_decides() {
     let store = h.lifecycle.store.clone();
     let (alice, bob) = (person("alice", &["oncall"]), person("bob", &["approvers"]));
     let filed = h.lifecycle.file(&alice, form("prod")).await.expect("filed");
+    store.chain_committed().await;
     let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
         .fetch_one(store.pool())
         .await
@@ -450,6 +452,7 @@ async fn while_the_audit_chain_cannot_be_written_nobody_files_or_decides() {
         .cancel(&alice, &other.id)
         .await
         .expect("cancelled");
+    store.chain_committed().await;
     assert_eq!(
         store.chaining_failure(),
         Some(ChainingFailure::Blocked),

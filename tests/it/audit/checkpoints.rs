@@ -236,7 +236,7 @@ async fn a_running_broker_logs_a_checkpoint_at_the_thousandth_event() {
     for name in ["api-1", "api-2", "api-3", "api-4"] {
         env.file_ok(&deployment(name, HOTFIX_IMAGE), 60).await;
     }
-    assert_eq!(store(&env).audit_head().await.expect("head").seq, 1001);
+    assert_eq!(chained_head(&env, 1001).await.seq, 1001);
 
     let by_count: Vec<(i64, String)> = log
         .checkpoints()
@@ -251,13 +251,30 @@ async fn a_running_broker_logs_a_checkpoint_at_the_thousandth_event() {
     );
 }
 
+/// The head once the broker has chained (and logged) at least `seq` events: it does just
+/// after each change commits. The test's own store does not chain, so the broker logs them.
+async fn chained_head(env: &TestEnv, seq: i64) -> breakglass_broker::store::ChainHead {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = store(env).audit_head().await.expect("head");
+        if head.seq >= seq {
+            return head;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker chained only {} events",
+            head.seq
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_running_broker_logs_its_verified_head_every_five_minutes() {
     let log = Log::capture();
     let env = TestEnv::start().await;
     env.file_ok(&deployment("api", HOTFIX_IMAGE), 60).await;
-    let head = store(&env).audit_head().await.expect("head");
-    assert!(head.seq > 0);
+    let head = chained_head(&env, 1).await;
     env.clock.advance(Duration::from_secs(4 * 60 + 50));
     // A moment of real time for the round to run if it (wrongly) came early.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -646,6 +646,8 @@ async fn replicas_appending_at_once_never_fork_the_chain(db: &Db) {
     while let Some(done) = tasks.join_next().await {
         done.expect("writer finished");
     }
+    // The replicas' last passes may still be under way: this one begins after them.
+    db.store.chain_committed().await;
 
     let total = (REPLICAS * WRITERS) as i64 * EACH;
     let row = sqlx::query(
