@@ -182,7 +182,11 @@ async fn run_serve(path: PathBuf) -> anyhow::Result<()> {
     // The bound address, not the configured one: with port 0 this is how to find the broker.
     let listen = listener.local_addr()?;
     tracing::info!(%listen, "breakglass-broker serving");
+    let store = broker.state.store.clone();
     app::serve(listener, broker.router()).await?;
+    // What the last changes wrote goes into the chain (and the log) before the process ends;
+    // whatever is left waits in the journal for the next pass of any replica.
+    let _ = tokio::time::timeout(crate::store::PASS_LIMIT, store.chain_committed()).await;
     Ok(())
 }
 

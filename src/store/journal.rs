@@ -30,8 +30,14 @@ const BATCH: usize = super::audit::INSERT_ROWS;
 /// The columns a journal entry is written with.
 const JOURNAL_COLUMNS: usize = 10;
 
-/// An audit event written in a change's transaction; it is in the chain once the change's
-/// commit returns (see [`Tx::commit`]).
+/// The longest a chaining pass may take. One that takes longer (something holds the chain's
+/// head or its next place in an open transaction, or a connection went silent) counts as
+/// blocked: people's filings and decisions are refused and no apply reaches a cluster until a
+/// pass chains again.
+pub const PASS_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An audit event written in a change's transaction; it takes its place in the chain just
+/// after the change commits (see [`Tx::commit`]).
 #[derive(Clone, Debug)]
 pub struct Journaled {
     /// The event's entry in the journal: increasing in the order events of one request are
@@ -200,14 +206,30 @@ impl Store {
     /// Moves every journal entry committed so far into the chain, a batch per transaction, and
     /// writes each chained event to the structured log. Returns how many it chained.
     pub async fn chain_journal(&self) -> Result<usize> {
-        let chained = self.chain_all().await;
+        let chained = match tokio::time::timeout(PASS_LIMIT, self.chain_all()).await {
+            Ok(chained) => chained,
+            Err(_) => Err(StoreError::Other(sqlx::Error::Protocol(format!(
+                "a chaining pass took longer than {PASS_LIMIT:?}: something holds the chain's head or its next place"
+            )))),
+        };
+        let before = self.chainer.last.load(Ordering::SeqCst);
         let last = match &chained {
             Ok(_) => CHAINED,
+            // A database that went away says nothing of the block: it stays until a pass
+            // chains again.
+            Err(StoreError::Unavailable(_)) if before == BLOCKED => BLOCKED,
             Err(StoreError::Unavailable(_)) => UNAVAILABLE,
             Err(_) => BLOCKED,
         };
         self.chainer.last.store(last, Ordering::SeqCst);
         chained
+    }
+
+    /// Waits for a pass that began after now, as [`Store::chain_committed`]; true when it left
+    /// every event committed before the call in the chain.
+    pub async fn chained_all_committed(&self) -> bool {
+        self.chain_committed().await;
+        self.chaining_failure().is_none()
     }
 
     /// Why this replica's last chaining pass failed, if it did: events committed now would

@@ -33,7 +33,7 @@ pub use audit::{
 pub use audit_read::{EventRef, InOrder, RANGE_ROWS, RangeSink, RowRef};
 pub use audit_search::AuditFilter;
 pub use findings::{Finding, FindingState};
-pub use journal::{ChainingFailure, Journaled, spawn_chaining};
+pub use journal::{ChainingFailure, Journaled, PASS_LIMIT, spawn_chaining};
 pub use outbox::{
     DELIVERED, END_MOVED, ENDPOINT_DISABLED, ENDPOINT_MOVED, ENDPOINT_REMOVED, Message, NewMessage,
     REQUEST_ENDED_FIRST,

@@ -535,8 +535,8 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Moves a request to `state`; `ended_at` is set for final states.
-    /// Moves the request to `state`; returns it as it now is, or None when there is none.
+    /// Moves the request to `state` (`ended_at` is set for final states); returns it as it
+    /// now is, or None when there is none.
     pub async fn set_state(
         tx: &mut Tx,
         id: &str,

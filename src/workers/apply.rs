@@ -76,6 +76,17 @@ impl Worker {
                     .await;
             }
         };
+        // Nothing reaches the cluster before the record that it will is in the audit chain
+        // (and the log): while the chain cannot be written, the apply waits and tries again.
+        if !self.store.chained_all_committed().await {
+            return self
+                .retry_later(
+                    lease,
+                    request.attempts,
+                    "the audit history cannot be written right now; the apply waits for it",
+                )
+                .await;
+        }
         let recorded = self.store.applied_objects(id).await?;
         let bodies = self
             .stamped_bodies(&request, &objects, prepared.expires_at)

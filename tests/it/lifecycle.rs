@@ -421,6 +421,80 @@ async fn a_request_whose_target_is_no_longer_configured_cannot_be_decided_and_sa
     assert!(!tally.satisfied);
 }
 
+/// The record that a breakglass goes live is in the audit chain before anything reaches the
+/// cluster: while the chain cannot be written, an approved request waits, and goes live once
+/// it can.
+#[tokio::test]
+async fn while_the_audit_chain_cannot_be_written_no_apply_reaches_the_cluster() {
+    let h = harness(&["prod"]).await;
+    let store = h.lifecycle.store.clone();
+    let (alice, bob, carol) = (
+        person("alice", &["oncall"]),
+        person("bob", &["approvers"]),
+        person("carol", &["approvers"]),
+    );
+    let filed = h.lifecycle.file(&alice, form("prod")).await.expect("filed");
+    for approver in [&bob, &carol] {
+        h.lifecycle
+            .decide(
+                approver,
+                &filed.id,
+                Decision::Approve,
+                Some(&filed.digest),
+                "ok",
+            )
+            .await
+            .expect("approved");
+    }
+    store.chain_committed().await;
+    let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(store.pool())
+        .await
+        .expect("head");
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
+         VALUES ($1, 0, 'mallory', 'squat', '{}', 'x', 'y')",
+    )
+    .bind(head + 1)
+    .execute(store.pool())
+    .await
+    .expect("squat");
+
+    h.worker.process(&filed.id).await;
+    assert!(
+        h.double.object("Deployment/prod/api").is_none(),
+        "nothing reached the cluster while its record could not be chained"
+    );
+    let waiting = store
+        .request(&filed.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(waiting.state, State::Approved);
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("audit history")),
+        "{:?}",
+        waiting.last_error
+    );
+
+    sqlx::query("DELETE FROM audit_events WHERE actor = 'mallory'")
+        .execute(store.pool())
+        .await
+        .expect("unsquat");
+    h.clock.advance(Duration::from_secs(600));
+    h.worker.process(&filed.id).await;
+    let active = store
+        .request(&filed.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(active.state, State::Active);
+    assert!(h.double.object("Deployment/prod/api").is_some());
+}
+
 /// Nothing that starts a breakglass goes unrecorded: while the audit chain cannot be written
 /// (here a row squats on the chain's next place), filings and decisions are refused with
 /// "unavailable" and change nothing; once the chain is written again they go through.
