@@ -371,12 +371,17 @@ impl Store {
         })
     }
 
-    /// The first event stored past `seq`, the head: none, unless someone put one there.
+    /// The first event stored past `seq`, the head a verification read, and past the head as
+    /// it is now: none, unless someone put one there. (A pass that chained meanwhile moved the
+    /// head past its own events in the same transaction; they are not past it.)
     pub async fn first_event_past(&self, seq: i64) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(seq) AS seq FROM audit_events WHERE seq > $1")
-            .bind(seq)
-            .fetch_one(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT MIN(seq) AS seq FROM audit_events
+             WHERE seq > $1 AND seq > (SELECT seq FROM audit_head WHERE id = 1)",
+        )
+        .bind(seq)
+        .fetch_one(self.pool())
+        .await?;
         Ok(row.try_get::<Option<i64>, _>("seq")?)
     }
 

@@ -145,6 +145,7 @@ on_both_databases!(
     a_change_and_its_audit_event_commit_together,
     a_failing_audit_write_rolls_back_the_change_it_records,
     events_that_cannot_take_their_place_wait_in_the_journal,
+    events_chained_after_a_verification_read_the_head_are_not_past_it,
     an_open_transaction_with_audit_events_holds_up_no_other_writer,
     two_deciders_on_one_request_take_turns_and_see_each_other,
     two_workers_racing_for_one_request_get_one_lease,
@@ -642,6 +643,35 @@ async fn a_failing_audit_write_rolls_back_the_change_it_records(store: Store) {
     );
     assert_eq!(audit_head_seq(&store).await, head, "the chain did not move");
     assert!(store.due_work(NOW, 10).await.expect("due").is_empty());
+}
+
+/// A verification reads the head, walks to it, then looks for events past it: a pass that
+/// chained meanwhile is no tampering, a row past the head as it now is, is.
+async fn events_chained_after_a_verification_read_the_head_are_not_past_it(store: Store) {
+    let id = request_in(&store, State::Pending, NOW + 60_000).await;
+    let read = audit_head_seq(&store).await;
+    let mut tx = store.begin().await.expect("begin");
+    Store::append_audit(&mut tx, event(&id, AuditAction::Approved))
+        .await
+        .expect("journaled");
+    tx.commit().await.expect("commit");
+    let now = audit_head_seq(&store).await;
+    assert_eq!(now, read + 1, "chained meanwhile");
+    assert_eq!(store.first_event_past(read).await.expect("past"), None);
+
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
+         VALUES ($1, $2, 'mallory', 'squat', '{}', 'x', 'y')",
+    )
+    .bind(now + 1)
+    .bind(NOW)
+    .execute(store.pool())
+    .await
+    .expect("squat");
+    assert_eq!(
+        store.first_event_past(read).await.expect("past"),
+        Some(now + 1)
+    );
 }
 
 async fn events_that_cannot_take_their_place_wait_in_the_journal(store: Store) {
