@@ -7,7 +7,7 @@ use std::time::Duration;
 use breakglass_broker::clock::Millis;
 use breakglass_broker::domain::manifest::ObjectRef;
 use breakglass_broker::domain::{AuditAction, State};
-use breakglass_broker::store::{Approval, NewEvent, NewRequest, Store};
+use breakglass_broker::store::{Approval, ChainingFailure, NewEvent, NewRequest, Store};
 use serde_json::json;
 use sqlx::{Connection, Executor, Row};
 use tempfile::TempDir;
@@ -645,6 +645,19 @@ async fn a_failing_audit_write_rolls_back_the_change_it_records(store: Store) {
     assert!(store.due_work(NOW, 10).await.expect("due").is_empty());
 }
 
+/// Puts a row of someone else's at `seq` in the chain, behind the store's back.
+async fn squat(store: &Store, seq: i64) {
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
+         VALUES ($1, $2, 'mallory', 'squat', '{}', 'x', 'y')",
+    )
+    .bind(seq)
+    .bind(NOW)
+    .execute(store.pool())
+    .await
+    .expect("squat");
+}
+
 /// A verification reads the head, walks to it, then looks for events past it: a pass that
 /// chained meanwhile is no tampering, a row past the head as it now is, is.
 async fn events_chained_after_a_verification_read_the_head_are_not_past_it(store: Store) {
@@ -659,15 +672,7 @@ async fn events_chained_after_a_verification_read_the_head_are_not_past_it(store
     assert_eq!(now, read + 1, "chained meanwhile");
     assert_eq!(store.first_event_past(read).await.expect("past"), None);
 
-    sqlx::query(
-        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
-         VALUES ($1, $2, 'mallory', 'squat', '{}', 'x', 'y')",
-    )
-    .bind(now + 1)
-    .bind(NOW)
-    .execute(store.pool())
-    .await
-    .expect("squat");
+    squat(&store, now + 1).await;
     assert_eq!(
         store.first_event_past(read).await.expect("past"),
         Some(now + 1)
@@ -678,15 +683,7 @@ async fn events_that_cannot_take_their_place_wait_in_the_journal(store: Store) {
     let id = request_in(&store, State::Pending, NOW + 60_000).await;
     let head = audit_head_seq(&store).await;
     // Something takes the chain's next place behind the store's back: chaining collides.
-    sqlx::query(
-        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
-         VALUES ($1, $2, 'mallory', 'squat', '{}', 'x', 'y')",
-    )
-    .bind(head + 1)
-    .bind(NOW)
-    .execute(store.pool())
-    .await
-    .expect("squat");
+    squat(&store, head + 1).await;
 
     let mut tx = store.begin().await.expect("begin");
     Store::lock_request(&mut tx, &id).await.expect("lock");
@@ -848,6 +845,44 @@ async fn two_workers_racing_for_one_request_get_one_lease(store: Store) {
             "round {round}: the row names the one winner"
         );
     }
+}
+
+/// Someone holds the chain's head in an open transaction (only PostgreSQL lets a second writer
+/// in to find it so): a change still commits, but its pass cannot finish, and once it has
+/// tried for PASS_LIMIT the store counts the chain as blocked, which refuses filings and
+/// decisions and holds applies back. Let go, the next pass chains the change.
+#[tokio::test]
+async fn a_chaining_pass_held_up_by_a_lock_on_the_head_counts_as_blocked() {
+    let db = TestDb::postgres().await;
+    let store = db.store.clone();
+    let id = request_in(&store, State::Pending, NOW + 60_000).await;
+    let head = audit_head_seq(&store).await;
+    let mut holder = store.pool().begin().await.expect("begin");
+    sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("hold the head");
+
+    let mut tx = store.begin().await.expect("begin");
+    Store::append_audit(&mut tx, event(&id, AuditAction::Approved))
+        .await
+        .expect("journaled");
+    tx.commit().await.expect("the change commits");
+    let began = std::time::Instant::now();
+    let chained = tokio::time::timeout(
+        breakglass_broker::store::PASS_LIMIT * 4,
+        store.chained_all_committed(),
+    )
+    .await
+    .expect("a pass held up gives up");
+    assert!(!chained);
+    assert!(began.elapsed() >= breakglass_broker::store::PASS_LIMIT / 2);
+    assert_eq!(store.chaining_failure(), Some(ChainingFailure::Blocked));
+
+    holder.rollback().await.expect("let go");
+    assert!(store.chained_all_committed().await);
+    assert_eq!(audit_head_seq(&store).await, head + 1);
+    db.store.pool().close().await;
 }
 
 /// Only PostgreSQL drops connections under the pool (a restart, a failover, an idle timeout
