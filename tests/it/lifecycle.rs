@@ -421,6 +421,31 @@ async fn a_request_whose_target_is_no_longer_configured_cannot_be_decided_and_sa
     assert!(!tally.satisfied);
 }
 
+/// Chains what has committed, then puts a row of someone else's in the chain's next place, so
+/// that the next pass collides with it.
+async fn squat_next_place(store: &Store) {
+    store.chain_committed().await;
+    let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(store.pool())
+        .await
+        .expect("head");
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
+         VALUES ($1, 0, 'mallory', 'squat', '{}', 'x', 'y')",
+    )
+    .bind(head + 1)
+    .execute(store.pool())
+    .await
+    .expect("squat");
+}
+
+async fn unsquat(store: &Store) {
+    sqlx::query("DELETE FROM audit_events WHERE actor = 'mallory'")
+        .execute(store.pool())
+        .await
+        .expect("unsquat");
+}
+
 /// The record that a breakglass goes live is in the audit chain before anything reaches the
 /// cluster: while the chain cannot be written, an approved request waits, and goes live once
 /// it can.
@@ -446,19 +471,7 @@ async fn while_the_audit_chain_cannot_be_written_no_apply_reaches_the_cluster() 
             .await
             .expect("approved");
     }
-    store.chain_committed().await;
-    let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
-        .fetch_one(store.pool())
-        .await
-        .expect("head");
-    sqlx::query(
-        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
-         VALUES ($1, 0, 'mallory', 'squat', '{}', 'x', 'y')",
-    )
-    .bind(head + 1)
-    .execute(store.pool())
-    .await
-    .expect("squat");
+    squat_next_place(&store).await;
 
     h.worker.process(&filed.id).await;
     assert!(
@@ -480,10 +493,7 @@ async fn while_the_audit_chain_cannot_be_written_no_apply_reaches_the_cluster() 
         waiting.last_error
     );
 
-    sqlx::query("DELETE FROM audit_events WHERE actor = 'mallory'")
-        .execute(store.pool())
-        .await
-        .expect("unsquat");
+    unsquat(&store).await;
     h.clock.advance(Duration::from_secs(600));
     h.worker.process(&filed.id).await;
     let active = store
@@ -504,19 +514,7 @@ async fn while_the_audit_chain_cannot_be_written_nobody_files_or_decides() {
     let store = h.lifecycle.store.clone();
     let (alice, bob) = (person("alice", &["oncall"]), person("bob", &["approvers"]));
     let filed = h.lifecycle.file(&alice, form("prod")).await.expect("filed");
-    store.chain_committed().await;
-    let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
-        .fetch_one(store.pool())
-        .await
-        .expect("head");
-    sqlx::query(
-        "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)
-         VALUES ($1, 0, 'mallory', 'squat', '{}', 'x', 'y')",
-    )
-    .bind(head + 1)
-    .execute(store.pool())
-    .await
-    .expect("squat");
+    squat_next_place(&store).await;
     // A cancel commits (it takes nothing away from anyone's safety) and finds the chain blocked.
     let mut second = form("prod");
     second.ticket = "INC-8".into();
@@ -563,10 +561,7 @@ async fn while_the_audit_chain_cannot_be_written_nobody_files_or_decides() {
         "the refused decision recorded nothing"
     );
 
-    sqlx::query("DELETE FROM audit_events WHERE actor = 'mallory'")
-        .execute(store.pool())
-        .await
-        .expect("unsquat");
+    unsquat(&store).await;
     store
         .chain_journal()
         .await
