@@ -260,26 +260,28 @@ impl Store {
     /// Chains up to [`BATCH`] entries after the head, in the order they were written, and
     /// moves the head past them.
     async fn chain_batch(&self) -> Result<Vec<AuditEvent>> {
-        // One connection for the whole pass: taking one from the pool costs a round trip of
-        // its own (the pool checks it is alive).
-        let mut conn = self.pool.acquire().await?;
         let events = match self.backend {
-            // Its first read finds out whether there is anything to chain.
-            Backend::Postgres => loop {
-                if let Some(events) = Self::chain_at_once(&mut conn).await? {
-                    break events;
+            // One connection for the whole pass: taking one from the pool costs a round trip
+            // of its own (the pool checks it is alive). Its first read finds out whether there
+            // is anything to chain.
+            Backend::Postgres => {
+                let mut conn = self.pool.acquire().await?;
+                loop {
+                    if let Some(events) = Self::chain_at_once(&mut conn).await? {
+                        break events;
+                    }
                 }
-            },
+            }
             Backend::Sqlite => {
                 // Most passes find the work done by an earlier one: that costs one read, not
-                // the database's one writer.
+                // a turn at the database's one writer.
                 let waiting = sqlx::query("SELECT id FROM audit_journal LIMIT 1")
-                    .fetch_optional(&mut *conn)
+                    .fetch_optional(&self.pool)
                     .await?;
                 if waiting.is_none() {
                     return Ok(Vec::new());
                 }
-                Self::chain_in_turn(&mut conn).await?
+                Self::chain_in_turn(&mut *self.writer.acquire().await?).await?
             }
         };
         if !events.is_empty() {

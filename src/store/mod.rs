@@ -111,6 +111,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where transactions and writes run. For PostgreSQL the same pool. For SQLite, which
+    /// lets one connection write at a time, a pool of one: writers queue here, each handed the
+    /// connection the moment the one before is done, rather than meeting SQLite's lock and
+    /// sleeping a millisecond or more in its busy handler before trying again.
+    writer: AnyPool,
     backend: Backend,
     /// What views read, kept for a moment; every write of this store makes it stale at once.
     cache: Arc<ReadCache>,
@@ -169,7 +174,7 @@ trait ExecuteWrite {
 
 impl<'q> ExecuteWrite for sqlx::query::Query<'q, Any, AnyArguments> {
     async fn execute_write(self, store: &Store) -> Result<AnyQueryResult> {
-        let done = self.execute(&store.pool).await?;
+        let done = self.execute(&store.writer).await?;
         if done.rows_affected() > 0 {
             store.cache.changed();
         }
@@ -220,8 +225,8 @@ impl Store {
     pub async fn connect_with(url: &str, connections: u32) -> anyhow::Result<Store> {
         let store = Self::open(url, Access::ReadWrite(connections)).await?;
         match store.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&store.pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&store.pool).await?,
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&store.writer).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&store.writer).await?,
         }
         Ok(store)
     }
@@ -256,37 +261,21 @@ impl Store {
                 (connections, Duration::from_secs(3))
             }
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(connections)
-            // With the database gone, callers get a 503 within seconds instead of hanging.
-            .acquire_timeout(acquire_timeout)
-            // Connections a restarted or failed-over server dropped are found and replaced
-            // before use: this is how the broker carries on without a restart. A connection
-            // back in the pool answered a ping as it came back, so one used again within
-            // `PING_AFTER_IDLE` is not pinged again: under load that round trip would be a
-            // tenth of a decision's. An SQLite connection is a file in this process that
-            // nothing can drop under us, so it is never pinged.
-            .test_before_acquire(false)
-            .before_acquire(move |conn, meta| {
-                Box::pin(async move {
-                    if backend == Backend::Postgres && meta.idle_for >= PING_AFTER_IDLE {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if !setup.is_empty() {
-                        conn.execute(setup).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(backend, setup, connections, acquire_timeout)
+            .connect_with(options.clone())
             .await?;
+        let writer = match (backend, access) {
+            (Backend::Sqlite, Access::ReadWrite(_)) => {
+                // A writer waits its turn as long as SQLite's busy handler would have let it.
+                pool_options(backend, setup, 1, Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?
+            }
+            _ => pool.clone(),
+        };
         Ok(Store {
             pool,
+            writer,
             backend,
             cache: Arc::new(ReadCache::new()),
             chainer: journal::chainer(),
@@ -301,10 +290,15 @@ impl Store {
         self.backend
     }
 
-    /// The pool, to read from; a write on it goes through `execute_write` (or a [`Tx`]) so
-    /// that the read cache learns of it.
+    /// The pool, to read from; a write goes through `execute_write` (or a [`Tx`]), on the
+    /// writer, so that the read cache learns of it.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Where writes run: the pool itself for PostgreSQL, SQLite's one writing connection.
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
     }
 
     /// Is the database answering?
@@ -315,9 +309,46 @@ impl Store {
 
     pub async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
-            inner: self.pool.begin().await?,
+            inner: self.writer.begin().await?,
             store: self.clone(),
             journaled: false,
         })
     }
+}
+
+/// A pool's options: how many connections, how long a caller waits for one, how a connection
+/// is set up and when it is checked.
+fn pool_options(
+    backend: Backend,
+    setup: &'static str,
+    connections: u32,
+    acquire_timeout: Duration,
+) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        // With the database gone, callers get a 503 within seconds instead of hanging.
+        .acquire_timeout(acquire_timeout)
+        // Connections a restarted or failed-over server dropped are found and replaced
+        // before use: this is how the broker carries on without a restart. A connection
+        // back in the pool answered a ping as it came back, so one used again within
+        // `PING_AFTER_IDLE` is not pinged again: under load that round trip would be a
+        // tenth of a decision's. An SQLite connection is a file in this process that
+        // nothing can drop under us, so it is never pinged.
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if backend == Backend::Postgres && meta.idle_for >= PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if !setup.is_empty() {
+                    conn.execute(setup).await?;
+                }
+                Ok(())
+            })
+        })
 }
