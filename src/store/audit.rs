@@ -72,8 +72,12 @@ fn as_rfc3339<S: serde::Serializer>(at: &Millis, s: S) -> std::result::Result<S:
 impl FromRow<'_, AnyRow> for AuditEvent {
     fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
         let stored = StoredEvent::from_row(row)?;
-        let detail =
-            serde_json::from_str(&stored.detail).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        // The broker writes every detail as a JSON object. One that is not JSON was edited in
+        // the database: it is shown as the text it is (a JSON string, which the broker never
+        // writes), rather than failing the search or page that meets it; verification names
+        // the edit.
+        let detail = serde_json::from_str(&stored.detail)
+            .unwrap_or_else(|_| Value::String(stored.detail.clone()));
         Ok(AuditEvent {
             seq: stored.seq,
             at: stored.at,

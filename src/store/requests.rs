@@ -248,6 +248,7 @@ macro_rules! columns {
          extends, review, reviewed_at"
     };
 }
+pub(super) use columns;
 
 impl Store {
     pub async fn request(&self, id: &str) -> Result<Option<Request>> {
@@ -585,28 +586,41 @@ impl Store {
         Ok(())
     }
 
-    /// Takes hold of the request's objects for its breakglass. Returns the request already
-    /// holding one of them, if any, and then takes nothing: one breakglass per object.
+    /// Takes hold of the request's objects for its breakglass; the ones it holds already
+    /// (from its approval) count as taken. Returns the request holding one of the others, if
+    /// any, and then holds none of them: one breakglass per object.
     ///
-    /// One statement takes every object nobody holds. Only when some were held already (by
-    /// this request, from its approval, or by another) does a second look say by whom; a
-    /// holder that committed between the two shows up there too.
+    /// One statement takes every object nobody else holds. Only when some are held by another
+    /// does a second look say by whom: the conflicting rows stay locked until the transaction
+    /// ends, so that holder cannot let go in between.
     pub async fn hold_objects(
         tx: &mut Tx,
         request: &Request,
         objects: &[ObjectRef],
     ) -> Result<Option<String>> {
-        if objects.is_empty() {
+        // As held: by namespace, kind and name (one statement may not take a row twice).
+        let mut distinct: Vec<&ObjectRef> = Vec::with_capacity(objects.len());
+        for object in objects {
+            let held = |o: &&ObjectRef| {
+                (&o.namespace, &o.kind, &o.name) == (&object.namespace, &object.kind, &object.name)
+            };
+            if !distinct.iter().any(held) {
+                distinct.push(object);
+            }
+        }
+        if distinct.is_empty() {
             return Ok(None);
         }
         // Placeholders only: the objects are all bound below.
         let sql = format!(
             "INSERT INTO object_holds (target, namespace, kind, name, request_id) VALUES {}
-             ON CONFLICT DO NOTHING RETURNING namespace, kind, name",
-            super::audit::placeholders(0, objects.len(), 5)
+             ON CONFLICT (target, namespace, kind, name) DO UPDATE SET request_id = excluded.request_id
+             WHERE object_holds.request_id = excluded.request_id
+             RETURNING namespace, kind, name",
+            super::audit::placeholders(0, distinct.len(), 5)
         );
         let mut insert = sqlx::query(AssertSqlSafe(sql));
-        for object in objects {
+        for object in &distinct {
             insert = insert
                 .bind(&request.target)
                 .bind(&object.namespace)
@@ -615,13 +629,13 @@ impl Store {
                 .bind(&request.id);
         }
         let taken = insert.fetch_all(&mut **tx).await?;
-        if taken.len() == objects.len() {
+        if taken.len() == distinct.len() {
             return Ok(None);
         }
         let Some(holder) = Self::holder_in(tx, request, objects).await? else {
             return Ok(None);
         };
-        // Give back what this call took.
+        // Give back what this call took, should the caller commit anyway.
         for row in &taken {
             sqlx::query(
                 "DELETE FROM object_holds

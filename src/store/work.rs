@@ -3,7 +3,8 @@
 
 use sqlx::Row;
 
-use super::{ExecuteWrite, Result, Store};
+use super::requests::columns;
+use super::{ExecuteWrite, Request, Result, Store};
 use crate::clock::Millis;
 use crate::domain::State;
 
@@ -68,7 +69,8 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>("next")?)
     }
 
-    /// Takes the right to work on a request until `until`, unless another worker holds it.
+    /// Takes the right to work on a request in `state` until `until`, unless another worker
+    /// holds it; returns the request as the claim left it.
     pub async fn claim(
         &self,
         id: &str,
@@ -76,19 +78,25 @@ impl Store {
         owner: &str,
         now: Millis,
         until: Millis,
-    ) -> Result<bool> {
-        let done = sqlx::query(
+    ) -> Result<Option<Request>> {
+        let sql = concat!(
             "UPDATE requests SET lease_owner = $1, lease_until = $2
-             WHERE id = $3 AND state = $4 AND (lease_until IS NULL OR lease_until <= $5 OR lease_owner = $1)",
-        )
-        .bind(owner)
-        .bind(until)
-        .bind(id)
-        .bind(state.as_str())
-        .bind(now)
-        .execute_write(self)
-        .await?;
-        Ok(done.rows_affected() == 1)
+             WHERE id = $3 AND state = $4 AND (lease_until IS NULL OR lease_until <= $5 OR lease_owner = $1)
+             RETURNING ",
+            columns!()
+        );
+        let claimed: Option<Request> = sqlx::query_as(sql)
+            .bind(owner)
+            .bind(until)
+            .bind(id)
+            .bind(state.as_str())
+            .bind(now)
+            .fetch_optional(self.writer())
+            .await?;
+        if claimed.is_some() {
+            self.cache.changed();
+        }
+        Ok(claimed)
     }
 
     /// Extends a lease this owner still holds on a request still in `state`; false when the

@@ -16,7 +16,7 @@ use super::lease::Lease;
 use crate::clock::{Millis, rfc3339};
 use crate::domain::end::runs_breakglass;
 use crate::domain::manifest::Object;
-use crate::domain::stamp::{REQUEST_ID, stamped};
+use crate::domain::stamp::{self, REQUEST_ID};
 use crate::domain::{AuditAction, State};
 use crate::lifecycle::{Actor, RequestRef, stamp_of};
 use crate::store::{AppliedObject, Named, Request, Store, StoreError};
@@ -27,19 +27,23 @@ struct Prepared {
     expires_at: Millis,
     /// An earlier attempt recorded `applying`: some objects may be in the cluster already.
     resumed: bool,
+    /// What is recorded of each object, in order.
+    recorded: Vec<AppliedObject>,
+}
+
+/// How step 2 ended.
+enum Prepare {
+    Ready(Prepared),
+    /// Another breakglass holds one of the objects: this one holds it.
+    Held(String),
+    /// The request is no longer this worker's to apply.
+    Gone,
 }
 
 impl Worker {
     pub(super) async fn apply(&self, id: &str) -> Result<(), StoreError> {
-        let Some(lease) = self.claim(id, State::Approved).await? else {
+        let Some((lease, request)) = self.claim(id, State::Approved).await? else {
             return Ok(());
-        };
-        let request = match self.store.request(id).await? {
-            Some(request) if request.state == State::Approved => request,
-            _ => {
-                lease.release().await;
-                return Ok(());
-            }
         };
         // Another replica may know the target (a rolling update that adds one): wait for it
         // rather than fail a request that was approved.
@@ -51,17 +55,15 @@ impl Worker {
             Ok(objects) => objects,
             Err(e) => return self.fail(&request, &lease, State::Failed, &e).await,
         };
-        // One breakglass per object, checked again now: the approval took the holds, unless
-        // it was given before holds existed.
-        if let Some(holder) = self.hold(&lease, &objects).await? {
-            let message = format!(
-                "an object of this request is held by breakglass request {holder}; one breakglass per object"
-            );
-            return self.fail(&request, &lease, State::Failed, &message).await;
-        }
         let prepared = match self.prepare(&request, &lease, &*target, &objects).await {
-            Ok(Some(prepared)) => prepared,
-            Ok(None) => {
+            Ok(Prepare::Ready(prepared)) => prepared,
+            Ok(Prepare::Held(holder)) => {
+                let message = format!(
+                    "an object of this request is held by breakglass request {holder}; one breakglass per object"
+                );
+                return self.fail(&request, &lease, State::Failed, &message).await;
+            }
+            Ok(Prepare::Gone) => {
                 lease.release().await;
                 return Ok(());
             }
@@ -87,10 +89,9 @@ impl Worker {
                 )
                 .await;
         }
-        let recorded = self.store.applied_objects(id).await?;
-        let bodies = self
-            .stamped_bodies(&request, &objects, prepared.expires_at)
-            .await?;
+        let recorded = &prepared.recorded;
+        let named = Named::of(&request, &self.store.approvals(id).await?);
+        let bodies = stamped(&request, &named, &objects, prepared.expires_at);
         for (position, (object, body)) in objects.iter().zip(&bodies).enumerate() {
             if !lease.held() {
                 tracing::warn!(request_id = %id, "lease ran out mid-apply; another replica takes over");
@@ -189,7 +190,6 @@ impl Worker {
                 }
             }
         }
-        let named = Named::of(&request, &self.store.approvals(id).await?);
         let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Approved).await? else {
             return Ok(());
         };
@@ -211,27 +211,15 @@ impl Worker {
         change.commit().await
     }
 
-    /// Takes hold of the request's objects, if no other breakglass holds one; returns the
-    /// request that does.
-    async fn hold(&self, lease: &Lease, objects: &[Object]) -> Result<Option<String>, StoreError> {
-        let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Approved).await? else {
-            return Ok(None);
-        };
-        let references: Vec<ObjectRef> = objects.iter().map(ObjectRef::from).collect();
-        let holder = Store::hold_objects(change.tx(), &locked, &references).await?;
-        change.commit().await?;
-        Ok(holder)
-    }
-
-    /// Records the objects' current state and the expiry, once; returns the expiry, or None
-    /// when the request is no longer this worker's to apply.
+    /// Records the objects' current state and the expiry, once, with the holds on the objects
+    /// (the approval took them, unless it was given before holds existed).
     async fn prepare(
         &self,
         request: &Request,
         lease: &Lease,
         target: &dyn Target,
         objects: &[Object],
-    ) -> Result<Option<Prepared>, TargetError> {
+    ) -> Result<Prepare, TargetError> {
         let recorded = self
             .store
             .applied_objects(&request.id)
@@ -241,22 +229,28 @@ impl Worker {
             let expires_at = request.expires_at.ok_or_else(|| {
                 TargetError::Refused("the recorded apply has no planned expiry".into())
             })?;
-            return Ok(Some(Prepared {
+            return Ok(Prepare::Ready(Prepared {
                 expires_at,
                 resumed: true,
+                recorded,
             }));
         }
         let mut before = Vec::with_capacity(objects.len());
         for object in objects {
             before.push(target.get(&ObjectRef::from(object)).await?);
         }
-        let result: Result<Option<Prepared>, StoreError> = async {
+        let result: Result<Prepare, StoreError> = async {
             let Some((mut change, locked)) = lease.lock(&self.lifecycle, State::Approved).await?
             else {
-                return Ok(None);
+                return Ok(Prepare::Gone);
             };
+            let references: Vec<ObjectRef> = objects.iter().map(ObjectRef::from).collect();
+            if let Some(holder) = Store::hold_objects(change.tx(), &locked, &references).await? {
+                return Ok(Prepare::Held(holder));
+            }
             let expires_at = self.clock.now() + locked.duration_seconds * 1000;
             Store::plan_expiry(change.tx(), &request.id, expires_at).await?;
+            let mut recorded = Vec::with_capacity(objects.len());
             for (position, (object, before)) in objects.iter().zip(&before).enumerate() {
                 let record = AppliedObject {
                     position: position as i64,
@@ -269,6 +263,7 @@ impl Worker {
                     applied_uid: None,
                 };
                 Store::insert_applied_object(change.tx(), &request.id, &record).await?;
+                recorded.push(record);
             }
             let detail = json!({
                 "objects": objects
@@ -286,9 +281,10 @@ impl Worker {
                 )
                 .await?;
             change.commit().await?;
-            Ok(Some(Prepared {
+            Ok(Prepare::Ready(Prepared {
                 expires_at,
                 resumed: false,
+                recorded,
             }))
         }
         .await;
@@ -305,9 +301,7 @@ impl Worker {
         expires_at: Millis,
     ) -> Result<Vec<Value>, StoreError> {
         let named = Named::of(request, &self.store.approvals(&request.id).await?);
-        let expires_text = rfc3339(expires_at);
-        let stamp = stamp_of(request, &named, &expires_text);
-        Ok(objects.iter().map(|o| stamped(o, &stamp)).collect())
+        Ok(stamped(request, &named, objects, expires_at))
     }
 
     /// A refused apply leaves nothing half-done: objects already applied are undone.
@@ -382,6 +376,13 @@ async fn already_applied(
             }),
     };
     Ok(ours.then_some(written))
+}
+
+/// Each object stamped with the request, its approvers and its expiry.
+fn stamped(request: &Request, named: &Named, objects: &[Object], expires_at: Millis) -> Vec<Value> {
+    let expires_text = rfc3339(expires_at);
+    let stamp = stamp_of(request, named, &expires_text);
+    objects.iter().map(|o| stamp::stamped(o, &stamp)).collect()
 }
 
 fn store_unavailable(e: StoreError) -> TargetError {

@@ -33,19 +33,21 @@ pub(super) struct Lease {
 }
 
 impl Lease {
-    /// Takes the lease on a request in `state` unless another worker holds it.
+    /// Takes the lease on a request in `state` unless another worker holds it; returns it
+    /// with the request as read under the lease: what an earlier holder did is what this
+    /// work continues from.
     pub(super) async fn claim(
         store: &Store,
         clock: &Clock,
         id: &str,
         state: State,
         owner: String,
-    ) -> Result<Option<Lease>, StoreError> {
+    ) -> Result<Option<(Lease, Request)>, StoreError> {
         let now = clock.now();
         let until = now + LEASE_MS;
-        if !store.claim(id, state, &owner, now, until).await? {
+        let Some(request) = store.claim(id, state, &owner, now, until).await? else {
             return Ok(None);
-        }
+        };
         let until = Arc::new(AtomicI64::new(until));
         let heartbeat = tokio::spawn(heartbeat(
             store.clone(),
@@ -55,14 +57,15 @@ impl Lease {
             owner.clone(),
             until.clone(),
         ));
-        Ok(Some(Lease {
+        let lease = Lease {
             store: store.clone(),
             clock: clock.clone(),
             id: id.to_owned(),
             owner,
             until,
             heartbeat,
-        }))
+        };
+        Ok(Some((lease, request)))
     }
 
     pub(super) fn id(&self) -> &str {

@@ -188,8 +188,13 @@ impl Worker {
         }
     }
 
-    /// Claims the request's lease under a fresh owner token, so two tasks never share one.
-    async fn claim(&self, id: &str, state: State) -> Result<Option<Lease>, StoreError> {
+    /// Claims the request's lease under a fresh owner token, so two tasks never share one;
+    /// returns it with the request as read under it.
+    async fn claim(
+        &self,
+        id: &str,
+        state: State,
+    ) -> Result<Option<(Lease, crate::store::Request)>, StoreError> {
         let owner = format!("{}/{}", self.replica, uuid::Uuid::new_v4());
         Lease::claim(&self.store, &self.clock, id, state, owner).await
     }

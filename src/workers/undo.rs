@@ -51,17 +51,14 @@ impl Worker {
         if !due(request) {
             return Ok(());
         }
-        let Some(lease) = self.claim(&request.id, state).await? else {
+        // Read again under the lease: an extension granted meanwhile moved the end.
+        let Some((lease, request)) = self.claim(&request.id, state).await? else {
             return Ok(());
         };
-        let request = match self.store.request(&request.id).await? {
-            // Read again under the lease: an extension granted meanwhile moved the end.
-            Some(request) if request.state == state && due(&request) => request,
-            _ => {
-                lease.release().await;
-                return Ok(());
-            }
-        };
+        if !due(&request) {
+            lease.release().await;
+            return Ok(());
+        }
         let target = match self.target(&request.target) {
             Ok(target) => target,
             Err(message) => return self.retry_later(lease, request.attempts, &message).await,

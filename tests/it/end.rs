@@ -316,6 +316,48 @@ async fn of_two_pending_requests_for_one_object_only_the_first_fully_approved_ta
     );
 }
 
+/// A request approved before holds existed holds nothing yet: the apply takes its holds, and
+/// one whose object another breakglass holds by then fails, naming the holder, and leaves the
+/// holder's object alone.
+#[tokio::test]
+async fn an_approval_that_took_no_holds_is_held_at_apply_or_fails_naming_the_holder() {
+    let env = TestEnv::start().await;
+    let (a, a_digest) = env
+        .file_ok(&deployment("inventory", HOTFIX_IMAGE), 30)
+        .await;
+    let (b, _) = env
+        .file_ok(&deployment("inventory", HOTFIX_IMAGE), 45)
+        .await;
+    for who in ["bob", "carol"] {
+        assert_eq!(env.approve(who, &a, &a_digest).await.0, StatusCode::OK);
+    }
+    env.wait_for_state(&a, "active").await;
+    let applied = env.env.sim.object(&key("inventory")).expect("a's object");
+
+    // B approved the way a broker without holds approved it: the state moved, nothing held.
+    let store = &env.env.broker.state.store;
+    sqlx::query("UPDATE requests SET state = 'approved' WHERE id = $1")
+        .bind(&b)
+        .execute(store.pool())
+        .await
+        .expect("approve without holds");
+    // The worker finds it on its next look at the store.
+    env.clock.advance(Duration::from_secs(16));
+    let failed = env.wait_for_state(&b, "failed").await;
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&a) && error.contains("one breakglass per object"),
+        "{failed}"
+    );
+    assert_eq!(
+        env.env.sim.object(&key("inventory")).expect("a's object"),
+        applied,
+        "the holder's object is untouched"
+    );
+    let (_, a_now) = env.get("dave", &format!("/api/v1/requests/{a}")).await;
+    assert_eq!(a_now["state"], "active");
+}
+
 #[tokio::test]
 async fn an_approver_ends_a_breakglass_that_needs_attention_and_the_object_is_gone() {
     let env = TestEnv::start().await;

@@ -349,19 +349,22 @@ async fn a_lease_is_exclusive_until_it_expires_and_renewals_keep_it(store: Store
             .claim(&id, State::Approved, "a", NOW, NOW + 15_000)
             .await
             .expect("claim")
+            .is_some()
     );
     assert!(
-        !store
+        store
             .claim(&id, State::Approved, "b", NOW + 1, NOW + 15_001)
             .await
-            .expect("claim"),
+            .expect("claim")
+            .is_none(),
         "a holds it"
     );
     assert!(
-        !store
+        store
             .claim(&id, State::Active, "a", NOW, NOW + 15_000)
             .await
-            .expect("claim"),
+            .expect("claim")
+            .is_none(),
         "a lease is for the state the work is for"
     );
     assert!(
@@ -371,17 +374,19 @@ async fn a_lease_is_exclusive_until_it_expires_and_renewals_keep_it(store: Store
             .expect("renew")
     );
     assert!(
-        !store
+        store
             .claim(&id, State::Approved, "b", NOW + 15_000, NOW + 30_000)
             .await
-            .expect("claim"),
+            .expect("claim")
+            .is_none(),
         "the renewal moved the expiry"
     );
     assert!(
         store
             .claim(&id, State::Approved, "b", NOW + 20_000, NOW + 35_000)
             .await
-            .expect("claim"),
+            .expect("claim")
+            .is_some(),
         "an expired lease is taken over"
     );
     assert!(
@@ -403,7 +408,8 @@ async fn a_lease_is_exclusive_until_it_expires_and_renewals_keep_it(store: Store
         store
             .claim(&id, State::Approved, "c", NOW + 20_001, NOW + 35_001)
             .await
-            .expect("claim"),
+            .expect("claim")
+            .is_some(),
         "a released lease is free at once"
     );
 }
@@ -415,6 +421,7 @@ async fn a_retry_records_the_error_and_gives_the_lease_up(store: Store) {
             .claim(&id, State::Approved, "a", NOW, NOW + 15_000)
             .await
             .expect("claim")
+            .is_some()
     );
     store
         .record_retry(&id, "someone-else", "ignored", NOW + 9)
@@ -452,6 +459,7 @@ async fn due_work_and_next_deadline_agree_on_what_is_due_and_when(store: Store) 
             .claim(&approved_leased, State::Approved, "w", NOW, NOW + 5_000)
             .await
             .expect("claim")
+            .is_some()
     );
     let approved_backing_off = request_in(&store, State::Approved, NOW + 60_000).await;
     assert!(
@@ -465,6 +473,7 @@ async fn due_work_and_next_deadline_agree_on_what_is_due_and_when(store: Store) 
             )
             .await
             .expect("claim")
+            .is_some()
     );
     store
         .record_retry(&approved_backing_off, "w", "HTTP 503", NOW + 3_000)
@@ -561,6 +570,7 @@ async fn due_work_and_next_deadline_agree_on_what_is_due_and_when(store: Store) 
             )
             .await
             .expect("claim")
+            .is_some()
     );
     assert_eq!(
         store.next_deadline().await.expect("deadline"),
@@ -822,7 +832,8 @@ async fn two_workers_racing_for_one_request_get_one_lease(store: Store) {
                 let won = store
                     .claim(&id, State::Approved, &owner, NOW, NOW + 15_000)
                     .await
-                    .expect("claim");
+                    .expect("claim")
+                    .is_some();
                 (owner, won)
             });
         }
@@ -1023,6 +1034,8 @@ fn suspect(uid: &str) -> breakglass_broker::domain::unbrokered::Suspect {
 }
 
 async fn unbrokered_events(store: &Store) -> i64 {
+    // Events take their place in the chain just after their commit.
+    store.chain_committed().await;
     sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'breakglass.unbrokered'")
         .fetch_one(store.pool())
         .await

@@ -499,6 +499,18 @@ async fn an_event_whose_detail_is_no_longer_json_is_named(db: &Db) {
         .await;
     let verdict = verify(&db.url, None).await;
     assert_broken_at(&verdict, 3, "event 3 was edited");
+    // Searches (the API, the request page's timeline) still answer, showing the text as it is.
+    let found = db
+        .store
+        .audit_events(&AuditFilter::default())
+        .await
+        .expect("a search meeting the edited event answers");
+    let edited = found
+        .iter()
+        .find(|e| e.seq == 3)
+        .expect("event 3 is listed");
+    assert_eq!(edited.detail, json!("redacted"));
+    assert_eq!(found.len() as i64, EVENTS);
 }
 
 async fn a_deleted_event_is_named(db: &Db) {

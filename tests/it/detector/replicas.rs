@@ -117,6 +117,8 @@ async fn three_replicas_on_postgresql_scanning_at_once_record_one_finding_per_ob
     let namespaces: std::collections::BTreeSet<&str> =
         findings.iter().map(|f| f.namespace.as_str()).collect();
     assert_eq!(namespaces, ["default", "prod"].into());
+    // The replicas' events take their place in the chain just after their commits.
+    store.chain_committed().await;
     let events: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_events WHERE action = 'breakglass.unbrokered'",
     )

@@ -112,6 +112,7 @@ async fn every_write_of_this_replica_shows_in_its_views_at_once(store: Store) {
             .claim(&id, State::Approved, "worker-1", NOW, NOW + 30_000)
             .await
             .expect("claim")
+            .is_some()
     );
     assert_eq!(
         read(&store, &id).await.request.lease_owner.as_deref(),
