@@ -14,6 +14,7 @@ mod read_cache;
 mod request_page;
 mod requests;
 mod sessions;
+mod wal;
 mod work;
 
 use std::ops::{Deref, DerefMut};
@@ -121,6 +122,9 @@ pub struct Store {
     cache: Arc<ReadCache>,
     /// This replica's turns at moving committed audit events into the chain.
     chainer: Arc<journal::Chainer>,
+    /// SQLite's log checkpoints, run beside the writes (`wal`); None for PostgreSQL and for
+    /// a store that only reads.
+    checkpoints: Option<Arc<wal::Checkpoints>>,
     /// The SQLite file, for reading long stretches of the audit chain on connections of
     /// their own (see `audit_read`); `None` for PostgreSQL and in-memory SQLite.
     sqlite_file: Option<Arc<std::path::Path>>,
@@ -143,6 +147,7 @@ impl Tx {
         // Even when the answer was lost the commit may have happened: forget either way.
         self.store.cache.changed();
         committed?;
+        self.store.checkpoint_soon();
         if self.journaled {
             self.store.chain_soon();
         }
@@ -177,6 +182,7 @@ impl<'q> ExecuteWrite for sqlx::query::Query<'q, Any, AnyArguments> {
         let done = self.execute(&store.writer).await?;
         if done.rows_affected() > 0 {
             store.cache.changed();
+            store.checkpoint_soon();
         }
         Ok(done)
     }
@@ -243,8 +249,9 @@ impl Store {
         let backend = Backend::of(url)?;
         let options = AnyConnectOptions::from_str(url)?;
         let setup = match (backend, access) {
+            // The log is checkpointed beside the writes, never in one (`wal`).
             (Backend::Sqlite, Access::ReadWrite(_)) => {
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
             }
             (Backend::Sqlite, Access::ReadOnly) => {
                 "PRAGMA query_only = ON; PRAGMA busy_timeout = 10000;"
@@ -279,6 +286,8 @@ impl Store {
             backend,
             cache: Arc::new(ReadCache::new()),
             chainer: journal::chainer(),
+            checkpoints: (backend == Backend::Sqlite && access != Access::ReadOnly)
+                .then(wal::Checkpoints::new),
             sqlite_file: match backend {
                 Backend::Sqlite => audit_read::sqlite_file(url),
                 Backend::Postgres => None,

@@ -898,6 +898,32 @@ async fn a_chaining_pass_held_up_by_a_lock_on_the_head_counts_as_blocked() {
 
 /// Only PostgreSQL drops connections under the pool (a restart, a failover, an idle timeout
 /// in a proxy); the pool must replace them rather than hand them out dead.
+/// SQLite's log is copied into the database beside the writes (no commit does it): while
+/// writes go on, the database file itself grows, which nothing else makes it do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_copies_its_log_into_the_database_while_writes_go_on() {
+    let db = TestDb::sqlite().await;
+    let file = db
+        ._dir
+        .as_ref()
+        .expect("a directory")
+        .path()
+        .join("store.db");
+    let size = || std::fs::metadata(&file).expect("the database file").len();
+    let before = size();
+    let began = std::time::Instant::now();
+    let deadline = began + Duration::from_secs(20);
+    // Writes for a while: a copy begins at most once a second.
+    while began.elapsed() < Duration::from_millis(1500) || size() == before {
+        request_in(&db.store, State::Pending, NOW + 60_000).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file never grew from {before} bytes: the log was never copied"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_store_keeps_working_after_postgres_drops_its_connections() {
     let db = TestDb::postgres().await;
