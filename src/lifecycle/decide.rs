@@ -42,7 +42,7 @@ impl Lifecycle {
 
     /// A request whose target is no longer configured has no rules to satisfy: its tally is
     /// never satisfied, and deciding on it is refused with the reason ([`Lifecycle::decide`]).
-    pub(super) fn tally_of(&self, request: &Request, approvals: &[Approval]) -> ApprovalTally {
+    pub fn tally_of(&self, request: &Request, approvals: &[Approval]) -> ApprovalTally {
         let rules = self.targets.rules(&request.target).unwrap_or_default();
         let people: Vec<Person> = approvals
             .iter()

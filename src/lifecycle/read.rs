@@ -52,15 +52,12 @@ impl Lifecycle {
         &self,
         person: &Person,
         id: &str,
-    ) -> Result<(Arc<RequestRead>, ApprovalTally), LifecycleError> {
-        let read = self
-            .store
+    ) -> Result<Arc<RequestRead>, LifecycleError> {
+        self.store
             .request_read(id)
             .await?
             .filter(|read| self.may_see(person, &read.request))
-            .ok_or(LifecycleError::NotFound)?;
-        let tally = self.tally_of(&read.request, &read.approvals);
-        Ok((read, tally))
+            .ok_or(LifecycleError::NotFound)
     }
 
     /// What the request page shows (with at most `events` of its newest events), if this

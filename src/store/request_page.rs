@@ -39,6 +39,10 @@ pub struct RequestRead {
     pub request: Request,
     pub approvals: Vec<Approval>,
     pub messages: Vec<Message>,
+    /// What the API makes of this data alone (its answer, the same for everyone who may see
+    /// the request), made at the first read and kept as long as the data. Of the web's type,
+    /// which the store does not know.
+    pub derived: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Store {
@@ -58,6 +62,7 @@ impl Store {
                     request,
                     approvals,
                     messages,
+                    derived: OnceLock::new(),
                 })))
             })
             .await

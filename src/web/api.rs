@@ -1,6 +1,12 @@
 //! The JSON API for requests, under `/api/v1`: thin handlers over [`crate::lifecycle`].
 
+use std::any::Any;
+use std::sync::Arc;
+
+use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -12,7 +18,7 @@ use super::views::{ApprovalView, RequestView};
 use super::{AppState, created};
 use crate::domain::State as RequestState;
 use crate::lifecycle::{Decision, ExtendForm, RequestForm};
-use crate::store::RequestFilter;
+use crate::store::{RequestFilter, RequestRead};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -61,8 +67,30 @@ async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-) -> Result<Json<RequestView>, AppError> {
-    let (read, tally) = state.lifecycle.load_visible_read(&caller, &id).await?;
+) -> Result<Response, AppError> {
+    let read = state.lifecycle.load_visible_read(&caller, &id).await?;
+    let body = answer_of(&state, &read)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Bytes::clone(&body),
+    )
+        .into_response())
+}
+
+/// The answer to a read of the request: made at the first read of the data and kept with it
+/// ([`RequestRead::derived`]), since it depends on nothing else; the reads the cache serves
+/// only check who may see it.
+fn answer_of(state: &AppState, read: &RequestRead) -> Result<Arc<Bytes>, AppError> {
+    if let Some(body) = read
+        .derived
+        .get()
+        .and_then(|made| Arc::clone(made).downcast::<Bytes>().ok())
+    {
+        return Ok(body);
+    }
     let mut view = RequestView::new(read.request.clone());
     view.approvals = Some(
         read.approvals
@@ -71,9 +99,14 @@ async fn show(
             .map(ApprovalView::from)
             .collect(),
     );
-    view.approval = Some(tally);
+    view.approval = Some(state.lifecycle.tally_of(&read.request, &read.approvals));
     view.notifications = Some(super::notices::views(&read.messages));
-    Ok(Json(view))
+    let body = Arc::new(Bytes::from(
+        serde_json::to_vec(&view).map_err(anyhow::Error::from)?,
+    ));
+    // A read at the same moment may have made it first: the same data makes the same answer.
+    let _ = read.derived.set(body.clone() as Arc<dyn Any + Send + Sync>);
+    Ok(body)
 }
 
 #[derive(Deserialize)]

@@ -207,7 +207,8 @@ pub struct EventView {
 #[template(path = "requests/show.html")]
 pub struct ShowPage {
     nav: Nav,
-    r: Request,
+    /// The request, as the page's data holds it (not copied for each view).
+    r: Shown,
     state_class: &'static str,
     state_sentence: &'static str,
     time_left: Option<String>,
@@ -241,6 +242,16 @@ pub struct ShowPage {
     requester: String,
     /// A decision sent through sign-in again, to be sent once more: which form, and its comment.
     resume: Option<Resume>,
+}
+
+/// The request of a page's data, read through it.
+struct Shown(Arc<RequestPage>);
+
+impl std::ops::Deref for Shown {
+    type Target = Request;
+    fn deref(&self) -> &Request {
+        &self.0.request
+    }
 }
 
 /// A decision form as it was before sign-in sent it through the provider again.
@@ -375,7 +386,7 @@ pub async fn show(
         look_age,
         can_look,
         resume: (!resume.resume.is_empty()).then_some(resume),
-        r: request.clone(),
+        r: Shown(page.clone()),
     })
 }
 
