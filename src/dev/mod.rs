@@ -222,13 +222,16 @@ async fn start_inner(
     let targets = crate::targets::Registry::connect_with(&config.targets, Some(google)).await?;
     let mut broker = Broker::with_targets(config, options.clock, store, targets).await?;
     broker.start_worker();
+    let everything = broker
+        .router()
+        .merge(broker.metrics_router())
+        .nest_service("/dev/idp", idp.router());
+    // The refusal of other names gets the security headers too.
     let router = crate::web::with_security_headers(
-        broker
-            .router()
-            .merge(broker.metrics_router())
-            .nest_service("/dev/idp", idp.router()),
-    )
-    .layer(axum::middleware::from_fn(host::loopback_host_only));
+        axum::Router::new()
+            .fallback_service(everything)
+            .layer(axum::middleware::from_fn(host::loopback_host_only)),
+    );
     tokio::spawn(async move {
         if let Err(e) = crate::app::serve(listener, router).await {
             tracing::error!(error = %e, "dev server stopped");

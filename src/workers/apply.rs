@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::Worker;
 use super::lease::Lease;
 use crate::clock::{Millis, rfc3339};
+use crate::domain::digest::{Subject, digest};
 use crate::domain::end::runs_breakglass;
 use crate::domain::manifest::Object;
 use crate::domain::stamp::{self, REQUEST_ID};
@@ -55,6 +56,23 @@ impl Worker {
             Ok(objects) => objects,
             Err(e) => return self.fail(&request, &lease, State::Failed, &e).await,
         };
+        // What is applied is what was approved: objects changed in the database since their
+        // digest was taken (and approved) are refused before anything reaches the cluster.
+        let now_digest = digest(&Subject {
+            target: &request.target,
+            namespace: &request.namespace,
+            objects: &objects,
+            duration_seconds: u64::try_from(request.duration_seconds).unwrap_or_default(),
+            ticket: &request.ticket,
+        });
+        if now_digest != request.digest {
+            let message = format!(
+                "the stored request no longer matches what was approved (approved digest {}, the stored objects give {now_digest}); nothing was applied",
+                request.digest
+            );
+            tracing::error!(request_id = %id, %message, "apply refused");
+            return self.fail(&request, &lease, State::Failed, &message).await;
+        }
         let prepared = match self.prepare(&request, &lease, &*target, &objects).await {
             Ok(Prepare::Ready(prepared)) => prepared,
             Ok(Prepare::Held(holder)) => {

@@ -358,6 +358,41 @@ async fn an_approval_that_took_no_holds_is_held_at_apply_or_fails_naming_the_hol
     assert_eq!(a_now["state"], "active");
 }
 
+/// Someone with access to the database swaps the image of a filed request and leaves its
+/// digest: the approvals name the digest and are taken, but the apply finds the objects no
+/// longer give it, applies nothing and fails, saying why.
+#[tokio::test]
+async fn objects_changed_in_the_database_after_filing_are_never_applied() {
+    let env = TestEnv::start().await;
+    let (id, digest) = env.file_ok(&deployment("billing", HOTFIX_IMAGE), 30).await;
+    let other = "us-docker.pkg.dev/acme/hotfix/api@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let store = &env.env.broker.state.store;
+    let swapped = sqlx::query(
+        "UPDATE requests SET objects = REPLACE(objects, $1, $2), manifest = REPLACE(manifest, $1, $2)
+         WHERE id = $3",
+    )
+    .bind(HOTFIX_IMAGE)
+    .bind(other)
+    .bind(&id)
+    .execute(store.pool())
+    .await
+    .expect("swap the image");
+    assert_eq!(swapped.rows_affected(), 1);
+    for who in ["bob", "carol"] {
+        assert_eq!(env.approve(who, &id, &digest).await.0, StatusCode::OK);
+    }
+    let failed = env.wait_for_state(&id, "failed").await;
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no longer matches what was approved") && error.contains(&digest),
+        "{failed}"
+    );
+    assert!(
+        env.env.sim.object(&key("billing")).is_none(),
+        "nothing reached the cluster"
+    );
+}
+
 #[tokio::test]
 async fn an_approver_ends_a_breakglass_that_needs_attention_and_the_object_is_gone() {
     let env = TestEnv::start().await;

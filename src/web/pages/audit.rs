@@ -150,6 +150,10 @@ pub async fn index(
 
 /// The detail worth a glance in a table row; the full event is in the API and the export.
 fn summary(detail: &serde_json::Value) -> String {
+    // The broker writes every detail as a JSON object: text was put in the database by hand.
+    if let serde_json::Value::String(text) = detail {
+        return format!("not as the broker wrote it: {text}");
+    }
     ["comment", "objects", "error", "conflicts"]
         .iter()
         .filter_map(|key| detail.get(*key).map(|v| (key, v)))
@@ -162,4 +166,22 @@ fn summary(detail: &serde_json::Value) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+    use serde_json::json;
+
+    #[test]
+    fn a_detail_edited_into_text_is_shown_and_marked() {
+        assert_eq!(
+            summary(&json!("redacted")),
+            "not as the broker wrote it: redacted"
+        );
+        assert_eq!(
+            summary(&json!({ "comment": "looks right", "digest": "sha256:1" })),
+            "comment: looks right"
+        );
+    }
 }

@@ -222,6 +222,13 @@ async fn every_kind_of_response_carries_the_security_headers() {
             StatusCode::NOT_FOUND,
             client.get(format!("{issuer}/token?persona=nobody")),
         ),
+        (
+            "dev mode's refusal of a name other than loopback",
+            StatusCode::MISDIRECTED_REQUEST,
+            client
+                .get(env.url("/healthz"))
+                .header("host", "attacker.example"),
+        ),
     ];
     for (what, expected, request) in cases {
         let response = request.send().await.expect("answers");
