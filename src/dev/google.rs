@@ -68,7 +68,7 @@ impl MetadataServer {
                 "/computeMetadata/v1/universe/universe-domain",
                 get(universe),
             )
-            .layer(axum::middleware::from_fn(super::host::loopback_host_only))
+            .layer(super::host::LoopbackOnly)
             .with_state(self.clone())
     }
 
@@ -207,7 +207,7 @@ pub fn gke_api_router(metadata: MetadataServer, clusters: Vec<SimGkeCluster>) ->
             "/v1/projects/{project}/locations/{location}/clusters/{cluster}",
             get(get_cluster),
         )
-        .layer(axum::middleware::from_fn(super::host::loopback_host_only))
+        .layer(super::host::LoopbackOnly)
         .with_state(GkeApi {
             metadata,
             clusters: Arc::new(clusters),

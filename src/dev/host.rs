@@ -3,28 +3,60 @@
 //! tokens for anyone; what it cannot change is the `Host` its requests carry. So the dev
 //! servers answer only requests whose `Host` is a loopback name or address.
 
+use std::convert::Infallible;
 use std::net::IpAddr;
+use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{Either, Ready, ready};
 
-/// Serves the request only if its `Host` is loopback; 421 otherwise.
-pub async fn loopback_host_only(request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
-    match host {
-        Some(host) if is_loopback_host(&host) => next.run(request).await,
-        _ => (
-            StatusCode::MISDIRECTED_REQUEST,
-            "this development server answers only requests addressed to a loopback host (localhost, 127.0.0.1 or [::1])\n",
-        )
-            .into_response(),
+/// Serves a request only if its `Host` is loopback; 421 otherwise. A layer of its own (not
+/// `from_fn`), so that the check costs no box and no copy of the service per request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoopbackOnly;
+
+impl<S> tower::Layer<S> for LoopbackOnly {
+    type Service = LoopbackOnlyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoopbackOnlyService { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoopbackOnlyService<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for LoopbackOnlyService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        if host.is_some_and(is_loopback_host) {
+            Either::Right(self.inner.call(request))
+        } else {
+            Either::Left(ready(Ok((
+                StatusCode::MISDIRECTED_REQUEST,
+                "this development server answers only requests addressed to a loopback host (localhost, 127.0.0.1 or [::1])\n",
+            )
+                .into_response())))
+        }
     }
 }
 

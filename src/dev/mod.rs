@@ -228,9 +228,7 @@ async fn start_inner(
         .nest_service("/dev/idp", idp.router());
     // The refusal of other names gets the security headers too.
     let router = crate::web::with_security_headers(
-        axum::Router::new()
-            .fallback_service(everything)
-            .layer(axum::middleware::from_fn(host::loopback_host_only)),
+        axum::Router::new().fallback_service(tower::Layer::layer(&host::LoopbackOnly, everything)),
     );
     tokio::spawn(async move {
         if let Err(e) = crate::app::serve(listener, router).await {

@@ -75,7 +75,7 @@ pub async fn run_dev_idp(listen: SocketAddr) -> anyhow::Result<()> {
     let idp = DevIdp::new(&issuer, Clock::system())?;
     let router = Router::new()
         .nest_service(IDP_PATH, idp.router())
-        .layer(axum::middleware::from_fn(super::host::loopback_host_only));
+        .layer(super::host::LoopbackOnly);
     print_banner(&format!(
         "listening on http://{}\n\
          issuer: {issuer}\n\

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::{Lifecycle, LifecycleError};
-use crate::domain::ApprovalTally;
 use crate::domain::Person;
 use crate::store::{
     Approval, AuditEvent, AuditFilter, Request, RequestFilter, RequestPage, RequestRead,
@@ -68,15 +67,12 @@ impl Lifecycle {
         person: &Person,
         id: &str,
         events: i64,
-    ) -> Result<(Arc<RequestPage>, ApprovalTally), LifecycleError> {
-        let page = self
-            .store
+    ) -> Result<Arc<RequestPage>, LifecycleError> {
+        self.store
             .request_page(id, events)
             .await?
             .filter(|page| self.may_see(person, &page.request))
-            .ok_or(LifecycleError::NotFound)?;
-        let tally = self.tally_of(&page.request, &page.approvals);
-        Ok((page, tally))
+            .ok_or(LifecycleError::NotFound)
     }
 
     /// The history of one ticket for this person; not found when they may see none of its

@@ -273,7 +273,7 @@ impl SimCluster {
                 self.clone(),
                 failure::inject,
             ))
-            .layer(middleware::from_fn(crate::dev::host::loopback_host_only))
+            .layer(crate::dev::host::LoopbackOnly)
             .with_state(self.clone())
     }
 

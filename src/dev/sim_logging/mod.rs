@@ -74,7 +74,7 @@ impl SimLogging {
                     "the simulated Logging API serves only POST /v2/entries:list".into(),
                 )
             })
-            .layer(axum::middleware::from_fn(super::host::loopback_host_only))
+            .layer(super::host::LoopbackOnly)
             .with_state(self.clone())
     }
 

@@ -20,7 +20,7 @@ use crate::domain::policy::images;
 use crate::domain::stamp::stamped;
 use crate::domain::timeline;
 use crate::domain::{ApprovalTally, State as RequestState};
-use crate::lifecycle::{Decision, ExtendForm, stamp_of};
+use crate::lifecycle::{Decision, ExtendForm, Lifecycle, stamp_of};
 use crate::store::{Approval, AuditEvent, Named, Request, RequestFilter, RequestPage};
 use crate::web::AppState;
 use crate::web::error::AppError;
@@ -199,8 +199,8 @@ pub struct DecisionView {
 pub struct EventView {
     pub at: String,
     /// The stored action name, kept beside the sentence for those who search by it.
-    pub action: String,
-    pub sentence: String,
+    pub action: Arc<str>,
+    pub sentence: Arc<str>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -209,15 +209,12 @@ pub struct ShowPage {
     nav: Nav,
     /// The request, as the page's data holds it (not copied for each view).
     r: Shown,
+    /// What the page shows of its data alone, made once per read of the data.
+    made: Arc<Made>,
     state_class: &'static str,
     state_sentence: &'static str,
     time_left: Option<String>,
     duration: String,
-    created: String,
-    decide_by: String,
-    rule: String,
-    tally: ApprovalTally,
-    decisions: Vec<DecisionView>,
     /// The objects, as HTML made from the template `requests/objects.html`.
     objects: Arc<String>,
     timeline: Vec<EventView>,
@@ -230,18 +227,40 @@ pub struct ShowPage {
     can_extend: bool,
     /// The requester may write the review of a breakglass that ended.
     can_review: bool,
-    /// When the review was written.
-    reviewed: Option<String>,
     viewer_subject: String,
     refresh: bool,
     /// How old the last look at the cluster is, if there was one.
     look_age: Option<String>,
     /// Whether a look at the cluster still matters (people still decide).
     can_look: bool,
-    /// Who filed it, as named on this page.
-    requester: String,
     /// A decision sent through sign-in again, to be sent once more: which form, and its comment.
     resume: Option<Resume>,
+}
+
+/// What the request page shows that depends on its data alone (not on who looks, nor when):
+/// made at the first view of the data and kept with it ([`RequestPage::derived`]), so that
+/// the views the cache serves do not make it again.
+struct Made {
+    /// The objects as HTML (stamped, marked, compared with the last look), when the data
+    /// holds a look; they are most of the page.
+    objects: Option<Arc<String>>,
+    rule: String,
+    tally: ApprovalTally,
+    decisions: Vec<DecisionView>,
+    /// Oldest first.
+    events: Vec<MadeEvent>,
+    /// Who filed it, as named on this page.
+    requester: String,
+    created: String,
+    decide_by: String,
+    /// When the review was written.
+    reviewed: Option<String>,
+}
+
+struct MadeEvent {
+    at: Millis,
+    action: Arc<str>,
+    sentence: Arc<str>,
 }
 
 /// The request of a page's data, read through it.
@@ -282,20 +301,19 @@ pub async fn show(
 ) -> Result<ShowPage, PageError> {
     let person = &viewer.person;
     let lifecycle = &state.lifecycle;
-    let (page, tally) = lifecycle
+    let page = lifecycle
         .load_visible_page(person, &id, 200)
         .await
         .map_err(AppError::from)?;
+    let made = made_of(lifecycle, &page)?;
     let RequestPage {
         request,
         approvals,
         look: looked,
-        events,
         messages,
         ..
     } = &*page;
     let now = state.clock.now();
-    let rules = lifecycle.targets.rules(&request.target).unwrap_or_default();
     let decided = approvals
         .iter()
         .any(|a| a.approver_subject == person.subject);
@@ -314,9 +332,9 @@ pub async fn show(
     let can_review = matches!(request.state, RequestState::Expired | RequestState::Closed)
         && request.review.is_none()
         && request.requester_subject == person.subject;
-    let (objects, look_age) = match looked {
-        Some((taken_at, _)) => (objects_of(&page)?, Some(look::age(now, *taken_at))),
-        None => {
+    let (objects, look_age) = match (looked, &made.objects) {
+        (Some((taken_at, _)), Some(objects)) => (objects.clone(), Some(look::age(now, *taken_at))),
+        _ => {
             let looked = look::first(&state, request).await?;
             (
                 Arc::new(render_objects(&object_views(
@@ -329,18 +347,6 @@ pub async fn show(
         }
     };
     let can_look = look::undecided(request);
-    let names = Names::new(
-        std::iter::once((
-            request.requester_name.as_str(),
-            request.requester_subject.as_str(),
-        ))
-        .chain(
-            approvals
-                .iter()
-                .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
-        )
-        .chain(events.iter().map(|e| (e.actor.as_str(), e.subject()))),
-    );
     Ok(ShowPage {
         nav: viewer.nav(&state),
         state_class: view::state_class(request.state),
@@ -354,35 +360,25 @@ pub async fn show(
             _ => None,
         },
         duration: view::duration(request.duration_seconds / 60),
-        created: view::when(request.created_at),
-        decide_by: view::when(request.decide_by),
-        rule: describe(rules),
-        tally,
-        decisions: approvals
+        timeline: made
+            .events
             .iter()
-            .map(|a| DecisionView {
-                approver: names.show(&a.approver_name, &a.approver_subject),
-                decision: a.decision.clone(),
-                comment: a.comment.clone(),
-                at: view::when(a.at),
+            .map(|e| EventView {
+                at: view::when_ago(now, e.at),
+                action: e.action.clone(),
+                sentence: e.sentence.clone(),
             })
             .collect(),
+        made: made.clone(),
         objects,
-        timeline: events
-            .iter()
-            .rev()
-            .map(|e| event_view(e, &names, now))
-            .collect(),
         notices: crate::web::notices::views(messages),
         can_decide,
         can_cancel,
         can_close,
         can_extend,
         can_review,
-        reviewed: request.reviewed_at.map(view::when),
         viewer_subject: person.subject.clone(),
         refresh: request.state == RequestState::Approved,
-        requester: names.show(&request.requester_name, &request.requester_subject),
         look_age,
         can_look,
         resume: (!resume.resume.is_empty()).then_some(resume),
@@ -393,31 +389,79 @@ pub async fn show(
 pub(super) fn event_view(e: &AuditEvent, names: &Names, now: Millis) -> EventView {
     EventView {
         at: view::when_ago(now, e.at),
-        action: e.action.clone(),
-        sentence: timeline::sentence(&e.action, &names.show(&e.actor, e.subject()), &e.detail),
+        action: e.action.as_str().into(),
+        sentence: timeline::sentence(&e.action, &names.show(&e.actor, e.subject()), &e.detail)
+            .into(),
     }
 }
 
-/// The objects of a page whose data holds a look, as HTML: made at the first view of the data
-/// and kept with it ([`RequestPage::derived`]), since they depend on nothing else. They are
-/// most of the page, and stamping, marking and escaping them was most of its cost.
-fn objects_of(page: &RequestPage) -> Result<Arc<String>, PageError> {
-    if let Some(html) = page
+/// What the page makes of its data alone ([`Made`]), made at the first view of the data.
+fn made_of(lifecycle: &Lifecycle, page: &RequestPage) -> Result<Arc<Made>, PageError> {
+    if let Some(made) = page
         .derived
         .get()
-        .and_then(|made| Arc::clone(made).downcast::<String>().ok())
+        .and_then(|made| Arc::clone(made).downcast::<Made>().ok())
     {
-        return Ok(html);
+        return Ok(made);
     }
-    let looked = page.look.as_ref().map(look::parse);
-    let html = Arc::new(render_objects(&object_views(
-        &page.request,
-        &page.approvals,
-        looked.as_ref(),
-    ))?);
-    // A view at the same moment may have made it first: the same data makes the same HTML.
-    let _ = page.derived.set(html.clone() as Arc<dyn Any + Send + Sync>);
-    Ok(html)
+    let request = &page.request;
+    let objects = match &page.look {
+        Some(looked) => Some(Arc::new(render_objects(&object_views(
+            request,
+            &page.approvals,
+            Some(&look::parse(looked)),
+        ))?)),
+        None => None,
+    };
+    let names = Names::new(
+        std::iter::once((
+            request.requester_name.as_str(),
+            request.requester_subject.as_str(),
+        ))
+        .chain(
+            page.approvals
+                .iter()
+                .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
+        )
+        .chain(page.events.iter().map(|e| (e.actor.as_str(), e.subject()))),
+    );
+    let made = Arc::new(Made {
+        objects,
+        rule: describe(lifecycle.targets.rules(&request.target).unwrap_or_default()),
+        tally: lifecycle.tally_of(request, &page.approvals),
+        decisions: page
+            .approvals
+            .iter()
+            .map(|a| DecisionView {
+                approver: names.show(&a.approver_name, &a.approver_subject),
+                decision: a.decision.clone(),
+                comment: a.comment.clone(),
+                at: view::when(a.at),
+            })
+            .collect(),
+        events: page
+            .events
+            .iter()
+            .rev()
+            .map(|e| MadeEvent {
+                at: e.at,
+                action: e.action.as_str().into(),
+                sentence: timeline::sentence(
+                    &e.action,
+                    &names.show(&e.actor, e.subject()),
+                    &e.detail,
+                )
+                .into(),
+            })
+            .collect(),
+        requester: names.show(&request.requester_name, &request.requester_subject),
+        created: view::when(request.created_at),
+        decide_by: view::when(request.decide_by),
+        reviewed: request.reviewed_at.map(view::when),
+    });
+    // A view at the same moment may have made it first: the same data makes the same page.
+    let _ = page.derived.set(made.clone() as Arc<dyn Any + Send + Sync>);
+    Ok(made)
 }
 
 #[derive(Template)]
