@@ -40,7 +40,7 @@ pub use outbox::{
     REQUEST_ENDED_FIRST,
 };
 pub use read_cache::TIME_TO_LIVE as READ_CACHE_TTL;
-pub use request_page::{RequestPage, RequestRead};
+pub use request_page::{Derived, RequestPage, RequestRead};
 pub use requests::{
     AppliedObject, Approval, Named, NewRequest, Request, RequestFilter, Visibility,
 };

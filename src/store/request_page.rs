@@ -27,11 +27,9 @@ pub struct RequestPage {
     pub events: Vec<AuditEvent>,
     /// Who was told about the request, in the order the messages were written.
     pub messages: Vec<Message>,
-    /// What the page makes of this data alone (its objects as shown: stamped, marked and
-    /// compared with the last look), made at the first view and kept as long as the data, so
-    /// that the views the cache serves do not make it again. Of the web's type, which the
-    /// store does not know.
-    pub derived: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// What the page makes of this data alone, so that the views the cache serves do not make
+    /// it again.
+    pub derived: Derived,
 }
 
 /// A request, its decisions and its notifications: what the API's read of one request shows.
@@ -40,9 +38,36 @@ pub struct RequestRead {
     pub approvals: Vec<Approval>,
     pub messages: Vec<Message>,
     /// What the API makes of this data alone (its answer, the same for everyone who may see
-    /// the request), made at the first read and kept as long as the data. Of the web's type,
-    /// which the store does not know.
-    pub derived: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// the request), so that the reads the cache serves do not make it again.
+    pub derived: Derived,
+}
+
+/// What a view makes of one read's data alone: made at the first view of the data and kept as
+/// long as the data. Of the web's type, which the store does not know.
+#[derive(Default)]
+pub struct Derived(OnceLock<Arc<dyn Any + Send + Sync>>);
+
+impl Derived {
+    /// What `make` makes of the data, made at the first call. Two views at the same moment may
+    /// both make it: the same data makes the same result, and the first is kept.
+    pub fn get_or_make<T, E>(
+        &self,
+        make: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<Arc<T>, E>
+    where
+        T: Any + Send + Sync,
+    {
+        if let Some(made) = self
+            .0
+            .get()
+            .and_then(|made| Arc::clone(made).downcast::<T>().ok())
+        {
+            return Ok(made);
+        }
+        let made = Arc::new(make()?);
+        let _ = self.0.set(made.clone() as Arc<dyn Any + Send + Sync>);
+        Ok(made)
+    }
 }
 
 impl Store {
@@ -62,7 +87,7 @@ impl Store {
                     request,
                     approvals,
                     messages,
-                    derived: OnceLock::new(),
+                    derived: Derived::default(),
                 })))
             })
             .await
@@ -95,7 +120,7 @@ impl Store {
                     look,
                     events,
                     messages,
-                    derived: OnceLock::new(),
+                    derived: Derived::default(),
                 })))
             })
             .await

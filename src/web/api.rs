@@ -1,6 +1,5 @@
 //! The JSON API for requests, under `/api/v1`: thin handlers over [`crate::lifecycle`].
 
-use std::any::Any;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -84,29 +83,20 @@ async fn show(
 /// ([`RequestRead::derived`]), since it depends on nothing else; the reads the cache serves
 /// only check who may see it.
 fn answer_of(state: &AppState, read: &RequestRead) -> Result<Arc<Bytes>, AppError> {
-    if let Some(body) = read
-        .derived
-        .get()
-        .and_then(|made| Arc::clone(made).downcast::<Bytes>().ok())
-    {
-        return Ok(body);
-    }
-    let mut view = RequestView::new(read.request.clone());
-    view.approvals = Some(
-        read.approvals
-            .iter()
-            .cloned()
-            .map(ApprovalView::from)
-            .collect(),
-    );
-    view.approval = Some(state.lifecycle.tally_of(&read.request, &read.approvals));
-    view.notifications = Some(super::notices::views(&read.messages));
-    let body = Arc::new(Bytes::from(
-        serde_json::to_vec(&view).map_err(anyhow::Error::from)?,
-    ));
-    // A read at the same moment may have made it first: the same data makes the same answer.
-    let _ = read.derived.set(body.clone() as Arc<dyn Any + Send + Sync>);
-    Ok(body)
+    read.derived.get_or_make(|| {
+        let mut view = RequestView::new(read.request.clone());
+        view.approvals = Some(
+            read.approvals
+                .iter()
+                .cloned()
+                .map(ApprovalView::from)
+                .collect(),
+        );
+        view.approval = Some(state.lifecycle.tally_of(&read.request, &read.approvals));
+        view.notifications = Some(super::notices::views(&read.messages));
+        let body = serde_json::to_vec(&view).map_err(anyhow::Error::from)?;
+        Ok(Bytes::from(body))
+    })
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,5 @@
 //! The dashboard, the new-request form and the request page.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use askama::Template;
@@ -397,71 +396,63 @@ pub(super) fn event_view(e: &AuditEvent, names: &Names, now: Millis) -> EventVie
 
 /// What the page makes of its data alone ([`Made`]), made at the first view of the data.
 fn made_of(lifecycle: &Lifecycle, page: &RequestPage) -> Result<Arc<Made>, PageError> {
-    if let Some(made) = page
-        .derived
-        .get()
-        .and_then(|made| Arc::clone(made).downcast::<Made>().ok())
-    {
-        return Ok(made);
-    }
-    let request = &page.request;
-    let objects = match &page.look {
-        Some(looked) => Some(Arc::new(render_objects(&object_views(
-            request,
-            &page.approvals,
-            Some(&look::parse(looked)),
-        ))?)),
-        None => None,
-    };
-    let names = Names::new(
-        std::iter::once((
-            request.requester_name.as_str(),
-            request.requester_subject.as_str(),
-        ))
-        .chain(
-            page.approvals
+    page.derived.get_or_make(|| {
+        let request = &page.request;
+        let objects = match &page.look {
+            Some(looked) => Some(Arc::new(render_objects(&object_views(
+                request,
+                &page.approvals,
+                Some(&look::parse(looked)),
+            ))?)),
+            None => None,
+        };
+        let names = Names::new(
+            std::iter::once((
+                request.requester_name.as_str(),
+                request.requester_subject.as_str(),
+            ))
+            .chain(
+                page.approvals
+                    .iter()
+                    .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
+            )
+            .chain(page.events.iter().map(|e| (e.actor.as_str(), e.subject()))),
+        );
+        Ok(Made {
+            objects,
+            rule: describe(lifecycle.targets.rules(&request.target).unwrap_or_default()),
+            tally: lifecycle.tally_of(request, &page.approvals),
+            decisions: page
+                .approvals
                 .iter()
-                .map(|a| (a.approver_name.as_str(), a.approver_subject.as_str())),
-        )
-        .chain(page.events.iter().map(|e| (e.actor.as_str(), e.subject()))),
-    );
-    let made = Arc::new(Made {
-        objects,
-        rule: describe(lifecycle.targets.rules(&request.target).unwrap_or_default()),
-        tally: lifecycle.tally_of(request, &page.approvals),
-        decisions: page
-            .approvals
-            .iter()
-            .map(|a| DecisionView {
-                approver: names.show(&a.approver_name, &a.approver_subject),
-                decision: a.decision.clone(),
-                comment: a.comment.clone(),
-                at: view::when(a.at),
-            })
-            .collect(),
-        events: page
-            .events
-            .iter()
-            .rev()
-            .map(|e| MadeEvent {
-                at: e.at,
-                action: e.action.as_str().into(),
-                sentence: timeline::sentence(
-                    &e.action,
-                    &names.show(&e.actor, e.subject()),
-                    &e.detail,
-                )
-                .into(),
-            })
-            .collect(),
-        requester: names.show(&request.requester_name, &request.requester_subject),
-        created: view::when(request.created_at),
-        decide_by: view::when(request.decide_by),
-        reviewed: request.reviewed_at.map(view::when),
-    });
-    // A view at the same moment may have made it first: the same data makes the same page.
-    let _ = page.derived.set(made.clone() as Arc<dyn Any + Send + Sync>);
-    Ok(made)
+                .map(|a| DecisionView {
+                    approver: names.show(&a.approver_name, &a.approver_subject),
+                    decision: a.decision.clone(),
+                    comment: a.comment.clone(),
+                    at: view::when(a.at),
+                })
+                .collect(),
+            events: page
+                .events
+                .iter()
+                .rev()
+                .map(|e| MadeEvent {
+                    at: e.at,
+                    action: e.action.as_str().into(),
+                    sentence: timeline::sentence(
+                        &e.action,
+                        &names.show(&e.actor, e.subject()),
+                        &e.detail,
+                    )
+                    .into(),
+                })
+                .collect(),
+            requester: names.show(&request.requester_name, &request.requester_subject),
+            created: view::when(request.created_at),
+            decide_by: view::when(request.decide_by),
+            reviewed: request.reviewed_at.map(view::when),
+        })
+    })
 }
 
 #[derive(Template)]
